@@ -1,0 +1,145 @@
+# coldbrew — build, test, run.
+#
+#   make deps              install missing Debian packages (root; otherwise prints the command)
+#   make                   build build/bin/queue-proxy
+#   make test              unit + scenario tests (ends with "N passed, N failed")
+#   make test SANITIZE=1   the same under ASan + UBSan (build/san/)
+#   make run               deps, build, start the most complete thing there is
+#   make bench             benchmark against nginx and HAProxy (bench/RESULTS.md)
+#   make fuzz              build and briefly run the libFuzzer targets
+#   make format            clang-format every C file
+#   make install PREFIX=/usr/local
+
+PREFIX   ?= /usr/local
+SANITIZE ?=
+CC       ?= cc
+
+ifeq ($(SANITIZE),1)
+BUILD    := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      := -O1 -g
+MALLOC   :=
+else
+BUILD    := build
+SANFLAGS :=
+OPT      := -O2 -g
+MALLOC   := -DCOLDBREW_JEMALLOC
+MALLOC_LIB := -ljemalloc
+endif
+
+LLHTTP_SRC := /usr/share/llhttp
+LLHTTP_INC := /usr/share/include/llhttp
+
+CFLAGS  += $(OPT) $(SANFLAGS) -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
+           -I$(LLHTTP_INC) -I$(BUILD)/gen -Icommon $(MALLOC)
+LDFLAGS += $(SANFLAGS)
+LIBS    := -levent_core -ljansson -lprotobuf-c $(MALLOC_LIB) -lm
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o
+LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+QP_SRC     := $(wildcard queue-proxy/*.c)
+QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC   := $(wildcard tests/unit/*_test.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/coffee
+
+.PHONY: all deps test unit scenario run bench fuzz format format-check install clean
+all: $(BINS)
+
+# ---------------------------------------------------------------- dependencies
+DEB_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev libcmocka-dev \
+            libprotobuf-c-dev protobuf-c-compiler libjansson-dev curl wrk nginx-light haproxy \
+            python3 python3-websockets clang libclang-rt-14-dev clang-format procps
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all installed"; \
+	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null && echo "deps: done"; \
+	else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi
+
+# ---------------------------------------------------------------- build
+$(BUILD)/gen/stat.pb-c.c $(BUILD)/gen/stat.pb-c.h: common/proto/stat.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=common/proto --c_out=$(BUILD)/gen common/proto/stat.proto
+
+$(BUILD)/obj/gen/stat.pb-c.o: $(BUILD)/gen/stat.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $(SANFLAGS) -I$(LLHTTP_INC) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/gen/stat.pb-c.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libcoldbrew.a: $(COMMON_OBJ) $(LLHTTP_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/bin/queue-proxy: $(QP_OBJ) $(BUILD)/libcoldbrew.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(QP_OBJ) $(BUILD)/libcoldbrew.a $(LIBS)
+
+$(BUILD)/bin/coffee: $(BUILD)/obj/examples/coffee/coffee.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -levent
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcoldbrew.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libcoldbrew.a $(LIBS) -lcmocka
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------- test
+test: all $(UNIT_BIN)
+	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) bash tests/run.sh
+
+unit: $(UNIT_BIN)
+	@BUILD=$(BUILD) ONLY=unit bash tests/run.sh
+
+scenario: all
+	@BUILD=$(BUILD) ONLY=scenario bash tests/run.sh
+
+# ---------------------------------------------------------------- run
+run: deps all
+	@bash examples/run-coffee.sh $(BUILD)
+
+# ---------------------------------------------------------------- bench
+bench: deps all
+	@bash bench/run.sh
+
+# ---------------------------------------------------------------- fuzz
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I$(LLHTTP_INC) -Ibuild/fuzz/gen -Icommon
+build/fuzz/gen/stat.pb-c.c: common/proto/stat.proto
+	@mkdir -p build/fuzz/gen
+	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen common/proto/stat.proto
+build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c
+	@mkdir -p build/fuzz
+	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -ljansson -lprotobuf-c -lm
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "fuzz: $$n for $${FUZZ_SECONDS:-20}s"; \
+	  mkdir -p build/fuzz/corpus-$$n; \
+	  if ! $$f -max_total_time=$${FUZZ_SECONDS:-20} -max_len=8192 -artifact_prefix=build/fuzz/ \
+	       build/fuzz/corpus-$$n tests/fuzz/seeds > build/fuzz/$$n.log 2>&1; then \
+	    tail -40 build/fuzz/$$n.log; echo "fuzz: $$n FAILED"; exit 1; fi; \
+	  tail -1 build/fuzz/$$n.log; done
+
+# ---------------------------------------------------------------- housekeeping
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build/*')
+format:
+	clang-format -i $(C_FILES)
+format-check:
+	@clang-format --dry-run --Werror $(C_FILES) && echo "format: clean"
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/bin/queue-proxy $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf build

@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""coldbrew benchmark: one origin, every proxy measured in the same run.
+
+Origin: nginx (1 worker) answering a small body. Measured with wrk, one at
+a time, under the same load:
+  direct            wrk -> origin
+  nginx             wrk -> nginx reverse proxy (1 worker, upstream keepalive) -> origin
+  haproxy           wrk -> HAProxy (1 thread, http-reuse always) -> origin
+  coldbrew cc=0     wrk -> coldbrew queue-proxy (CONTAINER_CONCURRENCY=0) -> origin
+  coldbrew cc=100   the same with the breaker on (CONTAINER_CONCURRENCY=100)
+For each: req/s, p50/p99 latency, CPU microseconds per request of the proxy
+process (utime+stime from /proc), and memory: RssAnon (private) and VmRSS,
+idle and with 1,000 open keep-alive connections. Writes bench/RESULTS.md.
+Every process started here is stopped by pid; loads go to 127.0.0.1 only."""
+import os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.join(ROOT, "build", "bin")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNS = int(os.environ.get("BENCH_CONNS", "64"))
+TMP = tempfile.mkdtemp(prefix="coldbrew-bench-")
+CLK = os.sysconf("SC_CLK_TCK")
+procs = []
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def wait_port(port, timeout=5):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close(); return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("port %d did not open" % port)
+
+
+def start(argv, env=None, name="p"):
+    log = open(os.path.join(TMP, name + ".log"), "wb")
+    e = dict(os.environ); e.update(env or {})
+    p = subprocess.Popen(argv, env=e, stdout=log, stderr=subprocess.STDOUT)
+    procs.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill(); p.wait(5)
+
+
+def nginx_conf(name, body):
+    d = os.path.join(TMP, name); os.makedirs(d, exist_ok=True)
+    conf = """worker_processes 1; daemon off; master_process on; pid %(d)s/nginx.pid;
+error_log %(d)s/error.log warn; worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http { access_log off; client_body_temp_path %(d)s/b; proxy_temp_path %(d)s/p;
+fastcgi_temp_path %(d)s/f; uwsgi_temp_path %(d)s/u; scgi_temp_path %(d)s/s;
+keepalive_requests 1000000; %(body)s }""" % {"d": d, "body": body}
+    path = os.path.join(d, "nginx.conf"); open(path, "w").write(conf)
+    return path
+
+
+def children(pid):
+    try:
+        return [int(x) for x in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
+    except OSError:
+        return []
+
+
+def cpu_ticks(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def mem(pid):
+    out = {}
+    for l in open("/proc/%d/status" % pid):
+        k = l.split(":")[0]
+        if k in ("VmRSS", "RssAnon"):
+            out[k] = int(l.split()[1])
+    return out
+
+
+def wrk(port, seconds=SECONDS, conns=CONNS):
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
+                          "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {}
+    for pct in ("50", "99"):
+        m = re.search(r"\s%s%%\s+([\d.]+)(us|ms|s)" % pct, out)
+        v = float(m.group(1)); u = m.group(2)
+        lat[pct] = v / 1000 if u == "us" else v * 1000 if u == "s" else v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "total": total, "p50": lat["50"], "p99": lat["99"],
+            "non2xx": int(errors.group(1)) if errors else 0, "sockerr": sock.group(1) if sock else ""}
+
+
+def hold_connections(port, n=1000):
+    socks = []
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        socks.append(s)
+    for s in socks:
+        s.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+    return socks
+
+
+def measure(name, port, pid):
+    wrk(port, 2)  # warm-up
+    time.sleep(0.5)
+    idle = mem(pid)
+    c0 = cpu_ticks(pid)
+    r = wrk(port)
+    c1 = cpu_ticks(pid)
+    r["cpu_us"] = (c1 - c0) * 1e6 / CLK / max(r["total"], 1)
+    time.sleep(0.3)
+    socks = hold_connections(port)
+    time.sleep(0.3)
+    loaded = mem(pid)
+    for s in socks:
+        s.close()
+    r.update(idle_anon=idle.get("RssAnon", 0), idle_rss=idle.get("VmRSS", 0),
+             k_anon=loaded.get("RssAnon", 0), k_rss=loaded.get("VmRSS", 0))
+    print("%-16s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %5.1f us/req  idle %5d/%5d kB  1k conns %6d/%6d kB" % (
+        name, r["rps"], r["p50"], r["p99"], r["cpu_us"], r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]), flush=True)
+    return r
+
+
+def main():
+    for tool in ("nginx", "haproxy", "wrk"):
+        if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool):
+            raise SystemExit("bench needs %s: make deps" % tool)
+    o_port = free_port()
+    origin = start(["/usr/sbin/nginx", "-c", nginx_conf("origin",
+        'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; return 200 "hello from the origin\\n"; } }' % o_port)], name="origin")
+    wait_port(o_port)
+    results = {}
+    time.sleep(0.3)
+    o_worker = children(origin.pid)[0]
+    results["direct"] = measure("direct", o_port, o_worker)
+
+    n_port = free_port()
+    ng = start(["/usr/sbin/nginx", "-c", nginx_conf("proxy",
+        "upstream origin { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
+        "location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (o_port, n_port))], name="nginx")
+    wait_port(n_port); time.sleep(0.3)
+    results["nginx"] = measure("nginx", n_port, children(ng.pid)[0])
+    stop(ng)
+
+    h_port = free_port()
+    hcfg = os.path.join(TMP, "haproxy.cfg")
+    open(hcfg, "w").write("""global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:%d
+  default_backend be
+backend be
+  server o 127.0.0.1:%d
+""" % (h_port, o_port))
+    hp = start(["/usr/sbin/haproxy", "-db", "-f", hcfg], name="haproxy")
+    wait_port(h_port); time.sleep(0.3)
+    results["haproxy"] = measure("haproxy", h_port, hp.pid)
+    stop(hp)
+
+    for cc in (0, 100):
+        q_port = free_port()
+        env = {"SERVING_NAMESPACE": "bench", "SERVING_SERVICE": "bench", "SERVING_CONFIGURATION": "bench",
+               "SERVING_REVISION": "bench-00001", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
+               "QUEUE_SERVING_PORT": str(q_port), "QUEUE_SERVING_TLS_PORT": "8112", "USER_PORT": str(o_port),
+               "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
+               "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(free_port()),
+               "QUEUE_METRICS_PORT": str(free_port()), "COLDBREW_LISTEN_HOST": "127.0.0.1"}
+        qp = start([os.path.join(BIN, "queue-proxy")], env, name="qp%d" % cc)
+        wait_port(q_port); time.sleep(0.3)
+        results["coldbrew cc=%d" % cc] = measure("coldbrew cc=%d" % cc, q_port, qp.pid)
+        stop(qp)
+    stop(origin)
+    write_results(results)
+
+
+def write_results(res):
+    ng = res["nginx"]
+    lines = ["# coldbrew benchmark results", "",
+             "Produced by `make bench` (`bench/run.sh` → `bench/bench.py`) on %s, %d cores; "
+             "wrk -t1 -c%d -d%ds --latency per row, one row at a time, all against the same nginx origin "
+             "(1 worker, 22-byte body). CPU is the proxy process's utime+stime over the wrk run divided by "
+             "the requests served; memory is /proc/PID/status (RssAnon = private, VmRSS = total), "
+             "idle after warm-up and with 1,000 open keep-alive connections. Ratios are against nginx "
+             "as a reverse proxy in the same run." % (time.strftime("%Y-%m-%d"), os.cpu_count(), CONNS, SECONDS), "",
+             "| path | req/s | × nginx | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | VmRSS idle kB | RssAnon 1k conns kB | VmRSS 1k conns kB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in res.items():
+        lines.append("| %s | %.0f | %.2f | %.3f | %.3f | %.1f | %d | %d | %d | %d |" % (
+            name, r["rps"], r["rps"] / ng["rps"], r["p50"], r["p99"], r["cpu_us"],
+            r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]))
+    lines += ["", "Direct = wrk straight to the origin (no proxy); its CPU and memory are the origin nginx worker's.", ""]
+    extra = os.environ.get("BENCH_NOTES_FILE")
+    if extra and os.path.exists(extra):
+        lines += [open(extra).read()]
+    out = os.path.join(ROOT, "bench", "RESULTS.md")
+    keep = ""
+    if os.path.exists(out):
+        old = open(out).read()
+        if "\n## History" in old:
+            keep = old[old.index("\n## History"):]
+    open(out, "w").write("\n".join(lines) + keep + ("\n" if not keep.endswith("\n") else ""))
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in procs:
+            stop(p)

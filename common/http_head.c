@@ -1,0 +1,185 @@
+/* http_head.c — see http_head.h. */
+#include "http_head.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define HEAD_ARENA_INITIAL 2048
+#define HEAD_POOL_MAX 256
+
+static struct http_head *head_pool;
+static unsigned head_pool_len;
+
+struct http_head *http_head_acquire(void)
+{
+    struct http_head *h = head_pool;
+    if (h) {
+        head_pool = h->next_free;
+        head_pool_len--;
+    } else {
+        h = malloc(sizeof *h);
+        if (!h)
+            abort();
+        h->buf = malloc(HEAD_ARENA_INITIAL);
+        if (!h->buf)
+            abort();
+        h->cap = HEAD_ARENA_INITIAL;
+    }
+    char *buf = h->buf;
+    uint32_t cap = h->cap;
+    /* Clear only the fixed part; header slots are written before they are read. */
+    memset(h, 0, offsetof(struct http_head, hdr));
+    h->buf = buf;
+    h->cap = cap;
+    return h;
+}
+
+void http_head_release(struct http_head *h)
+{
+    if (!h)
+        return;
+    if (head_pool_len >= HEAD_POOL_MAX || h->cap > 4 * HEAD_ARENA_INITIAL) {
+        free(h->buf);
+        free(h);
+        return;
+    }
+    h->next_free = head_pool;
+    head_pool = h;
+    head_pool_len++;
+}
+
+void http_head_pool_drain(void)
+{
+    while (head_pool) {
+        struct http_head *h = head_pool;
+        head_pool = h->next_free;
+        free(h->buf);
+        free(h);
+    }
+    head_pool_len = 0;
+}
+
+bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit)
+{
+    if (h->len + n > limit)
+        return false;
+    if (h->len + n > h->cap) {
+        size_t cap = h->cap;
+        while (cap < h->len + n)
+            cap *= 2;
+        char *nb = realloc(h->buf, cap);
+        if (!nb)
+            return false;
+        h->buf = nb;
+        h->cap = (uint32_t)cap;
+    }
+    memcpy(h->buf + h->len, p, n);
+    h->len += (uint32_t)n;
+    return true;
+}
+
+bool http_header_is(const struct http_head *h, const struct http_header *hd, const char *name)
+{
+    size_t n = strlen(name);
+    return hd->name.len == n && !strncasecmp(h->buf + hd->name.off, name, n);
+}
+
+const struct http_header *http_head_find(const struct http_head *h, const char *name)
+{
+    for (unsigned i = 0; i < h->nheaders; i++)
+        if (http_header_is(h, &h->hdr[i], name))
+            return &h->hdr[i];
+    return NULL;
+}
+
+const char *http_head_get(const struct http_head *h, const char *name, size_t *len)
+{
+    const struct http_header *hd = http_head_find(h, name);
+    if (!hd)
+        return NULL;
+    if (len)
+        *len = hd->value.len;
+    return h->buf + hd->value.off;
+}
+
+bool http_token_list_has(const char *v, size_t len, const char *token)
+{
+    size_t tl = strlen(token);
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end - start == tl && !strncasecmp(v + start, token, tl))
+            return true;
+    }
+    return false;
+}
+
+bool http_head_is_hop(const struct http_head *h, const struct http_header *hd)
+{
+    static const char *const hop[] = {"connection",          "proxy-connection", "keep-alive",
+                                      "proxy-authenticate",  "proxy-authorization", "te",
+                                      "trailer",             "transfer-encoding", "upgrade"};
+    for (unsigned i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (http_header_is(h, hd, hop[i]))
+            return true;
+    /* Headers named by Connection are hop-by-hop too. */
+    for (unsigned i = 0; i < h->nheaders; i++) {
+        const struct http_header *c = &h->hdr[i];
+        if (!http_header_is(h, c, "connection"))
+            continue;
+        const char *v = h->buf + c->value.off;
+        char name[64];
+        if (hd->name.len >= sizeof name)
+            continue;
+        memcpy(name, h->buf + hd->name.off, hd->name.len);
+        name[hd->name.len] = 0;
+        if (http_token_list_has(v, c->value.len, name))
+            return true;
+    }
+    return false;
+}
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Request Entity Too Large";
+    case 414: return "Request URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 200 ? "Informational" : status < 300 ? "Success" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    }
+}

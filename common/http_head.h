@@ -1,0 +1,75 @@
+/* http_head.h — one parsed HTTP/1.x message head (request or response).
+ *
+ * Strings live in the head's own arena (`buf`), referenced by offset, so a
+ * head is one object that can be pooled and reused without per-header
+ * allocations. The arena is filled by the parser (h1_parser.c) and stays
+ * valid until the head is released with http_head_release().
+ *
+ * Ownership: a head belongs to whoever acquired it (the server connection for
+ * requests, the upstream connection for responses); it is never shared. */
+#ifndef COLDBREW_HTTP_HEAD_H
+#define COLDBREW_HTTP_HEAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HTTP_HEAD_MAX_HEADERS 128 /* hard ceiling; the configured limit may be lower */
+
+struct http_str {
+    uint32_t off, len;
+};
+
+struct http_header {
+    struct http_str name, value;
+};
+
+struct http_head {
+    char *buf; /* arena */
+    uint32_t len, cap;
+    uint16_t nheaders;
+    uint8_t method;      /* llhttp_method_t, requests */
+    uint8_t major, minor; /* HTTP version */
+    uint16_t status;     /* responses */
+    struct http_str url;  /* request target */
+    struct http_str reason;
+    uint64_t content_length; /* valid when has_content_length */
+    bool has_content_length, chunked, upgrade, keep_alive, expect_continue;
+    struct http_head *next_free;
+    struct http_header hdr[HTTP_HEAD_MAX_HEADERS];
+};
+
+/* Pooled allocation: returns a cleared head whose arena has at least a few KiB. */
+struct http_head *http_head_acquire(void);
+void http_head_release(struct http_head *h);
+/* Drop every pooled head (at exit, so leak checkers see a clean heap). */
+void http_head_pool_drain(void);
+
+/* Arena helpers used by the parser; false when the arena would pass `limit`. */
+bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit);
+
+static inline const char *http_str_ptr(const struct http_head *h, struct http_str s)
+{
+    return h->buf + s.off;
+}
+
+/* Case-insensitive name comparison against a NUL-terminated literal. */
+bool http_header_is(const struct http_head *h, const struct http_header *hd, const char *name);
+/* First header with that name, or NULL. */
+const struct http_header *http_head_find(const struct http_head *h, const char *name);
+/* Value of the first header with that name into *len, or NULL. */
+const char *http_head_get(const struct http_head *h, const char *name, size_t *len);
+
+/* Is this header hop-by-hop for a proxy (RFC 7230 6.1 plus Go's list:
+ * Connection, Proxy-Connection, Keep-Alive, Proxy-Authenticate,
+ * Proxy-Authorization, Te, Trailer, Transfer-Encoding, Upgrade), or named
+ * by a token of the message's Connection header? */
+bool http_head_is_hop(const struct http_head *h, const struct http_header *hd);
+
+/* Does a comma-separated header value contain `token` (case-insensitive)? */
+bool http_token_list_has(const char *v, size_t len, const char *token);
+
+/* Reason phrase for a status code ("OK", "Bad Gateway", ...). */
+const char *http_status_text(int status);
+
+#endif

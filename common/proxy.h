@@ -1,0 +1,48 @@
+/* proxy.h — stream one request to an upstream and its response back.
+ *
+ * proxy_forward() takes a request that the server has parsed (state HELD)
+ * and becomes its holder until the request ends:
+ *   - the head is rewritten (hop-by-hop headers dropped, Host, X-Forwarded-For,
+ *     the caller's extra headers) and written to a pooled connection;
+ *   - the request body is moved evbuffer to evbuffer as it arrives, framing
+ *     validated by the parser, never buffered whole; reading the client
+ *     pauses while the upstream's output is above the watermark;
+ *   - the response head is rewritten the same way and the body moved back,
+ *     each byte written as soon as it arrives (so SSE and unknown-length
+ *     streams flush per write, as Knative's FlushInterval=0 does);
+ *   - 1xx responses are forwarded; a 101 whose Upgrade matches the request's
+ *     turns both connections into a byte tunnel;
+ *   - failures answer 502 with Go's error text while no response byte has
+ *     gone out, and close the client connection after (never a short body
+ *     that looks complete);
+ *   - a reused pooled connection that the backend closed before answering is
+ *     retried once on a fresh one, for idempotent requests without a body.
+ */
+#ifndef COLDBREW_PROXY_H
+#define COLDBREW_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "server.h"
+#include "upstream.h"
+
+/* What the caller changes on the way up. Must stay valid until the request
+ * ends (the retry re-serialises the head); request.app_buf is a good home. */
+struct proxy_edit {
+    const char *host; /* replaces Host when non-NULL */
+    size_t host_len;
+    const char *extra; /* preformatted "Name: value\r\n" lines to add, or NULL */
+    size_t extra_len;
+    const char *const *drop; /* further header names to drop (NULL-terminated), or NULL */
+    bool append_xff;         /* append the peer IP to X-Forwarded-For */
+};
+
+void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit);
+
+/* Builds the upstream request head into buf; returns its length, or 0 when
+ * it does not fit. Exposed for tests and the fuzz target. */
+size_t proxy_build_request_head(const struct request *req, const struct proxy_edit *edit,
+                                char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,597 @@
+/* server.c — see server.h.
+ *
+ * Connection states are carried by `req.state` (IDLE/HELD/SENDING) and the
+ * parser phase; sconn_process() is the one place that moves a connection
+ * from one request to the next, and sconn_close() the one place that tears
+ * it down (memory is reclaimed later by the loop's reaper). */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/event_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "env.h"
+#include "log.h"
+#include "loop.h"
+
+#define READ_CHUNK 16384
+
+static void sconn_process(struct sconn *c);
+static void sconn_close(struct sconn *c);
+static void sconn_update_reading(struct sconn *c);
+static void on_request_timer(evutil_socket_t fd, short what, void *arg);
+
+void server_limits_from_env(struct server_limits *lim)
+{
+    lim->max_header_bytes = (size_t)env_long("COLDBREW_MAX_HEADER_BYTES", 65536, NULL);
+    lim->max_headers = (unsigned)env_long("COLDBREW_MAX_HEADERS", 100, NULL);
+    lim->header_timeout = env_double("COLDBREW_HEADER_TIMEOUT_SECONDS", 60, NULL);
+    lim->watermark = (size_t)env_long("COLDBREW_BUFFER_BYTES", 65536, NULL);
+    lim->max_conns = (unsigned)env_long("COLDBREW_MAX_CONNECTIONS", 10000, NULL);
+}
+
+const char *http_date_now(void)
+{
+    static char buf[40];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+/* ---------------------------------------------------------------- I/O */
+
+/* Pushes output to the socket now (saves a loop turn in the common case). */
+static void sconn_write(struct sconn *c)
+{
+    if (c->dead)
+        return;
+    while (evbuffer_get_length(c->out)) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                break;
+            log_debug("%s: write to %s failed: %s", c->srv->name, c->peer_ip, strerror(errno));
+            sconn_close(c);
+            return;
+        }
+        if (n == 0)
+            break;
+    }
+    size_t left = evbuffer_get_length(c->out);
+    if (left && !c->writing) {
+        event_add(&c->wev, NULL);
+        c->writing = true;
+    } else if (!left && c->writing) {
+        event_del(&c->wev);
+        c->writing = false;
+    }
+    if (!left && c->close_after && c->req.state == REQ_IDLE) {
+        sconn_close(c);
+        return;
+    }
+    if (left < c->srv->lim->watermark && c->req.on_drain)
+        c->req.on_drain(&c->req);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    sconn_write(arg);
+}
+
+/* Reads once into the input buffer; false when the socket is finished. */
+static bool sconn_read(struct sconn *c)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(c->in, READ_CHUNK, &v, 1) < 1)
+        return false;
+    ssize_t r = read(c->fd, v.iov_base, v.iov_len);
+    if (r > 0) {
+        v.iov_len = (size_t)r;
+        evbuffer_commit_space(c->in, &v, 1);
+        return true;
+    }
+    if (r == 0) {
+        c->eof = true;
+        return true;
+    }
+    if (errno == EAGAIN || errno == EINTR)
+        return true;
+    log_debug("%s: read from %s failed: %s", c->srv->name, c->peer_ip, strerror(errno));
+    c->eof = true;
+    return true;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct sconn *c = arg;
+    if (!sconn_read(c)) {
+        sconn_close(c);
+        return;
+    }
+    if (c->eof) {
+        event_del(&c->rev);
+        c->reading = false;
+    }
+    sconn_process(c);
+}
+
+static void sconn_update_reading(struct sconn *c)
+{
+    if (c->dead || c->eof)
+        return;
+    bool want = evbuffer_get_length(c->in) < c->srv->lim->watermark;
+    /* A tunnelled or streaming peer's output being full also pauses us. */
+    if (want && c->req.state != REQ_IDLE && c->req.holder && c->req.upgraded)
+        want = true;
+    if (want && !c->reading) {
+        event_add(&c->rev, NULL);
+        c->reading = true;
+    } else if (!want && c->reading) {
+        event_del(&c->rev);
+        c->reading = false;
+    }
+}
+
+/* ---------------------------------------------------------------- teardown */
+
+static void sconn_free(void *p)
+{
+    struct sconn *c = p;
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    free(c);
+}
+
+static void sconn_close(struct sconn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    if (c->req.state != REQ_IDLE) {
+        struct request *req = &c->req;
+        if (req->cancel)
+            req->cancel(req);
+        req->cancel = NULL;
+        request_end(req, false);
+    }
+    if (c->parser.head) {
+        http_head_release(c->parser.head);
+        c->parser.head = NULL;
+    }
+    event_del(&c->rev);
+    event_del(&c->wev);
+    event_del(&c->tev);
+    close(c->fd);
+    c->fd = -1;
+    LIST_REMOVE(c, link);
+    struct server *s = c->srv;
+    s->nconns--;
+    if (s->accepting && s->nconns + 1 == s->lim->max_conns)
+        event_add(&s->accept_ev, NULL);
+    loop_defer_free(c, sconn_free);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void on_header_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct sconn *c = arg;
+    if (c->req.state != REQ_IDLE)
+        return;
+    if (c->parser.head && c->parser.head->len)
+        log_warn("%s: header timeout from %s after %.1fs; closing", c->srv->name, c->peer_ip,
+                 c->srv->lim->header_timeout);
+    sconn_close(c);
+}
+
+static void write_simple(struct sconn *c, int status, const char *ctype, const char *body,
+                         size_t len, const char *extra, bool close)
+{
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\nDate: %s\r\n%s%s\r\n", status,
+                     http_status_text(status), ctype ? "Content-Type: " : "", ctype ? ctype : "",
+                     ctype ? "\r\n" : "", len, http_date_now(), close ? "Connection: close\r\n" : "",
+                     extra ? extra : "");
+    if (n < 0 || (size_t)n >= sizeof head) {
+        evbuffer_add_printf(c->out, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
+                            http_status_text(status), len, close ? "Connection: close\r\n" : "",
+                            extra ? extra : "");
+    } else {
+        evbuffer_add(c->out, head, (size_t)n);
+    }
+    if (len)
+        evbuffer_add(c->out, body, len);
+}
+
+/* Malformed input: Go answers 400/431 with a short text body and closes. */
+static void reject_head(struct sconn *c)
+{
+    int status = c->parser.err_status ? c->parser.err_status : 400;
+    log_warn("%s: bad request from %s: %s (%d)", c->srv->name, c->peer_ip,
+             c->parser.err ? c->parser.err : "malformed", status);
+    char body[64];
+    int n = snprintf(body, sizeof body, "%d %s", status, http_status_text(status));
+    write_simple(c, status, "text/plain; charset=utf-8", body, (size_t)n, NULL, true);
+    c->close_after = true;
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    if (c->parser.head) {
+        http_head_release(c->parser.head);
+        c->parser.head = NULL;
+    }
+    /* Stop reading: nothing after a bad request is served. */
+    if (c->reading) {
+        event_del(&c->rev);
+        c->reading = false;
+    }
+    c->eof = true;
+    sconn_write(c);
+}
+
+static void start_request(struct sconn *c)
+{
+    struct request *r = &c->req;
+    struct http_head *h = c->parser.head;
+    memset(r, 0, offsetof(struct request, timer));
+    r->app_flags = 0;
+    r->app_ptr = NULL;
+    r->app_buf[0] = 0;
+    r->conn = c;
+    r->head = h;
+    r->state = REQ_HELD;
+    r->start_ns = clock_now_ns();
+    /* A message without a body is complete as soon as its head is. */
+    r->body_done = !h->chunked && !(h->has_content_length && h->content_length > 0);
+    r->resp_close = !h->keep_alive || c->srv->keepalive_off;
+    c->first = false;
+    event_del(&c->tev);
+}
+
+static void sconn_process(struct sconn *c)
+{
+    if (c->busy || c->dead)
+        return;
+    c->busy = true;
+    for (;;) {
+        if (c->dead)
+            break;
+        struct request *r = &c->req;
+        if (r->state != REQ_IDLE) {
+            if (r->on_input && (evbuffer_get_length(c->in) || c->eof))
+                r->on_input(r);
+            if (c->dead)
+                break;
+            if (r->state != REQ_IDLE) {
+                if (c->eof && !r->upgraded && evbuffer_get_length(c->in) == 0) {
+                    /* The client went away with its request in flight. */
+                    log_debug("%s: client %s closed with a request in flight", c->srv->name,
+                              c->peer_ip);
+                    sconn_close(c);
+                }
+                break;
+            }
+            continue; /* the request ended: look for the next one */
+        }
+        if (c->close_after)
+            break;
+        size_t avail = evbuffer_get_length(c->in);
+        if (!avail) {
+            if (c->eof)
+                sconn_close(c);
+            break;
+        }
+        if (!c->parser.head) {
+            h1_parser_begin(&c->parser, http_head_acquire());
+            if (!c->first && c->srv->lim->header_timeout > 0) {
+                struct timeval tv = clock_tv(c->srv->lim->header_timeout);
+                event_add(&c->tev, &tv);
+            }
+        }
+        enum h1_result res = h1_parse_head(&c->parser, c->in);
+        if (res == H1_ERROR) {
+            reject_head(c);
+            break;
+        }
+        if (res == H1_NEED_MORE) {
+            if (c->eof) {
+                if (c->parser.head->len)
+                    log_debug("%s: %s closed mid-head", c->srv->name, c->peer_ip);
+                sconn_close(c);
+            }
+            break;
+        }
+        start_request(c);
+        c->parser.head = NULL; /* now owned by the request */
+        c->srv->on_request(r, c->srv->arg);
+    }
+    if (!c->dead) {
+        c->busy = false;
+        sconn_update_reading(c);
+        if (evbuffer_get_length(c->out) == 0 && c->close_after && c->req.state == REQ_IDLE)
+            sconn_close(c);
+    }
+}
+
+void request_set_timeouts(struct request *req, double total, double start, double idle)
+{
+    req->t_total = total;
+    req->t_start = start;
+    req->t_idle = idle;
+    double first = 0;
+    if (total > 0)
+        first = total;
+    if (start > 0 && (first == 0 || start < first))
+        first = start;
+    if (idle > 0 && (first == 0 || idle < first))
+        first = idle;
+    if (first > 0) {
+        struct timeval tv = clock_tv(first - request_elapsed(req));
+        event_add(&req->timer, &tv);
+    }
+}
+
+static void on_request_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct request *req = arg;
+    if (req->state == REQ_IDLE)
+        return;
+    uint64_t now = clock_now_ns();
+    double el = (double)(now - req->start_ns) / 1e9;
+    const char *which = NULL;
+    double next = 0;
+    if (req->t_total > 0 && el >= req->t_total)
+        which = "Request timeout";
+    else if (req->t_start > 0 && req->state == REQ_HELD && el >= req->t_start)
+        which = "Response start timeout";
+    else if (req->t_idle > 0) {
+        uint64_t last = req->last_write_ns ? req->last_write_ns : req->start_ns;
+        double gap = (double)(now - last) / 1e9;
+        if (gap >= req->t_idle)
+            which = "Idle timeout";
+        else
+            next = req->t_idle - gap;
+    }
+    if (!which) {
+        if (req->t_total > 0 && (next == 0 || req->t_total - el < next))
+            next = req->t_total - el;
+        if (req->t_start > 0 && req->state == REQ_HELD && (next == 0 || req->t_start - el < next))
+            next = req->t_start - el;
+        struct timeval tv = clock_tv(next > 0.001 ? next : 0.001);
+        event_add(&req->timer, &tv);
+        return;
+    }
+    struct sconn *c = req->conn;
+    log_warn("%s: %s: %s %.*s after %.3fs", c->srv->name, which,
+             llhttp_method_name((llhttp_method_t)req->head->method), (int)req->head->url.len,
+             http_str_ptr(req->head, req->head->url), el);
+    bool at_boundary = req->resp_chunked && req->resp_at_boundary;
+    if (req->cancel)
+        req->cancel(req);
+    req->cancel = NULL;
+    req->on_input = NULL;
+    req->on_drain = NULL;
+    if (req->state == REQ_HELD) {
+        request_reply(req, 504, "text/plain; charset=utf-8", "request timeout", 15, NULL);
+    } else if (req->resp_chunked && at_boundary && !req->upgraded) {
+        /* Go's TimeoutHandler appends its text to a streamed body and ends the response. */
+        evbuffer_add(c->out, "f\r\nrequest timeout\r\n0\r\n\r\n", 25);
+        req->status = 504;
+        request_end(req, false);
+        sconn_write(c);
+    } else {
+        request_end(req, true);
+    }
+}
+
+void request_reply(struct request *req, int status, const char *content_type, const char *body,
+                   size_t len, const char *extra)
+{
+    struct sconn *c = req->conn;
+    if (req->state != REQ_HELD)
+        return;
+    /* An unread request body cannot be skipped safely: close instead. */
+    bool close = req->resp_close || !req->body_done || c->srv->keepalive_off;
+    if (req->head && req->head->method == HTTP_HEAD)
+        write_simple(c, status, content_type, NULL, 0, extra, close);
+    else
+        write_simple(c, status, content_type, body, len, extra, close);
+    req->status = status;
+    req->resp_body_bytes = len;
+    req->resp_close = close;
+    req->state = REQ_SENDING;
+    req->last_write_ns = clock_now_ns();
+    request_end(req, false);
+    sconn_write(c);
+}
+
+void request_error(struct request *req, int status, const char *body)
+{
+    request_reply(req, status, "text/plain; charset=utf-8", body, strlen(body),
+                  "X-Content-Type-Options: nosniff\r\n");
+}
+
+void request_response_started(struct request *req, int status)
+{
+    req->state = REQ_SENDING;
+    req->status = status;
+    req->last_write_ns = clock_now_ns();
+}
+
+void request_end(struct request *req, bool abort)
+{
+    struct sconn *c = req->conn;
+    if (req->state == REQ_IDLE)
+        return;
+    event_del(&req->timer);
+    if (req->on_finish)
+        req->on_finish(req, req->finish_arg);
+    req->on_finish = NULL;
+    req->cancel = NULL;
+    req->holder = NULL;
+    req->on_input = NULL;
+    req->on_drain = NULL;
+    req->state = REQ_IDLE;
+    bool keep = !abort && req->body_done && !req->resp_close && !req->upgraded &&
+                !c->srv->keepalive_off;
+    http_head_release(req->head);
+    req->head = NULL;
+    if (c->dead)
+        return;
+    if (abort) {
+        sconn_close(c);
+        return;
+    }
+    if (!keep) {
+        c->close_after = true;
+        if (evbuffer_get_length(c->out) == 0)
+            sconn_close(c);
+        return;
+    }
+    if (!c->busy)
+        sconn_process(c);
+}
+
+struct evbuffer *request_output(struct request *req) { return req->conn->out; }
+struct evbuffer *request_input(struct request *req) { return req->conn->in; }
+
+void request_flush(struct request *req)
+{
+    req->last_write_ns = clock_now_ns();
+    sconn_write(req->conn);
+}
+
+void request_input_consumed(struct request *req) { sconn_update_reading(req->conn); }
+
+bool request_output_full(struct request *req)
+{
+    return evbuffer_get_length(req->conn->out) >= req->conn->srv->lim->watermark;
+}
+
+double request_elapsed(const struct request *req)
+{
+    return (double)(clock_now_ns() - req->start_ns) / 1e9;
+}
+
+/* ---------------------------------------------------------------- accept */
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    struct server *s = arg;
+    for (int i = 0; i < 64; i++) {
+        if (s->nconns >= s->lim->max_conns) {
+            log_warn("%s: %u connections open (COLDBREW_MAX_CONNECTIONS); not accepting",
+                     s->name, s->nconns);
+            event_del(&s->accept_ev);
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                log_warn("%s: accept: %s", s->name, strerror(errno));
+            return;
+        }
+        struct sconn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->srv = s;
+        c->base = s->base;
+        c->fd = fd;
+        c->first = true;
+        net_nodelay(fd);
+        net_peer_ip(&ss, c->peer_ip, sizeof c->peer_ip, &c->peer_port);
+        c->in = evbuffer_new();
+        c->out = evbuffer_new();
+        h1_parser_init(&c->parser, true, s->lim->max_header_bytes, s->lim->max_headers);
+        c->req.conn = c;
+        event_assign(&c->rev, s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+        event_assign(&c->wev, s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+        event_assign(&c->tev, s->base, -1, 0, on_header_timeout, c);
+        event_assign(&c->req.timer, s->base, -1, 0, on_request_timer, &c->req);
+        event_add(&c->rev, NULL);
+        c->reading = true;
+        if (s->lim->header_timeout > 0) {
+            struct timeval tv = clock_tv(s->lim->header_timeout);
+            event_add(&c->tev, &tv);
+        }
+        LIST_INSERT_HEAD(&s->conns, c, link);
+        s->nconns++;
+    }
+}
+
+struct server *server_open(struct event_base *base, const char *name, const char *host, int port,
+                           const struct server_limits *lim, request_cb cb, void *arg,
+                           const char **err)
+{
+    int fd = net_listen(host, port, 1024);
+    if (fd < 0) {
+        *err = strerror(errno);
+        return NULL;
+    }
+    struct server *s = calloc(1, sizeof *s);
+    s->base = base;
+    s->name = name;
+    s->fd = fd;
+    s->lim = lim;
+    s->on_request = cb;
+    s->arg = arg;
+    LIST_INIT(&s->conns);
+    event_assign(&s->accept_ev, base, fd, EV_READ | EV_PERSIST, on_accept, s);
+    event_add(&s->accept_ev, NULL);
+    s->accepting = true;
+    return s;
+}
+
+void server_stop_accepting(struct server *s)
+{
+    if (!s->accepting)
+        return;
+    s->accepting = false;
+    event_del(&s->accept_ev);
+    close(s->fd);
+    s->fd = -1;
+}
+
+void server_close_idle(struct server *s)
+{
+    s->keepalive_off = true;
+    struct sconn *c, *next;
+    for (c = LIST_FIRST(&s->conns); c; c = next) {
+        next = LIST_NEXT(c, link);
+        if (c->req.state == REQ_IDLE && evbuffer_get_length(c->in) == 0)
+            sconn_close(c);
+        else
+            c->req.resp_close = true;
+    }
+}
+
+void server_free(struct server *s)
+{
+    if (!s)
+        return;
+    server_stop_accepting(s);
+    struct sconn *c;
+    while ((c = LIST_FIRST(&s->conns)))
+        sconn_close(c);
+    free(s);
+}

@@ -1,0 +1,177 @@
+/* server.h — HTTP/1.1 server connections and the request object.
+ *
+ * One listener accepts connections (struct sconn); each connection parses one
+ * request at a time (pipelined requests wait, unparsed, in the input buffer
+ * so responses go out in order). A parsed request is handed to the
+ * listener's on_request callback, which answers it locally
+ * (request_reply) or hands it on (the breaker queue, the proxy).
+ *
+ * Ownership and lifetime
+ *  - The request is embedded in its connection: at most one exists per
+ *    connection, so there is no per-request allocation. Whoever the request
+ *    is handed to becomes its *holder* and registers `cancel`, which the
+ *    server calls when the request dies under it (client gone, timeout).
+ *  - Every request ends exactly once, in request_end(): timers stop, the
+ *    app's on_finish runs (stats, breaker release, metrics, log), the head
+ *    returns to its pool, and the connection either moves to the next
+ *    request or closes.
+ *  - Connections are freed only from a deferred reaper event, never inside a
+ *    callback, so a callback may close a connection and return safely; code
+ *    that calls out must check `dead` afterwards.
+ *
+ * Timeouts (Knative's TimeoutHandler): per request, a total duration, a
+ * response-start limit and an idle (gap between writes) limit, all measured
+ * from the request's arrival, queue wait included. When one fires before
+ * the response started, the holder is cancelled and 504 `request timeout`
+ * is written; after, see request_timeout() in server.c. */
+#ifndef COLDBREW_SERVER_H
+#define COLDBREW_SERVER_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "h1_parser.h"
+#include "net.h"
+
+struct request;
+struct sconn;
+
+/* Limits shared by every listener of a process; each is a documented setting. */
+struct server_limits {
+    size_t max_header_bytes; /* COLDBREW_MAX_HEADER_BYTES: request line + headers; 431 beyond */
+    unsigned max_headers;    /* COLDBREW_MAX_HEADERS: 431 beyond */
+    double header_timeout;   /* COLDBREW_HEADER_TIMEOUT_SECONDS: head must arrive in this */
+    size_t watermark;        /* COLDBREW_BUFFER_BYTES: stop reading a side whose peer's
+                                output holds more than this */
+    unsigned max_conns;      /* COLDBREW_MAX_CONNECTIONS per listener; accept pauses beyond */
+};
+
+void server_limits_from_env(struct server_limits *lim);
+
+typedef void (*request_cb)(struct request *req, void *arg);
+
+struct server {
+    struct event_base *base;
+    const char *name; /* "main", "admin", ... for logs */
+    int fd;
+    struct event accept_ev;
+    const struct server_limits *lim;
+    request_cb on_request;
+    void *arg;
+    LIST_HEAD(, sconn) conns;
+    unsigned nconns;
+    bool accepting;
+    bool keepalive_off; /* draining: answer with Connection: close */
+};
+
+enum request_state {
+    REQ_IDLE,    /* no request on the connection */
+    REQ_HELD,    /* parsed and handed on; no response byte written yet */
+    REQ_SENDING, /* response head written; body may still be streaming */
+};
+
+struct request {
+    struct sconn *conn;
+    struct http_head *head;
+    enum request_state state;
+    uint64_t start_ns;
+
+    /* Holder (breaker queue, proxy): called when the request dies under it. */
+    void (*cancel)(struct request *req);
+    void *holder;
+    /* The client sent more bytes (request body); the holder consumes them. */
+    void (*on_input)(struct request *req);
+    /* The client's output fell below the watermark. */
+    void (*on_drain)(struct request *req);
+    /* Called once from request_end(). */
+    void (*on_finish)(struct request *req, void *arg);
+    void *finish_arg;
+
+    /* Request body bookkeeping (the holder moves it via the parser). */
+    bool body_done;
+    bool upgraded; /* tunnel mode: the connection carries raw bytes */
+
+    /* Response bookkeeping for stats, logs and timeouts. */
+    int status;
+    uint64_t resp_body_bytes;
+    bool resp_chunked;      /* response body framed chunked, verbatim */
+    bool resp_at_boundary;  /* ...and the last byte forwarded ended a chunk */
+    bool resp_close;        /* connection must close after this response */
+
+    /* Timeouts (seconds; 0 disables). */
+    double t_total, t_start, t_idle;
+    uint64_t last_write_ns;
+    struct event timer;
+
+    /* Free space for the application (route, flags); zeroed per request. */
+    uint32_t app_flags;
+    void *app_ptr;
+    char app_buf[192];
+};
+
+struct sconn {
+    struct server *srv;
+    struct event_base *base;
+    int fd;
+    struct event rev, wev, tev;
+    struct evbuffer *in, *out;
+    struct h1_parser parser;
+    struct request req;
+    char peer_ip[48];
+    int peer_port;
+    bool reading;     /* read event armed */
+    bool writing;     /* write event armed */
+    bool eof;         /* peer sent FIN */
+    bool close_after; /* close once output is flushed */
+    bool dead;        /* closed; memory freed by the reaper */
+    bool busy;        /* inside sconn_process */
+    bool first;       /* still waiting for its first request */
+    LIST_ENTRY(sconn) link;
+    struct sconn *next_dead;
+};
+
+/* Opens a listener; NULL with *err set on failure. */
+struct server *server_open(struct event_base *base, const char *name, const char *host, int port,
+                           const struct server_limits *lim, request_cb cb, void *arg,
+                           const char **err);
+/* Stops accepting and closes the listening socket; live connections go on. */
+void server_stop_accepting(struct server *s);
+/* Closes every connection that has no request in progress; the rest close
+ * after their response (keep-alive turned off). */
+void server_close_idle(struct server *s);
+/* Frees the server; it must have no connections left. */
+void server_free(struct server *s);
+
+/* ---- requests (called by the app and the proxy) ---- */
+
+/* A complete local response. `extra` is preformatted header lines
+ * ("Name: value\r\n"...), or NULL. Ends the request. */
+void request_reply(struct request *req, int status, const char *content_type, const char *body,
+                   size_t len, const char *extra);
+/* Text/plain error body, the way Go's http.Error writes it. Ends the request. */
+void request_error(struct request *req, int status, const char *body);
+/* Arms the three timeouts (any 0 is off). */
+void request_set_timeouts(struct request *req, double total, double start, double idle);
+/* The response has begun: status and head are in request_output(). */
+void request_response_started(struct request *req, int status);
+/* Ends the request (response complete or aborted). With `abort` the
+ * connection is closed without further bytes. */
+void request_end(struct request *req, bool abort);
+/* Client output buffer, and a push of its contents to the socket. */
+struct evbuffer *request_output(struct request *req);
+struct evbuffer *request_input(struct request *req);
+void request_flush(struct request *req);
+/* Re-arm reading after the holder consumed input. */
+void request_input_consumed(struct request *req);
+/* Is the client's output above the watermark? */
+bool request_output_full(struct request *req);
+/* Latency so far in seconds. */
+double request_elapsed(const struct request *req);
+
+/* Current Date header value ("Wed, 25 Nov 2026 16:00:00 GMT"), cached per second. */
+const char *http_date_now(void);
+
+#endif

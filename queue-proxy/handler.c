@@ -1,0 +1,330 @@
+/* handler.c — the serving port (Knative's handler chain, §3a).
+ *
+ * Order, as Knative's: the Drainer classifies probes first (health checks
+ * by User-Agent, KIngress probes by K-Network-Probe: probe), everything else
+ * goes through the TimeoutHandler (armed here, so queue wait counts), the
+ * Forwarded shim, stats, the breaker, and the reverse proxy.
+ *
+ * Per-request state lives in a pooled `struct qp_ctx` (no allocation once
+ * warm); it is released from on_finish, the request's one exit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../common/clock.h"
+#include "../common/forwarded.h"
+#include "../common/log.h"
+#include "qp.h"
+
+#define CTX_EXTRA 4096
+
+struct qp_ctx {
+    struct breaker_waiter waiter;
+    struct readiness_waiter ready;
+    struct request *req;
+    struct proxy_edit edit;
+    uint64_t proxy_start_ns;
+    bool kubelet, probe, proxied, holds_slot, counted, tunnel_counted;
+    char host[512];
+    char extra[CTX_EXTRA];
+    struct qp_ctx *next_free;
+};
+
+static struct qp_ctx *ctx_pool;
+
+static struct qp_ctx *ctx_acquire(void)
+{
+    struct qp_ctx *c = ctx_pool;
+    if (c)
+        ctx_pool = c->next_free;
+    else if (!(c = malloc(sizeof *c)))
+        abort();
+    memset(c, 0, offsetof(struct qp_ctx, host));
+    return c;
+}
+
+static void ctx_release(struct qp_ctx *c)
+{
+    c->next_free = ctx_pool;
+    ctx_pool = c;
+}
+
+void qp_ctx_pool_drain(void)
+{
+    while (ctx_pool) {
+        struct qp_ctx *c = ctx_pool;
+        ctx_pool = c->next_free;
+        free(c);
+    }
+}
+
+static bool header_eq(const struct http_head *h, const char *name, const char *want)
+{
+    size_t len;
+    const char *v = http_head_get(h, name, &len);
+    return v && len == strlen(want) && !memcmp(v, want, len);
+}
+
+static bool header_prefix(const struct http_head *h, const char *name, const char *prefix)
+{
+    size_t len, pl = strlen(prefix);
+    const char *v = http_head_get(h, name, &len);
+    return v && len >= pl && !memcmp(v, prefix, pl);
+}
+
+/* ---------------------------------------------------------------- request log */
+
+/* Go's %v of a float64: shortest representation that reads back the same. */
+static void go_float(char *buf, size_t cap, double v)
+{
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, cap, "%.*g", p, v);
+        if (strstr(buf, "e+"))
+            continue;
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+    snprintf(buf, cap, "%.17g", v);
+}
+
+static void request_log(struct request *req, struct qp_ctx *c)
+{
+    const struct http_head *h = req->head;
+    char url[1024], ua[512], ref[512], remote[128], lat[40], peer[96];
+    size_t len;
+    const char *v;
+    js_escape(url, sizeof url, http_str_ptr(h, h->url), h->url.len);
+    v = http_head_get(h, "user-agent", &len);
+    js_escape(ua, sizeof ua, v ? v : "", v ? len : 0);
+    v = http_head_get(h, "referer", &len);
+    js_escape(ref, sizeof ref, v ? v : "", v ? len : 0);
+    snprintf(peer, sizeof peer, strchr(req->conn->peer_ip, ':') ? "[%s]:%d" : "%s:%d",
+             req->conn->peer_ip, req->conn->peer_port);
+    js_escape(remote, sizeof remote, peer, strlen(peer));
+    go_float(lat, sizeof lat, request_elapsed(req));
+    long long size = h->has_content_length ? (long long)h->content_length : (h->chunked ? -1 : 0);
+    /* traceparent: 00-<trace id>-<span id>-<flags> */
+    char trace[64] = "";
+    v = http_head_get(h, "traceparent", &len);
+    if (v && len >= 35 && v[2] == '-')
+        snprintf(trace, sizeof trace, "%.32s", v + 3);
+    else if ((v = http_head_get(h, "x-b3-traceid", &len)))
+        snprintf(trace, sizeof trace, "%.*s", (int)(len < 63 ? len : 63), v);
+    printf("{\"httpRequest\": {\"requestMethod\": \"%s\", \"requestUrl\": \"%s\", \"requestSize\": "
+           "\"%lld\", \"status\": %d, \"responseSize\": \"%llu\", \"userAgent\": \"%s\", "
+           "\"remoteIp\": \"%s\", \"serverIp\": \"%s\", \"referer\": \"%s\", \"latency\": \"%ss\", "
+           "\"protocol\": \"HTTP/%d.%d\"}, \"traceId\": \"%s\"}\n",
+           llhttp_method_name((llhttp_method_t)h->method), url, size, req->status,
+           (unsigned long long)req->resp_body_bytes, ua, remote, qp->cfg.pod_ip, ref, lat, h->major,
+           h->minor, trace);
+    fflush(stdout);
+    (void)c;
+}
+
+/* ---------------------------------------------------------------- finish */
+
+static void on_finish(struct request *req, void *arg)
+{
+    struct qp_ctx *c = arg;
+    uint64_t now = clock_now_ns();
+    if (c->waiter.queued)
+        breaker_cancel(&qp->breaker, &c->waiter);
+    if (c->holds_slot)
+        breaker_release(&qp->breaker);
+    if (c->ready.waiting)
+        readiness_cancel(&qp->readiness, &c->ready);
+    if (c->counted)
+        stats_out(&qp->stats, now, c->proxied);
+    if (!c->probe && qp->cfg.prometheus_enabled) {
+        int status = req->status ? req->status : 499;
+        metrics_hist_observe(&qp->server_dur, status, request_elapsed(req));
+        if (c->proxy_start_ns)
+            metrics_hist_observe(&qp->invocation, status,
+                                 (double)(now - c->proxy_start_ns) / 1e9);
+    }
+    if (qp->cfg.enable_request_log && (!c->probe || qp->cfg.enable_probe_request_log))
+        request_log(req, c);
+    qp->in_flight--;
+    ctx_release(c);
+    req->app_ptr = NULL;
+    if (qp->drained)
+        qp_check_exit();
+}
+
+/* ---------------------------------------------------------------- proxying */
+
+static void run_proxy(struct qp_ctx *c)
+{
+    struct request *req = c->req;
+    c->proxy_start_ns = clock_now_ns();
+    proxy_forward(req, &qp->user, &c->edit);
+    /* A tunnel counts toward the hijack drain cap; learn it lazily at finish. */
+}
+
+static void on_slot(struct breaker_waiter *w)
+{
+    struct qp_ctx *c = (struct qp_ctx *)w;
+    c->holds_slot = true;
+    c->req->cancel = NULL;
+    c->req->holder = NULL;
+    run_proxy(c);
+}
+
+static void cancel_wait(struct request *req)
+{
+    struct qp_ctx *c = req->app_ptr;
+    breaker_cancel(&qp->breaker, &c->waiter);
+}
+
+static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
+                                            "k-original-host", NULL};
+
+static void build_edit(struct request *req, struct qp_ctx *c)
+{
+    const struct http_head *h = req->head;
+    size_t len;
+    const char *v = http_head_get(h, "k-original-host", &len);
+    c->edit.host = NULL;
+    if (v && len && !c->kubelet && len < sizeof c->host) {
+        memcpy(c->host, v, len);
+        c->edit.host = c->host;
+        c->edit.host_len = len;
+    }
+    c->edit.drop = strip_headers;
+    c->edit.append_xff = true;
+    c->edit.extra = NULL;
+    c->edit.extra_len = 0;
+    /* Forwarded shim: only when absent and some X-Forwarded-* is present. */
+    if (!http_head_find(h, "forwarded")) {
+        size_t xffl = 0, xfhl = 0, xfpl = 0;
+        const char *xff = http_head_get(h, "x-forwarded-for", &xffl);
+        const char *xfh = http_head_get(h, "x-forwarded-host", &xfhl);
+        const char *xfp = http_head_get(h, "x-forwarded-proto", &xfpl);
+        if (xff || xfh || xfp) {
+            memcpy(c->extra, "Forwarded: ", 11);
+            size_t n = forwarded_build(c->extra + 11, sizeof c->extra - 13, xff, xffl, xfh, xfhl,
+                                       xfp, xfpl);
+            if (n) {
+                memcpy(c->extra + 11 + n, "\r\n", 2);
+                c->edit.extra = c->extra;
+                c->edit.extra_len = 11 + n + 2;
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- probes */
+
+static void on_ready(struct readiness_waiter *w, bool ok)
+{
+    struct qp_ctx *c = (struct qp_ctx *)((char *)w - offsetof(struct qp_ctx, ready));
+    struct request *req = c->req;
+    req->cancel = NULL;
+    if (qp->draining)
+        request_error(req, 503, "shutting down");
+    else if (ok)
+        request_reply(req, 200, "text/plain; charset=utf-8", "queue", 5, NULL);
+    else
+        request_reply(req, 503, NULL, NULL, 0, NULL);
+}
+
+static void cancel_ready(struct request *req)
+{
+    struct qp_ctx *c = req->app_ptr;
+    readiness_cancel(&qp->readiness, &c->ready);
+}
+
+static bool is_health_ua(const struct http_head *h)
+{
+    return header_prefix(h, "user-agent", "kube-probe/") ||
+           header_prefix(h, "user-agent", "Knative-Activator-Probe") ||
+           header_prefix(h, "user-agent", "Knative-Autoscaling-Probe");
+}
+
+void qp_on_request(struct request *req, void *arg)
+{
+    (void)arg;
+    const struct http_head *h = req->head;
+    struct qp_ctx *c = ctx_acquire();
+    c->req = req;
+    req->app_ptr = c;
+    req->on_finish = on_finish;
+    req->finish_arg = c;
+    qp->in_flight++;
+
+    size_t knp_len = 0;
+    const char *knp = http_head_get(h, "k-network-probe", &knp_len);
+    size_t kkp_len = 0;
+    const char *kkp = http_head_get(h, "k-kubelet-probe", &kkp_len);
+    c->kubelet = header_prefix(h, "user-agent", "kube-probe/") || (kkp && kkp_len);
+    c->probe = c->kubelet || (knp && knp_len);
+
+    if (is_health_ua(h)) {
+        if (qp->draining) {
+            request_error(req, 503, "shutting down\n");
+            return;
+        }
+        if (!knp || knp_len != 5 || memcmp(knp, "queue", 5)) {
+            char body[300];
+            snprintf(body, sizeof body, "unexpected probe header value: %.*s\n",
+                     (int)(knp_len < 200 ? knp_len : 200), knp ? knp : "");
+            request_error(req, 400, body);
+            return;
+        }
+        c->ready.done = on_ready;
+        req->cancel = cancel_ready;
+        req->holder = c;
+        readiness_check(&qp->readiness, &c->ready);
+        return;
+    }
+    if (knp && knp_len == 5 && !memcmp(knp, "probe", 5)) {
+        if (qp->draining) {
+            request_error(req, 503, "shutting down\n");
+            return;
+        }
+        size_t hl = 0;
+        const char *hash = http_head_get(h, "k-network-hash", &hl);
+        if (!hash || !hl) {
+            request_error(req, 400,
+                          "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
+            return;
+        }
+        char extra[300];
+        snprintf(extra, sizeof extra, "K-Network-Hash: %.*s\r\n", (int)(hl < 256 ? hl : 256), hash);
+        request_reply(req, 200, NULL, NULL, 0, extra);
+        return;
+    }
+    if (qp->draining)
+        qp_drain_touch();
+
+    request_set_timeouts(req, qp->cfg.revision_timeout, qp->cfg.response_start_timeout,
+                         qp->cfg.idle_timeout);
+    build_edit(req, c);
+    if (c->kubelet) {
+        /* Kubelet probes that get this far bypass stats and the breaker. */
+        run_proxy(c);
+        return;
+    }
+    c->proxied = header_eq(h, "k-proxy-request", "activator");
+    stats_in(&qp->stats, clock_now_ns(), c->proxied);
+    c->counted = true;
+    if (!qp->has_breaker) {
+        run_proxy(c);
+        return;
+    }
+    c->waiter.run = on_slot;
+    switch (breaker_acquire(&qp->breaker, &c->waiter)) {
+    case BREAKER_RUN:
+        c->holds_slot = true;
+        run_proxy(c);
+        break;
+    case BREAKER_QUEUED:
+        req->cancel = cancel_wait;
+        req->holder = c;
+        break;
+    case BREAKER_FULL:
+        request_error(req, 503, "pending request queue full\n");
+        break;
+    }
+}

@@ -1,0 +1,174 @@
+/* main.c — queue-proxy start-up and the process's lifetime.
+ *
+ * A drop-in for Knative's queue-proxy: no flags, configuration from the
+ * environment the revision reconciler sets (config.c), exit 1 on bad
+ * configuration or a listener that cannot open, exit 0 after a graceful
+ * drain, exit 1 at once on a second signal. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "../common/loop.h"
+#include "../common/statpb.h"
+#include "qp.h"
+
+#ifdef COLDBREW_JEMALLOC
+/* One arena (one thread), and return freed memory to the OS promptly: a
+ * sidecar in every pod should idle small. */
+const char *malloc_conf = "narenas:1,background_thread:false,dirty_decay_ms:2000,muzzy_decay_ms:0";
+#endif
+
+static struct qp the_qp;
+struct qp *qp = &the_qp;
+
+static void refresh_stat(uint64_t now)
+{
+    struct statpb s = {0};
+    s.pod_name = qp->cfg.pod;
+    if (now) {
+        struct stats_report r = stats_report(&qp->stats, now);
+        s.average_concurrent_requests = r.average_concurrency;
+        s.average_proxied_concurrent_requests = r.average_proxied_concurrency;
+        s.request_count = r.request_count;          /* per 1 s period */
+        s.proxied_request_count = r.proxied_request_count;
+        s.process_uptime = (double)(now - qp->start_ns) / 1e9;
+    }
+    qp->stat_len = statpb_encode(&s, qp->stat_pb, sizeof qp->stat_pb);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    refresh_stat(clock_now_ns());
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what, (void)arg;
+    if (qp->sigterm) {
+        log_warn("second signal (%d): exiting now", (int)sig);
+        _exit(1);
+    }
+    log_info("Received TERM signal, attempting to gracefully shutdown servers.");
+    qp_drain_start(true);
+}
+
+static struct server *open_or_die(const char *name, int port, request_cb cb)
+{
+    const char *err = NULL;
+    struct server *s = server_open(qp->base, name, qp->cfg.listen_host, port, &qp->lim, cb, NULL, &err);
+    if (!s) {
+        log_error("%s server failed to listen on port %d: %s", name, port, err);
+        log_error("Failed to bring up queue-proxy, shutting down.");
+        exit(1);
+    }
+    return s;
+}
+
+static void make_labels(void)
+{
+    char ns[256], svc[256], cfgn[256], rev[256], pod[256];
+    metrics_label_escape(ns, sizeof ns, qp->cfg.namespace_);
+    metrics_label_escape(svc, sizeof svc, qp->cfg.service);
+    metrics_label_escape(cfgn, sizeof cfgn, qp->cfg.configuration);
+    metrics_label_escape(rev, sizeof rev, qp->cfg.revision);
+    metrics_label_escape(pod, sizeof pod, qp->cfg.pod);
+    snprintf(qp->labels, sizeof qp->labels,
+             "k8s_namespace_name=\"%s\",kn_service_name=\"%s\",kn_configuration_name=\"%s\","
+             "kn_revision_name=\"%s\",k8s_pod_name=\"%s\",k8s_container_name=\"queue-proxy\"",
+             ns, svc, cfgn, rev, pod);
+}
+
+int main(void)
+{
+    char err[1200];
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!config_load(&qp->cfg, err, sizeof err)) {
+        log_init("queueproxy", NULL, NULL);
+        log_error("failed to process environment: %s", err);
+        return 1;
+    }
+    static char key[512];
+    snprintf(key, sizeof key, "%s/%s", qp->cfg.namespace_, qp->cfg.revision);
+    log_init("queueproxy", key, qp->cfg.pod);
+    log_set_level(qp->cfg.log_level);
+    if (qp->cfg.custom_request_log_template)
+        log_warn("custom request log templates are not supported; using Knative's default template");
+
+    qp->base = loop_init();
+    qp->start_ns = clock_now_ns();
+    server_limits_from_env(&qp->lim);
+    unsigned pool = qp->cfg.container_concurrency > 0 ? (unsigned)qp->cfg.container_concurrency : 1000;
+    if (!upstream_init(&qp->user, qp->base, "127.0.0.1", qp->cfg.user_port, pool,
+                       qp->cfg.upstream_idle_seconds)) {
+        log_error("bad upstream address");
+        return 1;
+    }
+    if (qp->cfg.container_concurrency > 0) {
+        unsigned cc = (unsigned)qp->cfg.container_concurrency;
+        breaker_init(&qp->breaker, qp->base, cc, 10 * cc);
+        qp->has_breaker = true;
+    }
+    stats_init(&qp->stats, qp->start_ns);
+    if (!readiness_init(&qp->readiness, qp->base, qp->cfg.readiness_probe,
+                        qp->cfg.multi_container_probes, qp->cfg.user_port, err, sizeof err)) {
+        log_error("failed to parse readiness probe: %s", err);
+        return 1;
+    }
+    metrics_hist_init(&qp->invocation, "kn_serving_invocation_duration_seconds",
+                      "The duration of task execution.");
+    metrics_hist_init(&qp->server_dur, "http_server_request_duration_seconds",
+                      "Duration of HTTP server requests.");
+    make_labels();
+    refresh_stat(0);
+
+    qp->main_srv = open_or_die("main", qp->cfg.serving_port, qp_on_request);
+    qp->admin_srv = open_or_die("admin", qp->cfg.admin_port, qp_admin_request);
+    qp->stat_srv = open_or_die("metrics", qp->cfg.stat_port, qp_stat_request);
+    if (qp->cfg.prometheus_enabled)
+        qp->prom_srv = open_or_die("prometheus", qp->cfg.prometheus_port, qp_prom_request);
+    if (qp->cfg.tls_port)
+        log_info("TLS on port %d is not implemented yet; serving plain HTTP only", qp->cfg.tls_port);
+
+    struct event *tick = event_new(qp->base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval one = {1, 0};
+    event_add(tick, &one);
+    struct event *sigterm = evsignal_new(qp->base, SIGTERM, on_signal, NULL);
+    struct event *sigint = evsignal_new(qp->base, SIGINT, on_signal, NULL);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+
+    log_info("queue-proxy serving on :%d -> 127.0.0.1:%d (containerConcurrency %ld), admin :%d, "
+             "stats :%d%s",
+             qp->cfg.serving_port, qp->cfg.user_port, qp->cfg.container_concurrency,
+             qp->cfg.admin_port, qp->cfg.stat_port, qp->cfg.prometheus_enabled ? ", prometheus on" : "");
+
+    event_base_dispatch(qp->base);
+
+    /* Orderly teardown so leak checkers see a clean heap. */
+    event_free(tick);
+    event_free(sigterm);
+    event_free(sigint);
+    if (qp->quiet_timer)
+        event_free(qp->quiet_timer);
+    if (qp->exit_timer)
+        event_free(qp->exit_timer);
+    server_free(qp->main_srv);
+    server_free(qp->admin_srv);
+    server_free(qp->stat_srv);
+    server_free(qp->prom_srv);
+    loop_flush_deferred();
+    upstream_close_idle(&qp->user);
+    if (qp->has_breaker)
+        breaker_deinit(&qp->breaker);
+    readiness_free(&qp->readiness);
+    loop_free();
+    http_head_pool_drain();
+    qp_ctx_pool_drain();
+    return 0;
+}

@@ -1,0 +1,58 @@
+/* readiness.h — probing the user container (Knative §4).
+ *
+ * SERVING_READINESS_PROBE holds a corev1.Probe as JSON (or an array when
+ * ENABLE_MULTI_CONTAINER_PROBES=true). Each health request from kubelet or
+ * the activator runs a fresh probe; concurrent checks join the one in
+ * flight (single-flight) and share its result. All probes run in parallel
+ * and all must pass.
+ *
+ * Modes: periodSeconds == 0 is "aggressive": try now and every 50 ms, 100 ms
+ * per attempt, until successThreshold consecutive successes (the count
+ * persists across checks and resets on failure) or 10 s. periodSeconds > 0
+ * is one attempt with timeoutSeconds.
+ *
+ * Handlers: tcpSocket (connect), httpGet (GET with the probe's headers and
+ * User-Agent "kube-probe//", ready on 200-399; redirects are not followed: a
+ * 3xx is ready, as it is within Go's accepted range), and grpc, which is
+ * probed as tcpSocket until h2c lands (README). */
+#ifndef QP_READINESS_H
+#define QP_READINESS_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct readiness_waiter {
+    LIST_ENTRY(readiness_waiter) link;
+    void (*done)(struct readiness_waiter *w, bool ready);
+    bool waiting;
+};
+
+struct probe_spec;
+struct probe_attempt;
+
+struct readiness {
+    struct event_base *base;
+    struct probe_spec *specs;
+    unsigned nspecs;
+    bool aggressive;
+    unsigned success_threshold;
+    unsigned consecutive;
+    bool running;
+    uint64_t round_start_ns;
+    unsigned pending;
+    bool round_ok;
+    unsigned failures;
+    struct event *retry;
+    LIST_HEAD(, readiness_waiter) waiters;
+};
+
+/* Parses the env value; false with err filled when the JSON is invalid. */
+bool readiness_init(struct readiness *r, struct event_base *base, const char *json, bool multi,
+                    int user_port, char *err, unsigned errcap);
+void readiness_check(struct readiness *r, struct readiness_waiter *w);
+void readiness_cancel(struct readiness *r, struct readiness_waiter *w);
+void readiness_free(struct readiness *r);
+
+#endif

@@ -1,0 +1,234 @@
+"""Scenario-test harness: real binaries, real clients, real sockets on loopback.
+
+Every process a test starts is tracked by pid and stopped by pid (never by
+name); every wait is bounded. Tests are plain functions registered with
+@test; run_all() runs them and prints "N passed, N failed"."""
+import http.client, json, os, signal, socket, subprocess, sys, tempfile, time, traceback
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("BUILD", "build")
+BIN = os.path.join(ROOT, BUILD, "bin")
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = "/usr/bin/python3"
+LOGDIR = tempfile.mkdtemp(prefix="coldbrew-scenario-")
+
+_tests = []
+_procs = []
+
+
+def test(fn):
+    _tests.append(fn)
+    return fn
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=5.0, proc=None):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("process exited early with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError("port %d did not open" % port)
+
+
+class Proc:
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.log_path = os.path.join(LOGDIR, "%s-%d.log" % (name, len(_procs)))
+        self.log = open(self.log_path, "wb")
+        full = dict(os.environ)
+        full.update(env or {})
+        self.p = subprocess.Popen(argv, env=full, stdout=self.log, stderr=subprocess.STDOUT)
+        _procs.append(self)
+
+    def output(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, sig):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=5.0):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            if self.wait(timeout) is None:
+                self.p.kill()
+                self.p.wait(5)
+        if not self.log.closed:
+            self.log.close()
+        return self.p.returncode
+
+
+class Origin(Proc):
+    def __init__(self):
+        self.port = free_port()
+        super().__init__("origin", [PY, os.path.join(HERE, "origin.py"), str(self.port)])
+        wait_port(self.port, proc=self.p)
+
+    def stats(self):
+        return json.loads(get(self.port, "/stats")[2])
+
+
+class QueueProxy(Proc):
+    """coldbrew's queue-proxy with Knative's env contract on free ports."""
+
+    def __init__(self, user_port, **overrides):
+        self.port = free_port()
+        self.admin = free_port()
+        self.stat = free_port()
+        self.prom = free_port()
+        env = {
+            "SERVING_NAMESPACE": "default", "SERVING_SERVICE": "hello",
+            "SERVING_CONFIGURATION": "hello", "SERVING_REVISION": "hello-00001",
+            "SERVING_POD": "hello-00001-deployment-abc", "SERVING_POD_IP": "127.0.0.1",
+            "QUEUE_SERVING_PORT": str(self.port), "QUEUE_SERVING_TLS_PORT": "8112",
+            "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": "0",
+            "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
+            "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(self.admin),
+            "QUEUE_METRICS_PORT": str(self.stat), "METRICS_PROMETHEUS_PORT": str(self.prom),
+            "COLDBREW_LISTEN_HOST": "127.0.0.1",
+            "OBSERVABILITY_CONFIG": '{"requestMetrics":{"protocol":"prometheus"}}',
+            # A short drain so that stop() ends in a clean exit: under the
+            # sanitizers that is when LeakSanitizer runs.
+            "QUEUE_DRAIN_QUIET_SECONDS": "0.2",
+        }
+        for k, v in overrides.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        super().__init__("queue-proxy", [os.path.join(BIN, "queue-proxy")], env)
+        wait_port(self.port, proc=self.p)
+        wait_port(self.admin, proc=self.p)
+
+
+def conn(port, timeout=10):
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+
+def get(port, path="/", headers=None, method="GET", body=None, timeout=10):
+    c = conn(port, timeout)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, r, data
+
+
+def raw(port, data, timeout=3.0, wait_close=True):
+    """Send raw bytes; return everything received until close or timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout)
+    s.sendall(data)
+    out = b""
+    end = time.time() + timeout
+    s.settimeout(0.2)
+    while time.time() < end:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            if not wait_close and out:
+                break
+            continue
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        out += b
+    s.close()
+    return out
+
+
+def curl(*args, timeout=60):
+    r = subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr.decode(errors="replace")
+
+
+def eq(a, b, what=""):
+    if a != b:
+        raise AssertionError("%s: expected %r, got %r" % (what, b, a))
+
+
+def ok(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def decode_stat(b):
+    """Decode the autoscaler Stat protobuf by hand, field by field."""
+    i, out = 0, {}
+    names = {1: "pod_name", 2: "average_concurrent_requests", 3: "average_proxied_concurrent_requests",
+             4: "request_count", 5: "proxied_request_count", 6: "process_uptime", 7: "timestamp"}
+    import struct
+    order = []
+    while i < len(b):
+        tag = b[i]; i += 1
+        field, wt = tag >> 3, tag & 7
+        order.append(field)
+        if wt == 2:
+            n = b[i]; i += 1
+            out[names[field]] = b[i:i + n].decode(); i += n
+        elif wt == 1:
+            out[names[field]] = struct.unpack("<d", b[i:i + 8])[0]; i += 8
+        elif wt == 0:
+            v, shift = 0, 0
+            while True:
+                c = b[i]; i += 1
+                v |= (c & 0x7F) << shift; shift += 7
+                if not c & 0x80:
+                    break
+            out[names[field]] = v
+        else:
+            raise AssertionError("bad wire type %d" % wt)
+    out["_order"] = order
+    return out
+
+
+def run_all(only=None):
+    passed = failed = 0
+    for fn in _tests:
+        if only and only not in fn.__name__:
+            continue
+        t0 = time.time()
+        try:
+            fn()
+            for p in list(_procs):
+                p.stop()
+            reports = [(p.name, p.output()) for p in _procs if any(m in p.output() for m in SANITIZER_MARKS)]
+            if reports:
+                raise AssertionError("sanitizer report in %s:\n%s" % (reports[0][0], reports[0][1][-4000:]))
+            passed += 1
+            print("PASS %-50s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %-50s %.2fs" % (fn.__name__, time.time() - t0), flush=True)
+            traceback.print_exc()
+        finally:
+            for p in list(_procs):
+                p.stop()
+            _procs[:] = []
+    print("scenario: %d passed, %d failed (logs in %s)" % (passed, failed, LOGDIR))
+    return passed, failed
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZE = os.environ.get("SANITIZE") == "1"

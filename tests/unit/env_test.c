@@ -1,0 +1,57 @@
+/* Tests for common/env.c and common/log.c escaping. */
+#include "unit.h"
+
+#include <stdlib.h>
+
+#include "env.h"
+#include "log.h"
+
+static void test_require_collects_all(void **state)
+{
+    (void)state;
+    struct env_missing m = {{0}, 0};
+    setenv("CB_PRESENT", "", 1);
+    unsetenv("CB_A");
+    unsetenv("CB_B");
+    assert_string_equal(env_require(&m, "CB_PRESENT"), ""); /* empty is fine */
+    assert_null(env_require(&m, "CB_A"));
+    assert_null(env_require(&m, "CB_B"));
+    assert_int_equal(m.count, 2);
+    assert_string_equal(m.names, "CB_A, CB_B");
+}
+
+static void test_parsers(void **state)
+{
+    (void)state;
+    bool b;
+    long l;
+    double d;
+    assert_true(parse_bool("True", &b) && b);
+    assert_true(parse_bool("0", &b) && !b);
+    assert_false(parse_bool("yes", &b));
+    assert_true(parse_long("-12", &l) && l == -12);
+    assert_false(parse_long("12x", &l));
+    assert_true(parse_double("0.5", &d) && d == 0.5);
+    setenv("CB_BAD", "zz", 1);
+    bool ok = true;
+    assert_int_equal(env_long("CB_BAD", 7, &ok), 7);
+    assert_false(ok);
+}
+
+static void test_json_escape(void **state)
+{
+    (void)state;
+    char out[64];
+    log_json_escape(out, sizeof out, "a\"b\\\n\x01", 6);
+    assert_string_equal(out, "a\\\"b\\\\\\n\\u0001");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_require_collects_all),
+        cmocka_unit_test(test_parsers),
+        cmocka_unit_test(test_json_escape),
+    };
+    return cmocka_run_group_tests_name("env", tests, NULL, NULL);
+}
