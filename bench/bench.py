@@ -15,7 +15,7 @@ Every process started here is stopped by pid; loads go to 127.0.0.1 only."""
 import os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BIN = os.path.join(ROOT, "build", "bin")
+BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "bin"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
 TMP = tempfile.mkdtemp(prefix="coldbrew-bench-")
@@ -37,10 +37,16 @@ def wait_port(port, timeout=5):
     raise SystemExit("port %d did not open" % port)
 
 
-def start(argv, env=None, name="p"):
+# CPU placement: the load generator and the origin share CPU 0; the proxy
+# under test has CPU 1 to itself. Every peer gets the same placement, so the
+# rows compare proxies, not the scheduler's mood on a 2-core machine.
+LOAD_CPU, PROXY_CPU = "0", "1" if (os.cpu_count() or 1) > 1 else "0"
+
+
+def start(argv, env=None, name="p", cpu=PROXY_CPU):
     log = open(os.path.join(TMP, name + ".log"), "wb")
     e = dict(os.environ); e.update(env or {})
-    p = subprocess.Popen(argv, env=e, stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(["taskset", "-c", cpu] + argv, env=e, stdout=log, stderr=subprocess.STDOUT)
     procs.append(p)
     return p
 
@@ -88,7 +94,7 @@ def mem(pid):
 
 
 def wrk(port, seconds=SECONDS, conns=CONNS):
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
                           "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -119,7 +125,7 @@ def hold_connections(port, n=1000):
 
 def measure(name, port, pid):
     wrk(port, 2)  # warm-up
-    time.sleep(0.5)
+    time.sleep(2.5)  # idle: traffic stopped a while ago
     idle = mem(pid)
     c0 = cpu_ticks(pid)
     r = wrk(port)
@@ -144,7 +150,7 @@ def main():
             raise SystemExit("bench needs %s: make deps" % tool)
     o_port = free_port()
     origin = start(["/usr/sbin/nginx", "-c", nginx_conf("origin",
-        'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; return 200 "hello from the origin\\n"; } }' % o_port)], name="origin")
+        'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; return 200 "hello from the origin\\n"; } }' % o_port)], name="origin", cpu=LOAD_CPU)
     wait_port(o_port)
     results = {}
     time.sleep(0.3)
@@ -163,7 +169,7 @@ def main():
     hcfg = os.path.join(TMP, "haproxy.cfg")
     open(hcfg, "w").write("""global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
@@ -203,9 +209,10 @@ def write_results(res):
     lines = ["# coldbrew benchmark results", "",
              "Produced by `make bench` (`bench/run.sh` → `bench/bench.py`) on %s, %d cores; "
              "wrk -t1 -c%d -d%ds --latency per row, one row at a time, all against the same nginx origin "
-             "(1 worker, 22-byte body). CPU is the proxy process's utime+stime over the wrk run divided by "
+             "(1 worker, 22-byte body). wrk and the origin are pinned to CPU 0, the proxy under test to "
+             "CPU 1 (taskset), the same for every row; the direct row is wrk and the origin alone. CPU is the proxy process's utime+stime over the wrk run divided by "
              "the requests served; memory is /proc/PID/status (RssAnon = private, VmRSS = total), "
-             "idle after warm-up and with 1,000 open keep-alive connections. Ratios are against nginx "
+             "idle (2.5 s after the warm-up's traffic stopped) and with 1,000 open keep-alive connections. Ratios are against nginx "
              "as a reverse proxy in the same run." % (time.strftime("%Y-%m-%d"), os.cpu_count(), CONNS, SECONDS), "",
              "| path | req/s | × nginx | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | VmRSS idle kB | RssAnon 1k conns kB | VmRSS 1k conns kB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -217,7 +224,7 @@ def write_results(res):
     extra = os.environ.get("BENCH_NOTES_FILE")
     if extra and os.path.exists(extra):
         lines += [open(extra).read()]
-    out = os.path.join(ROOT, "bench", "RESULTS.md")
+    out = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
     keep = ""
     if os.path.exists(out):
         old = open(out).read()

@@ -57,9 +57,9 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t n)
     if (p->in_body) /* trailers are forwarded verbatim, not recorded */
         return 0;
     if (!p->in_field) {
-        if (h->nheaders >= p->max_headers)
+        struct http_header *hd;
+        if (h->nheaders >= p->max_headers || !(hd = http_head_add(h)))
             return fail(ll, "too many headers", 431);
-        struct http_header *hd = &h->hdr[h->nheaders++];
         hd->name.off = h->len;
         hd->name.len = 0;
         hd->value.off = 0;

@@ -22,16 +22,22 @@ struct http_head *http_head_acquire(void)
         if (!h)
             abort();
         h->buf = malloc(HEAD_ARENA_INITIAL);
-        if (!h->buf)
+        h->hdr = malloc(HTTP_HEAD_INITIAL_HEADERS * sizeof *h->hdr);
+        if (!h->buf || !h->hdr)
             abort();
         h->cap = HEAD_ARENA_INITIAL;
+        h->hdr_cap = HTTP_HEAD_INITIAL_HEADERS;
     }
     char *buf = h->buf;
     uint32_t cap = h->cap;
-    /* Clear only the fixed part; header slots are written before they are read. */
-    memset(h, 0, offsetof(struct http_head, hdr));
+    struct http_header *hdr = h->hdr;
+    uint16_t hdr_cap = h->hdr_cap;
+    /* Header slots are written before they are read: clear the rest only. */
+    memset(h, 0, sizeof *h);
     h->buf = buf;
     h->cap = cap;
+    h->hdr = hdr;
+    h->hdr_cap = hdr_cap;
     return h;
 }
 
@@ -39,8 +45,10 @@ void http_head_release(struct http_head *h)
 {
     if (!h)
         return;
-    if (head_pool_len >= HEAD_POOL_MAX || h->cap > 4 * HEAD_ARENA_INITIAL) {
+    if (head_pool_len >= HEAD_POOL_MAX || h->cap > 4 * HEAD_ARENA_INITIAL ||
+        h->hdr_cap > 4 * HTTP_HEAD_INITIAL_HEADERS) {
         free(h->buf);
+        free(h->hdr);
         free(h);
         return;
     }
@@ -49,15 +57,31 @@ void http_head_release(struct http_head *h)
     head_pool_len++;
 }
 
-void http_head_pool_drain(void)
+void http_head_pool_trim(unsigned keep)
 {
-    while (head_pool) {
+    while (head_pool && head_pool_len > keep) {
         struct http_head *h = head_pool;
         head_pool = h->next_free;
+        head_pool_len--;
         free(h->buf);
+        free(h->hdr);
         free(h);
     }
-    head_pool_len = 0;
+}
+
+struct http_header *http_head_add(struct http_head *h)
+{
+    if (h->nheaders == h->hdr_cap) {
+        if (h->hdr_cap >= HTTP_HEAD_MAX_HEADERS)
+            return NULL;
+        unsigned cap = h->hdr_cap * 2u;
+        struct http_header *n = realloc(h->hdr, cap * sizeof *n);
+        if (!n)
+            return NULL;
+        h->hdr = n;
+        h->hdr_cap = (uint16_t)cap;
+    }
+    return &h->hdr[h->nheaders++];
 }
 
 bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit)

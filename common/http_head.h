@@ -14,7 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_HEAD_MAX_HEADERS 128 /* hard ceiling; the configured limit may be lower */
+#define HTTP_HEAD_MAX_HEADERS 1024 /* hard ceiling; the configured limit may be lower */
+#define HTTP_HEAD_INITIAL_HEADERS 24 /* header slots before the first growth */
 
 struct http_str {
     uint32_t off, len;
@@ -35,15 +36,20 @@ struct http_head {
     struct http_str reason;
     uint64_t content_length; /* valid when has_content_length */
     bool has_content_length, chunked, upgrade, keep_alive, expect_continue;
+    uint16_t hdr_cap;
     struct http_head *next_free;
-    struct http_header hdr[HTTP_HEAD_MAX_HEADERS];
+    struct http_header *hdr; /* hdr_cap slots, grown on demand */
 };
 
 /* Pooled allocation: returns a cleared head whose arena has at least a few KiB. */
 struct http_head *http_head_acquire(void);
 void http_head_release(struct http_head *h);
-/* Drop every pooled head (at exit, so leak checkers see a clean heap). */
-void http_head_pool_drain(void);
+/* Drop pooled heads beyond `keep` (idle trimming; 0 at exit so leak
+ * checkers see a clean heap). */
+void http_head_pool_trim(unsigned keep);
+static inline void http_head_pool_drain(void) { http_head_pool_trim(0); }
+/* A new header slot, or NULL past HTTP_HEAD_MAX_HEADERS. */
+struct http_header *http_head_add(struct http_head *h);
 
 /* Arena helpers used by the parser; false when the arena would pass `limit`. */
 bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit);

@@ -142,9 +142,12 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
 {
     const struct http_head *h = uc->head;
     struct out o = {buf, 0, cap, false};
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d ", h->status);
-    put(&o, line, (size_t)n);
+    char line[16] = "HTTP/1.1 000 ";
+    unsigned st = h->status % 1000;
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    put(&o, line, 13);
     if (h->reason.len)
         put(&o, http_str_ptr(h, h->reason), h->reason.len);
     else
@@ -230,16 +233,12 @@ static void detach(struct upconn *uc)
 
 static bool attach(struct request *req, struct upconn *uc, const struct proxy_edit *edit)
 {
-    struct event_base *base = uc->up->base;
     uc->req = req;
     uc->edit = edit;
     req->holder = uc;
     req->cancel = proxy_cancel;
     req->on_input = on_client_input;
     req->on_drain = on_client_drain;
-    event_assign(&uc->rev, base, uc->fd, EV_READ | EV_PERSIST, on_up_read, uc);
-    event_assign(&uc->wev, base, uc->fd, EV_WRITE | EV_PERSIST, on_up_write, uc);
-    uc->reading = uc->writing = false;
     if (uc->head)
         http_head_release(uc->head);
     uc->head = http_head_acquire();
@@ -248,12 +247,6 @@ static bool attach(struct request *req, struct upconn *uc, const struct proxy_ed
     if (!n)
         return false;
     evbuffer_add(uc->out, scratch, n);
-    if (uc->connecting) {
-        event_add(&uc->wev, NULL);
-        uc->writing = true;
-    } else {
-        set_reading(uc, true);
-    }
     return true;
 }
 
@@ -440,18 +433,33 @@ static void up_flush(struct upconn *uc)
     }
 }
 
+/* The connect finished (writable, or an error reported as readable). */
+static bool connect_done(struct upconn *uc)
+{
+    int err = net_connect_result(uc->fd);
+    if (err) {
+        if (uc->req)
+            fail_errno(uc, "connect", err);
+        else
+            upconn_close(uc);
+        return false;
+    }
+    uc->connecting = false;
+    set_reading(uc, true);
+    return true;
+}
+
 static void on_up_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct upconn *uc = arg;
-    if (uc->connecting) {
-        int err = net_connect_result(uc->fd);
-        if (err) {
-            fail_errno(uc, "connect", err);
-            return;
-        }
-        uc->connecting = false;
-        set_reading(uc, true);
+    if (uc->connecting && !connect_done(uc))
+        return;
+    if (!uc->req) {
+        /* Idle with nothing to write: stop watching writability. */
+        event_del(&uc->wev);
+        uc->writing = false;
+        return;
     }
     up_flush(uc);
 }
@@ -641,6 +649,12 @@ static void on_up_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct upconn *uc = arg;
+    if (uc->connecting && !connect_done(uc))
+        return;
+    if (!uc->req) {
+        upconn_idle_readable(uc);
+        return;
+    }
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(uc->in, READ_CHUNK, &v, 1) < 1) {
         fail(uc, "out of memory");
@@ -692,6 +706,12 @@ static void start(struct request *req, struct upstream *u, const struct proxy_ed
         return;
     }
     up_flush(uc);
+}
+
+bool proxy_upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
+                         unsigned max_idle, double idle_seconds)
+{
+    return upstream_init(u, base, host, port, max_idle, idle_seconds, on_up_read, on_up_write);
 }
 
 void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit)

@@ -134,9 +134,6 @@ static void sconn_update_reading(struct sconn *c)
     if (c->dead || c->eof)
         return;
     bool want = evbuffer_get_length(c->in) < c->srv->lim->watermark;
-    /* A tunnelled or streaming peer's output being full also pauses us. */
-    if (want && c->req.state != REQ_IDLE && c->req.holder && c->req.upgraded)
-        want = true;
     if (want && !c->reading) {
         event_add(&c->rev, NULL);
         c->reading = true;
@@ -248,9 +245,7 @@ static void start_request(struct sconn *c)
     struct request *r = &c->req;
     struct http_head *h = c->parser.head;
     memset(r, 0, offsetof(struct request, timer));
-    r->app_flags = 0;
     r->app_ptr = NULL;
-    r->app_buf[0] = 0;
     r->conn = c;
     r->head = h;
     r->state = REQ_HELD;
@@ -340,8 +335,18 @@ void request_set_timeouts(struct request *req, double total, double start, doubl
     if (idle > 0 && (first == 0 || idle < first))
         first = idle;
     if (first > 0) {
-        struct timeval tv = clock_tv(first - request_elapsed(req));
-        event_add(&req->timer, &tv);
+        /* Every request of a revision arms the same duration: a libevent
+         * common timeout makes that an O(1) queue insert, not a heap one.
+         * Armed microseconds after arrival; the callback re-checks exact times. */
+        static double cached;
+        static struct timeval cached_tv;
+        if (first != cached) {
+            struct timeval tv = clock_tv(first);
+            const struct timeval *ct = event_base_init_common_timeout(req->conn->base, &tv);
+            cached_tv = ct ? *ct : tv;
+            cached = first;
+        }
+        event_add(&req->timer, &cached_tv);
     }
 }
 

@@ -106,10 +106,8 @@ struct request {
     uint64_t last_write_ns;
     struct event timer;
 
-    /* Free space for the application (route, flags); zeroed per request. */
-    uint32_t app_flags;
+    /* The application's per-request context (set in on_request). */
     void *app_ptr;
-    char app_buf[192];
 };
 
 struct sconn {

@@ -9,22 +9,24 @@
 
 #include "loop.h"
 
-static void on_idle_event(evutil_socket_t fd, short what, void *arg)
+void upconn_idle_readable(struct upconn *uc)
 {
-    (void)fd;
-    struct upconn *uc = arg;
-    if (what & EV_READ) {
-        /* A pooled connection has nothing to say: EOF or stray bytes both end it. */
-        char b[64];
-        ssize_t r = read(uc->fd, b, sizeof b);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-    }
+    char b[64];
+    ssize_t r = read(uc->fd, b, sizeof b);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
     upconn_close(uc);
 }
 
+static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    upconn_close(arg);
+}
+
 bool upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
-                   unsigned max_idle, double idle_seconds)
+                   unsigned max_idle, double idle_seconds, event_callback_fn on_read,
+                   event_callback_fn on_write)
 {
     memset(u, 0, sizeof *u);
     if (!net_addr_parse(&u->addr, host, port))
@@ -34,6 +36,8 @@ bool upstream_init(struct upstream *u, struct event_base *base, const char *host
     u->port = port;
     TAILQ_INIT(&u->idle);
     u->max_idle = max_idle ? max_idle : 1000;
+    u->on_read = on_read;
+    u->on_write = on_write;
     struct timeval tv = {(time_t)idle_seconds,
                          (suseconds_t)((idle_seconds - (double)(time_t)idle_seconds) * 1e6)};
     const struct timeval *common = event_base_init_common_timeout(base, &tv);
@@ -47,11 +51,9 @@ struct upconn *upstream_checkout(struct upstream *u, bool fresh)
     if (uc) {
         TAILQ_REMOVE(&u->idle, uc, link);
         u->nidle--;
-        event_del(&uc->rev);
-        event_del(&uc->tev);
+        event_del(&uc->tev); /* a timer: no syscall */
         uc->idle = false;
         uc->reused = true;
-        uc->reading = false;
         uc->connecting = false;
         uc->got_bytes = uc->resp_head_done = uc->tunnel = uc->retried = false;
         uc->body_sent = 0;
@@ -71,10 +73,12 @@ struct upconn *upstream_checkout(struct upstream *u, bool fresh)
     uc->in = evbuffer_new();
     uc->out = evbuffer_new();
     uc->connecting = true;
-    /* Assigned now so teardown can always event_del them; the proxy re-assigns. */
-    event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_idle_event, uc);
-    event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_idle_event, uc);
-    event_assign(&uc->tev, u->base, -1, 0, on_idle_event, uc);
+    event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, u->on_read, uc);
+    event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, u->on_write, uc);
+    event_assign(&uc->tev, u->base, -1, 0, on_idle_timeout, uc);
+    /* Writable means connected (or failed): the connect completes there. */
+    event_add(&uc->wev, NULL);
+    uc->writing = true;
     h1_parser_init(&uc->parser, false, 1 << 20, HTTP_HEAD_MAX_HEADERS);
     u->nconns++;
     return uc;
@@ -95,12 +99,16 @@ void upstream_checkin(struct upconn *uc)
         upconn_close(uc);
         return;
     }
-    event_del(&uc->rev);
-    event_del(&uc->wev);
-    uc->reading = uc->writing = false;
-    event_assign(&uc->rev, u->base, uc->fd, EV_READ | EV_PERSIST, on_idle_event, uc);
-    event_assign(&uc->tev, u->base, -1, 0, on_idle_event, uc);
-    event_add(&uc->rev, NULL);
+    /* Reading stays armed (EOF from the backend is noticed at once); writing
+     * is already off since the output is empty. */
+    if (!uc->reading) {
+        event_add(&uc->rev, NULL);
+        uc->reading = true;
+    }
+    if (uc->writing) {
+        event_del(&uc->wev);
+        uc->writing = false;
+    }
     event_add(&uc->tev, &u->idle_tv);
     uc->idle = true;
     TAILQ_INSERT_HEAD(&u->idle, uc, link);

@@ -33,6 +33,10 @@ struct upstream {
     unsigned nidle, max_idle;
     struct timeval idle_tv; /* a libevent common timeout */
     unsigned nconns;        /* open connections, idle or busy */
+    /* The socket events of every connection, assigned once at connect and
+     * never re-registered: a pooled connection costs no epoll_ctl on reuse.
+     * The callbacks see uc->req == NULL while the connection is idle. */
+    event_callback_fn on_read, on_write;
 };
 
 struct upconn {
@@ -56,7 +60,11 @@ struct upconn {
 
 /* host must be an IP literal. max_idle 0 means 1000 (Knative's default for CC=0). */
 bool upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
-                   unsigned max_idle, double idle_seconds);
+                   unsigned max_idle, double idle_seconds, event_callback_fn on_read,
+                   event_callback_fn on_write);
+/* Called by the read callback for an idle connection: it has nothing to say,
+ * so EOF or stray bytes both end it. */
+void upconn_idle_readable(struct upconn *uc);
 /* A connection to use (idle or connecting); NULL with errno on failure.
  * `fresh` skips the pool. */
 struct upconn *upstream_checkout(struct upstream *u, bool fresh);

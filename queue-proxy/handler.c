@@ -17,60 +17,119 @@
 #include "../common/log.h"
 #include "qp.h"
 
-#define CTX_EXTRA 4096
+#define CTX_FORWARDED 256 /* inline room for the Forwarded line; longer ones are allocated */
+
+/* The headers this handler looks at, found in one pass over the head. */
+struct qp_headers {
+    const struct http_header *ua, *knp, *kkp, *hash, *orig_host, *forwarded, *xff, *xfh, *xfp,
+        *proxy;
+};
 
 struct qp_ctx {
-    struct breaker_waiter waiter;
+    struct breaker_waiter waiter; /* first: the breaker hands it back */
     struct readiness_waiter ready;
     struct request *req;
     struct proxy_edit edit;
     uint64_t proxy_start_ns;
-    bool kubelet, probe, proxied, holds_slot, counted, tunnel_counted;
-    char host[512];
-    char extra[CTX_EXTRA];
+    bool kubelet, probe, proxied, holds_slot, counted;
+    char *fwd_heap; /* a Forwarded line too long for fwd[] */
+    char fwd[CTX_FORWARDED];
     struct qp_ctx *next_free;
 };
 
 static struct qp_ctx *ctx_pool;
+static unsigned ctx_pool_len;
 
 static struct qp_ctx *ctx_acquire(void)
 {
     struct qp_ctx *c = ctx_pool;
-    if (c)
+    if (c) {
         ctx_pool = c->next_free;
-    else if (!(c = malloc(sizeof *c)))
+        ctx_pool_len--;
+    } else if (!(c = malloc(sizeof *c))) {
         abort();
-    memset(c, 0, offsetof(struct qp_ctx, host));
+    }
+    memset(c, 0, offsetof(struct qp_ctx, fwd));
     return c;
 }
 
 static void ctx_release(struct qp_ctx *c)
 {
+    free(c->fwd_heap);
+    c->fwd_heap = NULL;
     c->next_free = ctx_pool;
     ctx_pool = c;
+    ctx_pool_len++;
 }
 
-void qp_ctx_pool_drain(void)
+void qp_ctx_pool_trim(unsigned keep)
 {
-    while (ctx_pool) {
+    while (ctx_pool && ctx_pool_len > keep) {
         struct qp_ctx *c = ctx_pool;
         ctx_pool = c->next_free;
+        ctx_pool_len--;
         free(c);
     }
 }
 
-static bool header_eq(const struct http_head *h, const char *name, const char *want)
+/* Lower-case ASCII compare of a header name against a lower-case literal. */
+#define NAME_IS(hd, h, lit)                                                                        \
+    ((hd)->name.len == sizeof(lit) - 1 && !strncasecmp((h)->buf + (hd)->name.off, lit, sizeof(lit) - 1))
+
+static void classify(const struct http_head *h, struct qp_headers *q)
 {
-    size_t len;
-    const char *v = http_head_get(h, name, &len);
-    return v && len == strlen(want) && !memcmp(v, want, len);
+    memset(q, 0, sizeof *q);
+    for (unsigned i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->hdr[i];
+        switch (h->buf[hd->name.off] | 0x20) {
+        case 'u':
+            if (!q->ua && NAME_IS(hd, h, "user-agent"))
+                q->ua = hd;
+            break;
+        case 'k':
+            if (!q->knp && NAME_IS(hd, h, "k-network-probe"))
+                q->knp = hd;
+            else if (!q->kkp && NAME_IS(hd, h, "k-kubelet-probe"))
+                q->kkp = hd;
+            else if (!q->hash && NAME_IS(hd, h, "k-network-hash"))
+                q->hash = hd;
+            else if (!q->orig_host && NAME_IS(hd, h, "k-original-host"))
+                q->orig_host = hd;
+            else if (!q->proxy && NAME_IS(hd, h, "k-proxy-request"))
+                q->proxy = hd;
+            break;
+        case 'f':
+            if (!q->forwarded && NAME_IS(hd, h, "forwarded"))
+                q->forwarded = hd;
+            break;
+        case 'x':
+            if (!q->xff && NAME_IS(hd, h, "x-forwarded-for"))
+                q->xff = hd;
+            else if (!q->xfh && NAME_IS(hd, h, "x-forwarded-host"))
+                q->xfh = hd;
+            else if (!q->xfp && NAME_IS(hd, h, "x-forwarded-proto"))
+                q->xfp = hd;
+            break;
+        }
+    }
 }
 
-static bool header_prefix(const struct http_head *h, const char *name, const char *prefix)
+static inline const char *val(const struct http_head *h, const struct http_header *hd, size_t *len)
 {
-    size_t len, pl = strlen(prefix);
-    const char *v = http_head_get(h, name, &len);
-    return v && len >= pl && !memcmp(v, prefix, pl);
+    *len = hd ? hd->value.len : 0;
+    return hd ? h->buf + hd->value.off : NULL;
+}
+
+static bool val_is(const struct http_head *h, const struct http_header *hd, const char *want)
+{
+    size_t n = strlen(want);
+    return hd && hd->value.len == n && !memcmp(h->buf + hd->value.off, want, n);
+}
+
+static bool val_prefix(const struct http_head *h, const struct http_header *hd, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return hd && hd->value.len >= n && !memcmp(h->buf + hd->value.off, prefix, n);
 }
 
 /* ---------------------------------------------------------------- request log */
@@ -180,37 +239,36 @@ static void cancel_wait(struct request *req)
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
                                             "k-original-host", NULL};
 
-static void build_edit(struct request *req, struct qp_ctx *c)
+static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_headers *q)
 {
     const struct http_head *h = req->head;
     size_t len;
-    const char *v = http_head_get(h, "k-original-host", &len);
-    c->edit.host = NULL;
-    if (v && len && !c->kubelet && len < sizeof c->host) {
-        memcpy(c->host, v, len);
-        c->edit.host = c->host;
-        c->edit.host_len = len;
-    }
+    /* K-Original-Host becomes Host; its value lives in the head for the whole request. */
+    const char *v = val(h, q->orig_host, &len);
+    c->edit.host = len && !c->kubelet ? v : NULL;
+    c->edit.host_len = len;
     c->edit.drop = strip_headers;
     c->edit.append_xff = true;
     c->edit.extra = NULL;
     c->edit.extra_len = 0;
     /* Forwarded shim: only when absent and some X-Forwarded-* is present. */
-    if (!http_head_find(h, "forwarded")) {
-        size_t xffl = 0, xfhl = 0, xfpl = 0;
-        const char *xff = http_head_get(h, "x-forwarded-for", &xffl);
-        const char *xfh = http_head_get(h, "x-forwarded-host", &xfhl);
-        const char *xfp = http_head_get(h, "x-forwarded-proto", &xfpl);
-        if (xff || xfh || xfp) {
-            memcpy(c->extra, "Forwarded: ", 11);
-            size_t n = forwarded_build(c->extra + 11, sizeof c->extra - 13, xff, xffl, xfh, xfhl,
-                                       xfp, xfpl);
-            if (n) {
-                memcpy(c->extra + 11 + n, "\r\n", 2);
-                c->edit.extra = c->extra;
-                c->edit.extra_len = 11 + n + 2;
-            }
-        }
+    if (q->forwarded || !(q->xff || q->xfh || q->xfp))
+        return;
+    size_t xffl, xfhl, xfpl;
+    const char *xff = val(h, q->xff, &xffl), *xfh = val(h, q->xfh, &xfhl), *xfp = val(h, q->xfp, &xfpl);
+    size_t need = 11 + 3 * (xffl + 16) + xfhl + xfpl + 32; /* generous: quoting grows IPv6 nodes */
+    char *buf = c->fwd;
+    if (need > sizeof c->fwd) {
+        if (!(c->fwd_heap = malloc(need)))
+            return;
+        buf = c->fwd_heap;
+    }
+    memcpy(buf, "Forwarded: ", 11);
+    size_t n = forwarded_build(buf + 11, need - 13, xff, xffl, xfh, xfhl, xfp, xfpl);
+    if (n) {
+        memcpy(buf + 11 + n, "\r\n", 2);
+        c->edit.extra = buf;
+        c->edit.extra_len = 11 + n + 2;
     }
 }
 
@@ -235,11 +293,10 @@ static void cancel_ready(struct request *req)
     readiness_cancel(&qp->readiness, &c->ready);
 }
 
-static bool is_health_ua(const struct http_head *h)
+static bool is_health_ua(const struct http_head *h, const struct http_header *ua)
 {
-    return header_prefix(h, "user-agent", "kube-probe/") ||
-           header_prefix(h, "user-agent", "Knative-Activator-Probe") ||
-           header_prefix(h, "user-agent", "Knative-Autoscaling-Probe");
+    return val_prefix(h, ua, "kube-probe/") || val_prefix(h, ua, "Knative-Activator-Probe") ||
+           val_prefix(h, ua, "Knative-Autoscaling-Probe");
 }
 
 void qp_on_request(struct request *req, void *arg)
@@ -252,15 +309,16 @@ void qp_on_request(struct request *req, void *arg)
     req->on_finish = on_finish;
     req->finish_arg = c;
     qp->in_flight++;
+    qp->requests_seen++;
 
-    size_t knp_len = 0;
-    const char *knp = http_head_get(h, "k-network-probe", &knp_len);
-    size_t kkp_len = 0;
-    const char *kkp = http_head_get(h, "k-kubelet-probe", &kkp_len);
-    c->kubelet = header_prefix(h, "user-agent", "kube-probe/") || (kkp && kkp_len);
-    c->probe = c->kubelet || (knp && knp_len);
+    struct qp_headers q;
+    classify(h, &q);
+    size_t knp_len;
+    const char *knp = val(h, q.knp, &knp_len);
+    c->kubelet = val_prefix(h, q.ua, "kube-probe/") || (q.kkp && q.kkp->value.len);
+    c->probe = c->kubelet || knp_len;
 
-    if (is_health_ua(h)) {
+    if (is_health_ua(h, q.ua)) {
         if (qp->draining) {
             request_error(req, 503, "shutting down\n");
             return;
@@ -283,9 +341,9 @@ void qp_on_request(struct request *req, void *arg)
             request_error(req, 503, "shutting down\n");
             return;
         }
-        size_t hl = 0;
-        const char *hash = http_head_get(h, "k-network-hash", &hl);
-        if (!hash || !hl) {
+        size_t hl;
+        const char *hash = val(h, q.hash, &hl);
+        if (!hl) {
             request_error(req, 400,
                           "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
             return;
@@ -300,13 +358,13 @@ void qp_on_request(struct request *req, void *arg)
 
     request_set_timeouts(req, qp->cfg.revision_timeout, qp->cfg.response_start_timeout,
                          qp->cfg.idle_timeout);
-    build_edit(req, c);
+    build_edit(req, c, &q);
     if (c->kubelet) {
         /* Kubelet probes that get this far bypass stats and the breaker. */
         run_proxy(c);
         return;
     }
-    c->proxied = header_eq(h, "k-proxy-request", "activator");
+    c->proxied = val_is(h, q.proxy, "activator");
     stats_in(&qp->stats, clock_now_ns(), c->proxied);
     c->counted = true;
     if (!qp->has_breaker) {

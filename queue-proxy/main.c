@@ -17,6 +17,7 @@
 #include "qp.h"
 
 #ifdef COLDBREW_JEMALLOC
+#include <jemalloc/jemalloc.h>
 /* One arena (one thread), and return freed memory to the OS promptly: a
  * sidecar in every pod should idle small. */
 const char *malloc_conf = "narenas:1,background_thread:false,dirty_decay_ms:2000,muzzy_decay_ms:0";
@@ -40,10 +41,33 @@ static void refresh_stat(uint64_t now)
     qp->stat_len = statpb_encode(&s, qp->stat_pb, sizeof qp->stat_pb);
 }
 
+/* After a second with no traffic, give memory back: a sidecar runs in
+ * every pod and most of them idle most of the time. Pools keep a few objects
+ * so the next burst starts warm; jemalloc returns freed pages to the OS. */
+static void trim_when_idle(void)
+{
+    bool quiet = qp->requests_seen == qp->requests_at_tick && qp->in_flight == 0;
+    qp->requests_at_tick = qp->requests_seen;
+    if (!quiet) {
+        qp->trimmed = false;
+        return;
+    }
+    if (qp->trimmed)
+        return;
+    http_head_pool_trim(8);
+    qp_ctx_pool_trim(8);
+#ifdef COLDBREW_JEMALLOC
+    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    mallctl("arena.0.purge", NULL, NULL, NULL, 0);
+#endif
+    qp->trimmed = true;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     refresh_stat(clock_now_ns());
+    trim_when_idle();
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -104,7 +128,7 @@ int main(void)
     qp->start_ns = clock_now_ns();
     server_limits_from_env(&qp->lim);
     unsigned pool = qp->cfg.container_concurrency > 0 ? (unsigned)qp->cfg.container_concurrency : 1000;
-    if (!upstream_init(&qp->user, qp->base, "127.0.0.1", qp->cfg.user_port, pool,
+    if (!proxy_upstream_init(&qp->user, qp->base, "127.0.0.1", qp->cfg.user_port, pool,
                        qp->cfg.upstream_idle_seconds)) {
         log_error("bad upstream address");
         return 1;
@@ -169,6 +193,6 @@ int main(void)
     readiness_free(&qp->readiness);
     loop_free();
     http_head_pool_drain();
-    qp_ctx_pool_drain();
+    qp_ctx_pool_trim(0);
     return 0;
 }

@@ -50,14 +50,16 @@ struct qp {
     uint64_t drained_ns;
     struct event *quiet_timer, *exit_timer;
     unsigned in_flight; /* requests on the serving port not yet finished */
-    unsigned tunnels;   /* of which websockets/upgrades */
+    uint64_t requests_seen;      /* serving-port requests since start */
+    uint64_t requests_at_tick;   /* ... as of the previous idle check */
+    bool trimmed;                /* pools trimmed since the last traffic */
 };
 
 extern struct qp *qp;
 
 /* handler.c */
 void qp_on_request(struct request *req, void *arg);
-void qp_ctx_pool_drain(void);
+void qp_ctx_pool_trim(unsigned keep);
 
 /* admin.c */
 void qp_admin_request(struct request *req, void *arg);

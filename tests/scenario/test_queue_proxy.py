@@ -343,7 +343,7 @@ def autoscaler_stat_protobuf():
     ok(s["_order"] == sorted(s["_order"]), "ascending field order")
     ok(1.7 < s["average_concurrent_requests"] < 3.2, "avg concurrency ~2: %r" % s)
     ok(s["request_count"] >= 4, "request count: %r" % s)
-    ok(s.get("process_uptime", 0) > 2, "uptime: %r" % s)
+    ok(s.get("process_uptime", 0) > 1.5, "uptime: %r" % s)
     ok(len(body) <= 336, "fits the autoscaler's 336 bytes")
     eq(get(q.stat, "/other")[0], 404, "other paths 404")
 
@@ -525,7 +525,7 @@ def drain_on_sigterm():
 @test
 def second_signal_exits_1():
     o = Origin()
-    q = QueueProxy(o.port)
+    q = QueueProxy(o.port, QUEUE_DRAIN_QUIET_SECONDS=10)
     q.signal(signal.SIGTERM)
     time.sleep(0.2)
     q.signal(signal.SIGTERM)

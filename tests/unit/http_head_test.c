@@ -5,7 +5,7 @@
 
 static void add(struct http_head *h, const char *name, const char *value)
 {
-    struct http_header *hd = &h->hdr[h->nheaders++];
+    struct http_header *hd = http_head_add(h);
     hd->name.off = h->len;
     hd->name.len = (uint32_t)strlen(name);
     http_head_append(h, name, strlen(name), 1 << 20);
