@@ -225,11 +225,14 @@ def write_results(res):
     if extra and os.path.exists(extra):
         lines += [open(extra).read()]
     out = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
+    # Everything after the generated block (notes, history) is kept as written.
     keep = ""
     if os.path.exists(out):
         old = open(out).read()
-        if "\n## History" in old:
-            keep = old[old.index("\n## History"):]
+        for marker in ("\n## Reading the table", "\n## History"):
+            if marker in old:
+                keep = old[old.index(marker):]
+                break
     open(out, "w").write("\n".join(lines) + keep + ("\n" if not keep.endswith("\n") else ""))
     print("wrote", out)
 

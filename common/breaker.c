@@ -33,8 +33,7 @@ void breaker_init(struct breaker *b, struct event_base *base, unsigned capacity,
 
 enum breaker_result breaker_acquire(struct breaker *b, struct breaker_waiter *w)
 {
-    if (b->executing + b->waiting >= b->capacity + b->queue_depth)
-        return BREAKER_FULL;
+    if (b->executing + b->waiting >= b->capacity + b->queue_depth) return BREAKER_FULL;
     if (b->executing < b->capacity && TAILQ_EMPTY(&b->queue)) {
         b->executing++;
         return BREAKER_RUN;
@@ -48,8 +47,7 @@ enum breaker_result breaker_acquire(struct breaker *b, struct breaker_waiter *w)
 
 void breaker_cancel(struct breaker *b, struct breaker_waiter *w)
 {
-    if (!w->queued)
-        return;
+    if (!w->queued) return;
     TAILQ_REMOVE(&b->queue, w, link);
     w->queued = false;
     b->waiting--;
@@ -57,8 +55,7 @@ void breaker_cancel(struct breaker *b, struct breaker_waiter *w)
 
 void breaker_release(struct breaker *b)
 {
-    if (b->executing)
-        b->executing--;
+    if (b->executing) b->executing--;
     schedule(b);
 }
 
@@ -68,4 +65,7 @@ void breaker_set_capacity(struct breaker *b, unsigned capacity)
     schedule(b);
 }
 
-void breaker_deinit(struct breaker *b) { event_del(&b->dispatch); }
+void breaker_deinit(struct breaker *b)
+{
+    event_del(&b->dispatch);
+}

@@ -43,7 +43,10 @@ void breaker_release(struct breaker *b);
 /* Changes capacity (the activator follows pod counts); waiters may start. */
 void breaker_set_capacity(struct breaker *b, unsigned capacity);
 /* Executing plus waiting: Knative's InFlight(). */
-static inline unsigned breaker_in_flight(const struct breaker *b) { return b->executing + b->waiting; }
+static inline unsigned breaker_in_flight(const struct breaker *b)
+{
+    return b->executing + b->waiting;
+}
 void breaker_deinit(struct breaker *b);
 
 #endif

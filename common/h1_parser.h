@@ -41,11 +41,11 @@ struct h1_parser {
     int err_status;         /* 400 or 431 (requests) */
     size_t max_header_bytes;
     unsigned max_headers;
-    bool in_body;        /* head done, body phase */
-    bool done;           /* message complete */
+    bool in_body; /* head done, body phase */
+    bool done;    /* message complete */
     bool in_field, in_value;
-    bool chunk_boundary; /* body phase of chunked: between chunks */
-    bool upgrade;        /* llhttp saw a protocol switch at message end */
+    bool chunk_boundary;      /* body phase of chunked: between chunks */
+    bool upgrade;             /* llhttp saw a protocol switch at message end */
     struct evbuffer *dechunk; /* when set, body data is copied here unframed */
     uint64_t body_bytes;      /* payload bytes seen so far (framing excluded) */
 };

@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #define HEAD_ARENA_INITIAL 2048
-#define HEAD_POOL_MAX 256
+#define HEAD_POOL_MAX      256
 
 static struct http_head *head_pool;
 static unsigned head_pool_len;
@@ -19,12 +19,10 @@ struct http_head *http_head_acquire(void)
         head_pool_len--;
     } else {
         h = malloc(sizeof *h);
-        if (!h)
-            abort();
+        if (!h) abort();
         h->buf = malloc(HEAD_ARENA_INITIAL);
         h->hdr = malloc(HTTP_HEAD_INITIAL_HEADERS * sizeof *h->hdr);
-        if (!h->buf || !h->hdr)
-            abort();
+        if (!h->buf || !h->hdr) abort();
         h->cap = HEAD_ARENA_INITIAL;
         h->hdr_cap = HTTP_HEAD_INITIAL_HEADERS;
     }
@@ -43,8 +41,7 @@ struct http_head *http_head_acquire(void)
 
 void http_head_release(struct http_head *h)
 {
-    if (!h)
-        return;
+    if (!h) return;
     if (head_pool_len >= HEAD_POOL_MAX || h->cap > 4 * HEAD_ARENA_INITIAL ||
         h->hdr_cap > 4 * HTTP_HEAD_INITIAL_HEADERS) {
         free(h->buf);
@@ -72,12 +69,10 @@ void http_head_pool_trim(unsigned keep)
 struct http_header *http_head_add(struct http_head *h)
 {
     if (h->nheaders == h->hdr_cap) {
-        if (h->hdr_cap >= HTTP_HEAD_MAX_HEADERS)
-            return NULL;
+        if (h->hdr_cap >= HTTP_HEAD_MAX_HEADERS) return NULL;
         unsigned cap = h->hdr_cap * 2u;
         struct http_header *n = realloc(h->hdr, cap * sizeof *n);
-        if (!n)
-            return NULL;
+        if (!n) return NULL;
         h->hdr = n;
         h->hdr_cap = (uint16_t)cap;
     }
@@ -86,15 +81,13 @@ struct http_header *http_head_add(struct http_head *h)
 
 bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit)
 {
-    if (h->len + n > limit)
-        return false;
+    if (h->len + n > limit) return false;
     if (h->len + n > h->cap) {
         size_t cap = h->cap;
         while (cap < h->len + n)
             cap *= 2;
         char *nb = realloc(h->buf, cap);
-        if (!nb)
-            return false;
+        if (!nb) return false;
         h->buf = nb;
         h->cap = (uint32_t)cap;
     }
@@ -112,18 +105,15 @@ bool http_header_is(const struct http_head *h, const struct http_header *hd, con
 const struct http_header *http_head_find(const struct http_head *h, const char *name)
 {
     for (unsigned i = 0; i < h->nheaders; i++)
-        if (http_header_is(h, &h->hdr[i], name))
-            return &h->hdr[i];
+        if (http_header_is(h, &h->hdr[i], name)) return &h->hdr[i];
     return NULL;
 }
 
 const char *http_head_get(const struct http_head *h, const char *name, size_t *len)
 {
     const struct http_header *hd = http_head_find(h, name);
-    if (!hd)
-        return NULL;
-    if (len)
-        *len = hd->value.len;
+    if (!hd) return NULL;
+    if (len) *len = hd->value.len;
     return h->buf + hd->value.off;
 }
 
@@ -140,33 +130,34 @@ bool http_token_list_has(const char *v, size_t len, const char *token)
         size_t end = i;
         while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
             end--;
-        if (end - start == tl && !strncasecmp(v + start, token, tl))
-            return true;
+        if (end - start == tl && !strncasecmp(v + start, token, tl)) return true;
     }
     return false;
 }
 
 bool http_head_is_hop(const struct http_head *h, const struct http_header *hd)
 {
-    static const char *const hop[] = {"connection",          "proxy-connection", "keep-alive",
-                                      "proxy-authenticate",  "proxy-authorization", "te",
-                                      "trailer",             "transfer-encoding", "upgrade"};
+    static const char *const hop[] = {"connection",
+                                      "proxy-connection",
+                                      "keep-alive",
+                                      "proxy-authenticate",
+                                      "proxy-authorization",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade"};
     for (unsigned i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (http_header_is(h, hd, hop[i]))
-            return true;
+        if (http_header_is(h, hd, hop[i])) return true;
     /* Headers named by Connection are hop-by-hop too. */
     for (unsigned i = 0; i < h->nheaders; i++) {
         const struct http_header *c = &h->hdr[i];
-        if (!http_header_is(h, c, "connection"))
-            continue;
+        if (!http_header_is(h, c, "connection")) continue;
         const char *v = h->buf + c->value.off;
         char name[64];
-        if (hd->name.len >= sizeof name)
-            continue;
+        if (hd->name.len >= sizeof name) continue;
         memcpy(name, h->buf + hd->name.off, hd->name.len);
         name[hd->name.len] = 0;
-        if (http_token_list_has(v, c->value.len, name))
-            return true;
+        if (http_token_list_has(v, c->value.len, name)) return true;
     }
     return false;
 }
@@ -174,36 +165,71 @@ bool http_head_is_hop(const struct http_head *h, const struct http_header *hd)
 const char *http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Request Entity Too Large";
-    case 414: return "Request URI Too Long";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 200 ? "Informational" : status < 300 ? "Success" : status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 103:
+        return "Early Hints";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Request Entity Too Large";
+    case 414:
+        return "Request URI Too Long";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status < 200   ? "Informational"
+               : status < 300 ? "Success"
+               : status < 400 ? "Redirect"
+               : status < 500 ? "Client Error"
+                              : "Server Error";
     }
 }

@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_HEAD_MAX_HEADERS 1024 /* hard ceiling; the configured limit may be lower */
-#define HTTP_HEAD_INITIAL_HEADERS 24 /* header slots before the first growth */
+#define HTTP_HEAD_MAX_HEADERS     1024 /* hard ceiling; the configured limit may be lower */
+#define HTTP_HEAD_INITIAL_HEADERS 24   /* header slots before the first growth */
 
 struct http_str {
     uint32_t off, len;
@@ -29,9 +29,9 @@ struct http_head {
     char *buf; /* arena */
     uint32_t len, cap;
     uint16_t nheaders;
-    uint8_t method;      /* llhttp_method_t, requests */
+    uint8_t method;       /* llhttp_method_t, requests */
     uint8_t major, minor; /* HTTP version */
-    uint16_t status;     /* responses */
+    uint16_t status;      /* responses */
     struct http_str url;  /* request target */
     struct http_str reason;
     uint64_t content_length; /* valid when has_content_length */
@@ -47,7 +47,10 @@ void http_head_release(struct http_head *h);
 /* Drop pooled heads beyond `keep` (idle trimming; 0 at exit so leak
  * checkers see a clean heap). */
 void http_head_pool_trim(unsigned keep);
-static inline void http_head_pool_drain(void) { http_head_pool_trim(0); }
+static inline void http_head_pool_drain(void)
+{
+    http_head_pool_trim(0);
+}
 /* A new header slot, or NULL past HTTP_HEAD_MAX_HEADERS. */
 struct http_header *http_head_add(struct http_head *h);
 

@@ -23,8 +23,7 @@ void log_init(const char *logger, const char *key, const char *pod)
 
 void log_set_level(const char *name)
 {
-    if (!name || !*name)
-        return;
+    if (!name || !*name) return;
     if (!strcasecmp(name, "debug"))
         log_min = LOG_DEBUG;
     else if (!strcasecmp(name, "info"))
@@ -35,7 +34,10 @@ void log_set_level(const char *name)
         log_min = LOG_ERROR;
 }
 
-enum log_level log_get_level(void) { return log_min; }
+enum log_level log_get_level(void)
+{
+    return log_min;
+}
 
 unsigned log_json_escape(char *out, unsigned cap, const char *s, unsigned len)
 {
@@ -61,25 +63,21 @@ unsigned log_json_escape(char *out, unsigned cap, const char *s, unsigned len)
             out[o++] = (char)c;
         }
     }
-    if (cap)
-        out[o < cap ? o : cap - 1] = 0;
+    if (cap) out[o < cap ? o : cap - 1] = 0;
     return o;
 }
 
 void log_emit(enum log_level level, const char *file, int line, const char *fmt, ...)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    if (level < log_min)
-        return;
+    if (level < log_min) return;
     char msg[2048], esc[4096], out[5120];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof msg)
-        n = sizeof msg - 1;
+    if (n < 0) return;
+    if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
     log_json_escape(esc, sizeof esc, msg, (unsigned)n);
 
     struct timeval tv;
@@ -94,11 +92,12 @@ void log_emit(enum log_level level, const char *file, int line, const char *fmt,
                        "\"caller\":\"%s:%d\",\"message\":\"%s\"",
                        names[level], ts, (long)(tv.tv_usec / 1000), log_logger, file, line, esc);
     if (log_key && len < (int)sizeof out)
-        len += snprintf(out + len, sizeof out - (size_t)len, ",\"knative.dev/key\":\"%s\"", log_key);
+        len +=
+            snprintf(out + len, sizeof out - (size_t)len, ",\"knative.dev/key\":\"%s\"", log_key);
     if (log_pod && len < (int)sizeof out)
-        len += snprintf(out + len, sizeof out - (size_t)len, ",\"knative.dev/pod\":\"%s\"", log_pod);
-    if (len > (int)sizeof out - 3)
-        len = (int)sizeof out - 3;
+        len +=
+            snprintf(out + len, sizeof out - (size_t)len, ",\"knative.dev/pod\":\"%s\"", log_pod);
+    if (len > (int)sizeof out - 3) len = (int)sizeof out - 3;
     out[len++] = '}';
     out[len++] = '\n';
     ssize_t w = write(STDOUT_FILENO, out, (size_t)len);

@@ -26,8 +26,8 @@ void log_emit(enum log_level level, const char *file, int line, const char *fmt,
 unsigned log_json_escape(char *out, unsigned cap, const char *s, unsigned len);
 
 #define log_debug(...) log_emit(LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
-#define log_info(...) log_emit(LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
-#define log_warn(...) log_emit(LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
+#define log_info(...)  log_emit(LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
+#define log_warn(...)  log_emit(LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
 #define log_error(...) log_emit(LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
 
 #endif

@@ -27,14 +27,12 @@ void metrics_hist_observe(struct metrics_hist *h, int code, double value)
     if (!row) {
         /* Past the table, odd codes share the last row (labelled as it was first). */
         row = h->nrows < METRICS_MAX_CODES ? &h->rows[h->nrows++] : &h->rows[METRICS_MAX_CODES - 1];
-        if (!row->count)
-            row->code = code;
+        if (!row->count) row->code = code;
     }
     unsigned b = 0;
     while (b < h->nbounds && value > h->bounds[b])
         b++;
-    if (b < h->nbounds)
-        row->buckets[b]++;
+    if (b < h->nbounds) row->buckets[b]++;
     row->count++;
     row->sum += value;
 }
@@ -51,7 +49,8 @@ void metrics_hist_render(const struct metrics_hist *h, const char *labels, struc
                                 "%s_bucket{%s,http_response_status_code=\"%d\",le=\"%g\"} %llu\n",
                                 h->name, labels, row->code, h->bounds[b], (unsigned long long)cum);
         }
-        evbuffer_add_printf(out, "%s_bucket{%s,http_response_status_code=\"%d\",le=\"+Inf\"} %llu\n",
+        evbuffer_add_printf(out,
+                            "%s_bucket{%s,http_response_status_code=\"%d\",le=\"+Inf\"} %llu\n",
                             h->name, labels, row->code, (unsigned long long)row->count);
         evbuffer_add_printf(out, "%s_sum{%s,http_response_status_code=\"%d\"} %.9g\n", h->name,
                             labels, row->code, row->sum);
@@ -63,8 +62,8 @@ void metrics_hist_render(const struct metrics_hist *h, const char *labels, struc
 void metrics_gauge_render(const char *name, const char *help, const char *labels, double value,
                           struct evbuffer *out)
 {
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s{%s} %.17g\n", name, help, name, name,
-                        labels, value);
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s{%s} %.17g\n", name, help, name,
+                        name, labels, value);
 }
 
 void metrics_label_escape(char *buf, size_t cap, const char *v)

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define METRICS_MAX_BUCKETS 16
-#define METRICS_MAX_CODES 32
+#define METRICS_MAX_CODES   32
 
 struct metrics_hist_row {
     int code;

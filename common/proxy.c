@@ -19,9 +19,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "io.h"
 #include "log.h"
 
-#define READ_CHUNK 16384
+#define READ_CHUNK    16384
 #define SCRATCH_BYTES (1 << 18)
 
 static char scratch[SCRATCH_BYTES];
@@ -47,7 +48,10 @@ static inline void put(struct out *o, const char *s, size_t n)
     o->len += n;
 }
 
-static inline void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
+static inline void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
 
 static void put_header(struct out *o, const struct http_head *h, const struct http_header *hd)
 {
@@ -60,11 +64,9 @@ static void put_header(struct out *o, const struct http_head *h, const struct ht
 static bool in_drop_list(const struct http_head *h, const struct http_header *hd,
                          const char *const *drop)
 {
-    if (!drop)
-        return false;
+    if (!drop) return false;
     for (; *drop; drop++)
-        if (http_header_is(h, hd, *drop))
-            return true;
+        if (http_header_is(h, hd, *drop)) return true;
     return false;
 }
 
@@ -88,50 +90,43 @@ size_t proxy_build_request_head(const struct request *req, const struct proxy_ed
     for (unsigned i = 0; i < h->nheaders; i++) {
         const struct http_header *hd = &h->hdr[i];
         if (http_header_is(h, hd, "host")) {
-            if (!e->host)
-                put_header(&o, h, hd);
+            if (!e->host) put_header(&o, h, hd);
             continue;
         }
         if (http_head_is_hop(h, hd)) {
             if (http_header_is(h, hd, "te") &&
                 http_token_list_has(h->buf + hd->value.off, hd->value.len, "trailers"))
                 te_trailers = true;
-            if (http_header_is(h, hd, "upgrade"))
-                upgrade = hd;
+            if (http_header_is(h, hd, "upgrade")) upgrade = hd;
             continue;
         }
-        if (in_drop_list(h, hd, e->drop))
-            continue;
+        if (in_drop_list(h, hd, e->drop)) continue;
         if (e->append_xff && http_header_is(h, hd, "x-forwarded-for")) {
             nxff++;
             continue;
         }
         put_header(&o, h, hd);
     }
-    if (te_trailers)
-        puts_(&o, "Te: trailers\r\n");
+    if (te_trailers) puts_(&o, "Te: trailers\r\n");
     if (e->append_xff) {
         /* Go's ReverseProxy: prior values joined with ", ", then the peer. */
         put(&o, "X-Forwarded-For: ", 17);
         for (unsigned i = 0; nxff && i < h->nheaders; i++) {
             const struct http_header *hd = &h->hdr[i];
-            if (!http_header_is(h, hd, "x-forwarded-for"))
-                continue;
+            if (!http_header_is(h, hd, "x-forwarded-for")) continue;
             put(&o, h->buf + hd->value.off, hd->value.len);
             put(&o, ", ", 2);
         }
         puts_(&o, req->conn->peer_ip);
         put(&o, "\r\n", 2);
     }
-    if (h->chunked)
-        puts_(&o, "Transfer-Encoding: chunked\r\n");
+    if (h->chunked) puts_(&o, "Transfer-Encoding: chunked\r\n");
     if (h->upgrade && upgrade) {
         puts_(&o, "Connection: Upgrade\r\nUpgrade: ");
         put(&o, h->buf + upgrade->value.off, upgrade->value.len);
         put(&o, "\r\n", 2);
     }
-    if (e->extra)
-        put(&o, e->extra, e->extra_len);
+    if (e->extra) put(&o, e->extra, e->extra_len);
     put(&o, "\r\n", 2);
     return o.overflow ? 0 : o.len;
 }
@@ -157,12 +152,9 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
     const struct http_header *upgrade = NULL;
     for (unsigned i = 0; i < h->nheaders; i++) {
         const struct http_header *hd = &h->hdr[i];
-        if (http_header_is(h, hd, "upgrade"))
-            upgrade = hd;
-        if (http_head_is_hop(h, hd) && !http_header_is(h, hd, "trailer"))
-            continue;
-        if (!has_date && http_header_is(h, hd, "date"))
-            has_date = true;
+        if (http_header_is(h, hd, "upgrade")) upgrade = hd;
+        if (http_head_is_hop(h, hd) && !http_header_is(h, hd, "trailer")) continue;
+        if (!has_date && http_header_is(h, hd, "date")) has_date = true;
         put_header(&o, h, hd);
     }
     if (h->status == 101 && upgrade) {
@@ -191,8 +183,7 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
             puts_(&o, http_date_now());
             put(&o, "\r\n", 2);
         }
-        if (req->resp_close)
-            puts_(&o, "Connection: close\r\n");
+        if (req->resp_close) puts_(&o, "Connection: close\r\n");
     }
     put(&o, "\r\n", 2);
     return o.overflow ? 0 : o.len;
@@ -208,8 +199,7 @@ static void on_client_drain(struct request *req);
 
 static void set_reading(struct upconn *uc, bool on)
 {
-    if (uc->dead || on == uc->reading || (on && uc->connecting))
-        return;
+    if (uc->dead || on == uc->reading || (on && uc->connecting)) return;
     if (on)
         event_add(&uc->rev, NULL);
     else
@@ -225,8 +215,7 @@ static void detach(struct upconn *uc)
         req->cancel = NULL;
         req->on_input = NULL;
         req->on_drain = NULL;
-        if (uc->parser.dechunk)
-            uc->parser.dechunk = NULL;
+        if (uc->parser.dechunk) uc->parser.dechunk = NULL;
     }
     uc->req = NULL;
 }
@@ -239,13 +228,11 @@ static bool attach(struct request *req, struct upconn *uc, const struct proxy_ed
     req->cancel = proxy_cancel;
     req->on_input = on_client_input;
     req->on_drain = on_client_drain;
-    if (uc->head)
-        http_head_release(uc->head);
+    if (uc->head) http_head_release(uc->head);
     uc->head = http_head_acquire();
     h1_parser_begin(&uc->parser, uc->head);
     size_t n = proxy_build_request_head(req, edit, scratch, sizeof scratch);
-    if (!n)
-        return false;
+    if (!n) return false;
     evbuffer_add(uc->out, scratch, n);
     return true;
 }
@@ -265,15 +252,14 @@ static bool idempotent(const struct request *req)
     }
 }
 
-static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit, bool fresh,
-                  bool retried);
+static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit,
+                  bool fresh, bool retried);
 
 /* Go's error strings: "dial tcp 127.0.0.1:8080: connect: connection refused". */
 static void errno_text(char *buf, size_t cap, int err)
 {
     snprintf(buf, cap, "%s", strerror(err));
-    if (buf[0] >= 'A' && buf[0] <= 'Z')
-        buf[0] = (char)(buf[0] - 'A' + 'a');
+    if (buf[0] >= 'A' && buf[0] <= 'Z') buf[0] = (char)(buf[0] - 'A' + 'a');
 }
 
 /* The upstream failed before or during the response. */
@@ -334,15 +320,13 @@ static void finish(struct upconn *uc)
     else
         upconn_close(uc);
     request_flush(req);
-    if (req->state != REQ_IDLE)
-        request_end(req, false);
+    if (req->state != REQ_IDLE) request_end(req, false);
 }
 
 static void proxy_cancel(struct request *req)
 {
     struct upconn *uc = req->holder;
-    if (!uc)
-        return;
+    if (!uc) return;
     detach(uc);
     upconn_close(uc);
 }
@@ -355,8 +339,7 @@ static size_t move_some(struct evbuffer *src, struct evbuffer *dst, size_t water
     size_t have = evbuffer_get_length(src), queued = evbuffer_get_length(dst);
     size_t room = all ? have : (queued < watermark ? watermark - queued : 0);
     size_t n = have < room ? have : room;
-    if (n)
-        evbuffer_remove_buffer(src, dst, n);
+    if (n) evbuffer_remove_buffer(src, dst, n);
     return n;
 }
 
@@ -366,16 +349,13 @@ static void pump_request_body(struct upconn *uc)
     struct sconn *c = req->conn;
     size_t wm = c->srv->lim->watermark;
     if (uc->tunnel) {
-        if (move_some(c->in, uc->out, wm, false))
-            req->last_write_ns = clock_now_ns();
+        if (move_some(c->in, uc->out, wm, false)) req->last_write_ns = clock_now_ns();
         request_input_consumed(req);
         return;
     }
-    if (req->body_done)
-        return;
+    if (req->body_done) return;
     size_t queued = evbuffer_get_length(uc->out);
-    if (queued >= wm)
-        return;
+    if (queued >= wm) return;
     size_t n;
     enum h1_result r = h1_parse_body(&c->parser, c->in, wm - queued, &n);
     if (n) {
@@ -401,30 +381,15 @@ static void up_flush(struct upconn *uc)
 {
     for (int round = 0; round < 4 && !uc->dead && uc->req; round++) {
         pump_request_body(uc);
-        if (uc->dead || !uc->req)
-            return;
-        if (uc->connecting)
-            return;
+        if (uc->dead || !uc->req) return;
+        if (uc->connecting) return;
         size_t before = evbuffer_get_length(uc->out);
-        while (evbuffer_get_length(uc->out)) {
-            int n = evbuffer_write(uc->out, uc->fd);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    break;
-                fail_errno(uc, "write", errno);
-                return;
-            }
-            if (n == 0)
-                break;
+        if (io_write(uc->out, uc->fd) == IO_ERROR) {
+            fail_errno(uc, "write", errno);
+            return;
         }
         size_t left = evbuffer_get_length(uc->out);
-        if (left && !uc->writing) {
-            event_add(&uc->wev, NULL);
-            uc->writing = true;
-        } else if (!left && uc->writing) {
-            event_del(&uc->wev);
-            uc->writing = false;
-        }
+        io_arm(&uc->wev, &uc->writing, left > 0);
         /* Keep going only while the client has more body for us and we made progress. */
         struct request *req = uc->req;
         if (left || before == 0 || evbuffer_get_length(req->conn->in) == 0 ||
@@ -453,8 +418,7 @@ static void on_up_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct upconn *uc = arg;
-    if (uc->connecting && !connect_done(uc))
-        return;
+    if (uc->connecting && !connect_done(uc)) return;
     if (!uc->req) {
         /* Idle with nothing to write: stop watching writability. */
         event_del(&uc->wev);
@@ -483,10 +447,8 @@ static void on_client_input(struct request *req)
 static void on_client_drain(struct request *req)
 {
     struct upconn *uc = req->holder;
-    if (!uc->reading && !uc->connecting)
-        set_reading(uc, true);
-    if (evbuffer_get_length(uc->in) || uc->eof)
-        up_process(uc);
+    if (!uc->reading && !uc->connecting) set_reading(uc, true);
+    if (evbuffer_get_length(uc->in) || uc->eof) up_process(uc);
 }
 
 /* ---------------------------------------------------------------- response */
@@ -501,8 +463,7 @@ static void start_tunnel(struct upconn *uc)
     evbuffer_add_buffer(request_output(req), uc->in);
     evbuffer_add_buffer(uc->out, c->in);
     request_flush(req);
-    if (req->state == REQ_IDLE || uc->dead)
-        return;
+    if (req->state == REQ_IDLE || uc->dead) return;
     up_flush(uc);
 }
 
@@ -528,17 +489,14 @@ static bool upgrade_matches(struct upconn *uc)
 static void up_process(struct upconn *uc)
 {
     struct request *req = uc->req;
-    if (!req)
-        return;
+    if (!req) return;
     struct sconn *c = req->conn;
     size_t wm = c->srv->lim->watermark;
     struct evbuffer *cout = request_output(req);
 
     if (uc->tunnel) {
-        if (move_some(uc->in, cout, wm, uc->eof))
-            request_flush(req);
-        if (uc->dead || req->state == REQ_IDLE)
-            return;
+        if (move_some(uc->in, cout, wm, uc->eof)) request_flush(req);
+        if (uc->dead || req->state == REQ_IDLE) return;
         if (uc->eof) {
             detach(uc);
             upconn_close(uc);
@@ -559,19 +517,16 @@ static void up_process(struct upconn *uc)
             return;
         }
         if (r == H1_NEED_MORE) {
-            if (uc->eof)
-                fail(uc, "EOF");
+            if (uc->eof) fail(uc, "EOF");
             return;
         }
         int status = uc->head->status;
         if (status >= 100 && status < 200 && status != 101) {
             /* Interim responses (100 Continue, 103 Early Hints) pass straight through. */
             forward_head(uc);
-            if (uc->dead)
-                return;
+            if (uc->dead) return;
             request_flush(req);
-            if (uc->dead || req->state == REQ_IDLE)
-                return;
+            if (uc->dead || req->state == REQ_IDLE) return;
             http_head_release(uc->head);
             uc->head = http_head_acquire();
             h1_parser_begin(&uc->parser, uc->head);
@@ -588,20 +543,17 @@ static void up_process(struct upconn *uc)
             return;
         }
         forward_head(uc);
-        if (uc->dead)
-            return;
+        if (uc->dead) return;
         uc->resp_head_done = true;
         request_response_started(req, status);
-        if (req->head->method == HTTP_HEAD)
-            h1_parser_skip_body(&uc->parser);
+        if (req->head->method == HTTP_HEAD) h1_parser_skip_body(&uc->parser);
     }
 
     size_t queued = evbuffer_get_length(cout);
     size_t room = queued < wm ? wm - queued : 0;
     size_t n = 0;
     enum h1_result r = H1_BODY;
-    if (room || uc->parser.done)
-        r = h1_parse_body(&uc->parser, uc->in, room, &n);
+    if (room || uc->parser.done) r = h1_parse_body(&uc->parser, uc->in, room, &n);
     if (n) {
         if (uc->parser.dechunk)
             evbuffer_drain(uc->in, n);
@@ -615,8 +567,7 @@ static void up_process(struct upconn *uc)
         detach(uc);
         upconn_close(uc);
         request_flush(req);
-        if (req->state != REQ_IDLE)
-            request_end(req, true);
+        if (req->state != REQ_IDLE) request_end(req, true);
         return;
     }
     if (r == H1_DONE) {
@@ -634,14 +585,11 @@ static void up_process(struct upconn *uc)
         detach(uc);
         upconn_close(uc);
         request_flush(req);
-        if (req->state != REQ_IDLE)
-            request_end(req, true);
+        if (req->state != REQ_IDLE) request_end(req, true);
         return;
     }
-    if (n)
-        request_flush(req);
-    if (uc->dead || !uc->req)
-        return;
+    if (n) request_flush(req);
+    if (uc->dead || !uc->req) return;
     set_reading(uc, !request_output_full(req) && evbuffer_get_length(uc->in) < wm);
 }
 
@@ -649,43 +597,37 @@ static void on_up_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct upconn *uc = arg;
-    if (uc->connecting && !connect_done(uc))
-        return;
+    if (uc->connecting && !connect_done(uc)) return;
     if (!uc->req) {
         upconn_idle_readable(uc);
         return;
     }
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(uc->in, READ_CHUNK, &v, 1) < 1) {
-        fail(uc, "out of memory");
-        return;
-    }
-    ssize_t r = read(uc->fd, v.iov_base, v.iov_len);
-    if (r > 0) {
-        v.iov_len = (size_t)r;
-        evbuffer_commit_space(uc->in, &v, 1);
+    switch (io_read(uc->in, uc->fd)) {
+    case IO_OK:
         uc->got_bytes = true;
-    } else if (r == 0) {
-        uc->eof = true;
-        set_reading(uc, false);
-    } else if (errno == EAGAIN || errno == EINTR) {
+        break;
+    case IO_AGAIN:
         return;
-    } else {
-        int err = errno;
+    case IO_ERROR:
         if (!uc->got_bytes || !uc->resp_head_done) {
-            fail_errno(uc, "read", err);
+            fail_errno(uc, "read", errno);
             return;
         }
+        uc->eof = true; /* a reset after the head is a cut body */
+        set_reading(uc, false);
+        break;
+    case IO_EOF:
         uc->eof = true;
         set_reading(uc, false);
+        break;
     }
     up_process(uc);
 }
 
 /* ---------------------------------------------------------------- entry */
 
-static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit, bool fresh,
-                  bool retried)
+static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit,
+                  bool fresh, bool retried)
 {
     struct upconn *uc = upstream_checkout(u, fresh);
     if (!uc) {

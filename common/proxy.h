@@ -45,7 +45,7 @@ void proxy_forward(struct request *req, struct upstream *u, const struct proxy_e
 
 /* Builds the upstream request head into buf; returns its length, or 0 when
  * it does not fit. Exposed for tests and the fuzz target. */
-size_t proxy_build_request_head(const struct request *req, const struct proxy_edit *edit,
-                                char *buf, size_t cap);
+size_t proxy_build_request_head(const struct request *req, const struct proxy_edit *edit, char *buf,
+                                size_t cap);
 
 #endif

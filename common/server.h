@@ -97,9 +97,9 @@ struct request {
     /* Response bookkeeping for stats, logs and timeouts. */
     int status;
     uint64_t resp_body_bytes;
-    bool resp_chunked;      /* response body framed chunked, verbatim */
-    bool resp_at_boundary;  /* ...and the last byte forwarded ended a chunk */
-    bool resp_close;        /* connection must close after this response */
+    bool resp_chunked;     /* response body framed chunked, verbatim */
+    bool resp_at_boundary; /* ...and the last byte forwarded ended a chunk */
+    bool resp_close;       /* connection must close after this response */
 
     /* Timeouts (seconds; 0 disables). */
     double t_total, t_start, t_idle;

@@ -13,8 +13,7 @@ void upconn_idle_readable(struct upconn *uc)
 {
     char b[64];
     ssize_t r = read(uc->fd, b, sizeof b);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
     upconn_close(uc);
 }
 
@@ -29,8 +28,7 @@ bool upstream_init(struct upstream *u, struct event_base *base, const char *host
                    event_callback_fn on_write)
 {
     memset(u, 0, sizeof *u);
-    if (!net_addr_parse(&u->addr, host, port))
-        return false;
+    if (!net_addr_parse(&u->addr, host, port)) return false;
     u->base = base;
     snprintf(u->host, sizeof u->host, "%s", host);
     u->port = port;
@@ -60,8 +58,7 @@ struct upconn *upstream_checkout(struct upstream *u, bool fresh)
         return uc;
     }
     int fd = net_connect_start(&u->addr);
-    if (fd < 0)
-        return NULL;
+    if (fd < 0) return NULL;
     uc = calloc(1, sizeof *uc);
     if (!uc) {
         close(fd);
@@ -92,8 +89,7 @@ void upstream_checkin(struct upconn *uc)
         http_head_release(uc->head);
         uc->head = NULL;
     }
-    if (uc->dead)
-        return;
+    if (uc->dead) return;
     if (u->nidle >= u->max_idle || uc->eof || evbuffer_get_length(uc->in) ||
         evbuffer_get_length(uc->out)) {
         upconn_close(uc);
@@ -125,8 +121,7 @@ static void upconn_free(void *p)
 
 void upconn_close(struct upconn *uc)
 {
-    if (uc->dead)
-        return;
+    if (uc->dead) return;
     uc->dead = true;
     struct upstream *u = uc->up;
     if (uc->idle) {

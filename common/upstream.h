@@ -50,7 +50,7 @@ struct upconn {
     /* proxy state while attached (see proxy.c) */
     struct request *req;
     const struct proxy_edit *edit;
-    uint64_t body_sent;   /* request body bytes written upstream */
+    uint64_t body_sent; /* request body bytes written upstream */
     bool connecting, reused, reading, writing, eof, dead, idle;
     bool got_bytes;      /* any response byte arrived */
     bool resp_head_done; /* final (non-1xx) response head forwarded */

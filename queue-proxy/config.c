@@ -24,7 +24,8 @@ static bool observability(struct qp_config *cfg, const char *js, char *err, unsi
     json_error_t je;
     json_t *root = json_loads(js, 0, &je);
     if (!root || !json_is_object(root)) {
-        snprintf(err, cap, "failed to parse OBSERVABILITY_CONFIG: %s", root ? "not an object" : je.text);
+        snprintf(err, cap, "failed to parse OBSERVABILITY_CONFIG: %s",
+                 root ? "not an object" : je.text);
         json_decref(root);
         return false;
     }
@@ -67,8 +68,7 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     if (!port_of("QUEUE_SERVING_PORT", sp, &cfg->serving_port, err, cap) ||
         !port_of("USER_PORT", up, &cfg->user_port, err, cap))
         return false;
-    if (!*tp || !port_of("QUEUE_SERVING_TLS_PORT", tp, &cfg->tls_port, err, cap))
-        cfg->tls_port = 0;
+    if (!*tp || !port_of("QUEUE_SERVING_TLS_PORT", tp, &cfg->tls_port, err, cap)) cfg->tls_port = 0;
     if (!parse_long(cc, &cfg->container_concurrency) || cfg->container_concurrency < 0) {
         snprintf(err, cap, "CONTAINER_CONCURRENCY: invalid value %s", cc);
         return false;
@@ -80,7 +80,8 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     }
     cfg->revision_timeout = (double)l;
     bool ok = true;
-    cfg->response_start_timeout = (double)env_long("REVISION_RESPONSE_START_TIMEOUT_SECONDS", 0, &ok);
+    cfg->response_start_timeout =
+        (double)env_long("REVISION_RESPONSE_START_TIMEOUT_SECONDS", 0, &ok);
     cfg->idle_timeout = (double)env_long("REVISION_IDLE_TIMEOUT_SECONDS", 0, &ok);
     if (!ok) {
         snprintf(err, cap, "REVISION_*_TIMEOUT_SECONDS: invalid value");
@@ -95,8 +96,7 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     cfg->custom_request_log_template = *env_str("SERVING_REQUEST_LOG_TEMPLATE", "") != 0;
     cfg->prometheus_enabled = !strcmp(env_str("SERVING_REQUEST_METRICS_BACKEND", ""), "prometheus");
     const char *obs = getenv("OBSERVABILITY_CONFIG");
-    if (obs && *obs && !observability(cfg, obs, err, cap))
-        return false;
+    if (obs && *obs && !observability(cfg, obs, err, cap)) return false;
 
     ok = true;
     cfg->admin_port = (int)env_long("QUEUE_ADMIN_PORT", 8022, &ok);

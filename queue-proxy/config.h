@@ -13,9 +13,9 @@
 struct qp_config {
     const char *namespace_, *service, *configuration, *revision, *pod, *pod_ip;
     int serving_port, tls_port, user_port;
-    int admin_port;      /* QUEUE_ADMIN_PORT, default 8022 */
-    int stat_port;       /* QUEUE_METRICS_PORT, default 9090 */
-    int prometheus_port; /* METRICS_PROMETHEUS_PORT, default 9091 */
+    int admin_port;          /* QUEUE_ADMIN_PORT, default 8022 */
+    int stat_port;           /* QUEUE_METRICS_PORT, default 9090 */
+    int prometheus_port;     /* METRICS_PROMETHEUS_PORT, default 9091 */
     const char *listen_host; /* COLDBREW_LISTEN_HOST, default all interfaces */
     long container_concurrency;
     double revision_timeout, response_start_timeout, idle_timeout;
@@ -24,8 +24,8 @@ struct qp_config {
     bool enable_request_log, enable_probe_request_log;
     bool custom_request_log_template;
     bool prometheus_enabled;
-    double drain_quiet_seconds; /* QUEUE_DRAIN_QUIET_SECONDS, default 30 */
-    double hijack_drain_seconds; /* 60 */
+    double drain_quiet_seconds;   /* QUEUE_DRAIN_QUIET_SECONDS, default 30 */
+    double hijack_drain_seconds;  /* 60 */
     double upstream_idle_seconds; /* COLDBREW_UPSTREAM_IDLE_SECONDS, default 4 */
     const char *log_level;
 };

@@ -34,7 +34,7 @@ static void refresh_stat(uint64_t now)
         struct stats_report r = stats_report(&qp->stats, now);
         s.average_concurrent_requests = r.average_concurrency;
         s.average_proxied_concurrent_requests = r.average_proxied_concurrency;
-        s.request_count = r.request_count;          /* per 1 s period */
+        s.request_count = r.request_count; /* per 1 s period */
         s.proxied_request_count = r.proxied_request_count;
         s.process_uptime = (double)(now - qp->start_ns) / 1e9;
     }
@@ -52,8 +52,7 @@ static void trim_when_idle(void)
         qp->trimmed = false;
         return;
     }
-    if (qp->trimmed)
-        return;
+    if (qp->trimmed) return;
     http_head_pool_trim(8);
     qp_ctx_pool_trim(8);
 #ifdef COLDBREW_JEMALLOC
@@ -84,7 +83,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static struct server *open_or_die(const char *name, int port, request_cb cb)
 {
     const char *err = NULL;
-    struct server *s = server_open(qp->base, name, qp->cfg.listen_host, port, &qp->lim, cb, NULL, &err);
+    struct server *s =
+        server_open(qp->base, name, qp->cfg.listen_host, port, &qp->lim, cb, NULL, &err);
     if (!s) {
         log_error("%s server failed to listen on port %d: %s", name, port, err);
         log_error("Failed to bring up queue-proxy, shutting down.");
@@ -122,14 +122,16 @@ int main(void)
     log_init("queueproxy", key, qp->cfg.pod);
     log_set_level(qp->cfg.log_level);
     if (qp->cfg.custom_request_log_template)
-        log_warn("custom request log templates are not supported; using Knative's default template");
+        log_warn(
+            "custom request log templates are not supported; using Knative's default template");
 
     qp->base = loop_init();
     qp->start_ns = clock_now_ns();
     server_limits_from_env(&qp->lim);
-    unsigned pool = qp->cfg.container_concurrency > 0 ? (unsigned)qp->cfg.container_concurrency : 1000;
+    unsigned pool =
+        qp->cfg.container_concurrency > 0 ? (unsigned)qp->cfg.container_concurrency : 1000;
     if (!proxy_upstream_init(&qp->user, qp->base, "127.0.0.1", qp->cfg.user_port, pool,
-                       qp->cfg.upstream_idle_seconds)) {
+                             qp->cfg.upstream_idle_seconds)) {
         log_error("bad upstream address");
         return 1;
     }
@@ -157,7 +159,8 @@ int main(void)
     if (qp->cfg.prometheus_enabled)
         qp->prom_srv = open_or_die("prometheus", qp->cfg.prometheus_port, qp_prom_request);
     if (qp->cfg.tls_port)
-        log_info("TLS on port %d is not implemented yet; serving plain HTTP only", qp->cfg.tls_port);
+        log_info("TLS on port %d is not implemented yet; serving plain HTTP only",
+                 qp->cfg.tls_port);
 
     struct event *tick = event_new(qp->base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval one = {1, 0};
@@ -170,7 +173,8 @@ int main(void)
     log_info("queue-proxy serving on :%d -> 127.0.0.1:%d (containerConcurrency %ld), admin :%d, "
              "stats :%d%s",
              qp->cfg.serving_port, qp->cfg.user_port, qp->cfg.container_concurrency,
-             qp->cfg.admin_port, qp->cfg.stat_port, qp->cfg.prometheus_enabled ? ", prometheus on" : "");
+             qp->cfg.admin_port, qp->cfg.stat_port,
+             qp->cfg.prometheus_enabled ? ", prometheus on" : "");
 
     event_base_dispatch(qp->base);
 
@@ -178,18 +182,15 @@ int main(void)
     event_free(tick);
     event_free(sigterm);
     event_free(sigint);
-    if (qp->quiet_timer)
-        event_free(qp->quiet_timer);
-    if (qp->exit_timer)
-        event_free(qp->exit_timer);
+    if (qp->quiet_timer) event_free(qp->quiet_timer);
+    if (qp->exit_timer) event_free(qp->exit_timer);
     server_free(qp->main_srv);
     server_free(qp->admin_srv);
     server_free(qp->stat_srv);
     server_free(qp->prom_srv);
     loop_flush_deferred();
     upstream_close_idle(&qp->user);
-    if (qp->has_breaker)
-        breaker_deinit(&qp->breaker);
+    if (qp->has_breaker) breaker_deinit(&qp->breaker);
     readiness_free(&qp->readiness);
     loop_free();
     http_head_pool_drain();

@@ -44,15 +44,15 @@ struct qp {
     char labels[2048];
 
     /* Drain */
-    bool draining;  /* SIGTERM (or /wait-for-drain) seen: probes fail */
-    bool drained;   /* quiet period over: listeners closed */
+    bool draining; /* SIGTERM (or /wait-for-drain) seen: probes fail */
+    bool drained;  /* quiet period over: listeners closed */
     bool sigterm;
     uint64_t drained_ns;
     struct event *quiet_timer, *exit_timer;
-    unsigned in_flight; /* requests on the serving port not yet finished */
-    uint64_t requests_seen;      /* serving-port requests since start */
-    uint64_t requests_at_tick;   /* ... as of the previous idle check */
-    bool trimmed;                /* pools trimmed since the last traffic */
+    unsigned in_flight;        /* requests on the serving port not yet finished */
+    uint64_t requests_seen;    /* serving-port requests since start */
+    uint64_t requests_at_tick; /* ... as of the previous idle check */
+    bool trimmed;              /* pools trimmed since the last traffic */
 };
 
 extern struct qp *qp;

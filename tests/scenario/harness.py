@@ -89,6 +89,21 @@ class Origin(Proc):
         return json.loads(get(self.port, "/stats")[2])
 
 
+def knative_env(user_port, serving_port, **extra):
+    """The env Knative's revision reconciler gives the queue-proxy container."""
+    env = {
+        "SERVING_NAMESPACE": "default", "SERVING_SERVICE": "hello",
+        "SERVING_CONFIGURATION": "hello", "SERVING_REVISION": "hello-00001",
+        "SERVING_POD": "hello-00001-deployment-abc", "SERVING_POD_IP": "127.0.0.1",
+        "QUEUE_SERVING_PORT": str(serving_port), "QUEUE_SERVING_TLS_PORT": "8112",
+        "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": "0",
+        "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
+        "SERVING_LOGGING_LEVEL": "info",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
 class QueueProxy(Proc):
     """coldbrew's queue-proxy with Knative's env contract on free ports."""
 
@@ -97,21 +112,16 @@ class QueueProxy(Proc):
         self.admin = free_port()
         self.stat = free_port()
         self.prom = free_port()
-        env = {
-            "SERVING_NAMESPACE": "default", "SERVING_SERVICE": "hello",
-            "SERVING_CONFIGURATION": "hello", "SERVING_REVISION": "hello-00001",
-            "SERVING_POD": "hello-00001-deployment-abc", "SERVING_POD_IP": "127.0.0.1",
-            "QUEUE_SERVING_PORT": str(self.port), "QUEUE_SERVING_TLS_PORT": "8112",
-            "USER_PORT": str(user_port), "CONTAINER_CONCURRENCY": "0",
-            "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
-            "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(self.admin),
+        env = knative_env(user_port, self.port)
+        env.update({
+            "QUEUE_ADMIN_PORT": str(self.admin),
             "QUEUE_METRICS_PORT": str(self.stat), "METRICS_PROMETHEUS_PORT": str(self.prom),
             "COLDBREW_LISTEN_HOST": "127.0.0.1",
             "OBSERVABILITY_CONFIG": '{"requestMetrics":{"protocol":"prometheus"}}',
             # A short drain so that stop() ends in a clean exit: under the
             # sanitizers that is when LeakSanitizer runs.
             "QUEUE_DRAIN_QUIET_SECONDS": "0.2",
-        }
+        })
         for k, v in overrides.items():
             if v is None:
                 env.pop(k, None)

@@ -45,6 +45,15 @@ def hget(headers, name):
     return None
 
 
+async def copy_exact(reader, left, sink):
+    while left:
+        chunk = await reader.read(min(left, 1 << 16))
+        if not chunk:
+            raise ConnectionError("eof in body")
+        sink(chunk)
+        left -= len(chunk)
+
+
 async def read_body(reader, headers, sink):
     te = hget(headers, "transfer-encoding")
     if te and "chunked" in te.lower():
@@ -55,23 +64,11 @@ async def read_body(reader, headers, sink):
                 while (await reader.readuntil(b"\r\n")) != b"\r\n":
                     pass
                 return
-            left = size
-            while left:
-                chunk = await reader.read(min(left, 1 << 16))
-                if not chunk:
-                    raise ConnectionError("eof in body")
-                sink(chunk)
-                left -= len(chunk)
+            await copy_exact(reader, size, sink)
             await reader.readexactly(2)
     cl = hget(headers, "content-length")
     if cl:
-        left = int(cl)
-        while left:
-            chunk = await reader.read(min(left, 1 << 16))
-            if not chunk:
-                raise ConnectionError("eof in body")
-            sink(chunk)
-            left -= len(chunk)
+        await copy_exact(reader, int(cl), sink)
 
 
 def head(status, headers):

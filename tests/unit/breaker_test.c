@@ -7,14 +7,20 @@
 
 static int order[64], norder;
 
-static void run(struct breaker_waiter *w) { order[norder++] = (int)(intptr_t)w->link.tqe_next == -1 ? -1 : 0; }
+static void run(struct breaker_waiter *w)
+{
+    order[norder++] = (int)(intptr_t)w->link.tqe_next == -1 ? -1 : 0;
+}
 
 struct tw {
     struct breaker_waiter w;
     int id;
 };
 
-static void run_tw(struct breaker_waiter *w) { order[norder++] = ((struct tw *)w)->id; }
+static void run_tw(struct breaker_waiter *w)
+{
+    order[norder++] = ((struct tw *)w)->id;
+}
 
 static void test_admission_bounds(void **state)
 {
@@ -28,9 +34,15 @@ static void test_admission_bounds(void **state)
         w[i].w.run = run_tw;
         w[i].id = i;
         switch (breaker_acquire(&b, &w[i].w)) {
-        case BREAKER_RUN: run_now++; break;
-        case BREAKER_QUEUED: queued++; break;
-        case BREAKER_FULL: full++; break;
+        case BREAKER_RUN:
+            run_now++;
+            break;
+        case BREAKER_QUEUED:
+            queued++;
+            break;
+        case BREAKER_FULL:
+            full++;
+            break;
         }
     }
     assert_int_equal(run_now, 2);

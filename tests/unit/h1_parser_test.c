@@ -26,7 +26,8 @@ static void test_request_head(void **state)
     (void)state;
     struct h1_parser p;
     struct http_head *h = http_head_acquire();
-    struct evbuffer *b = buf_of("GET /a?b=1 HTTP/1.1\r\nHost: example\r\nX-Thing:  padded  \r\n\r\nNEXT");
+    struct evbuffer *b =
+        buf_of("GET /a?b=1 HTTP/1.1\r\nHost: example\r\nX-Thing:  padded  \r\n\r\nNEXT");
     assert_int_equal(head_of(&p, b, h), H1_HEAD);
     assert_int_equal(h->method, HTTP_GET);
     assert_int_equal(h->url.len, 6);
@@ -49,7 +50,8 @@ static void test_request_head(void **state)
 static void test_head_split_across_chunks(void **state)
 {
     (void)state;
-    const char *msg = "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Long-Header-Name: value\r\n\r\nhello";
+    const char *msg = "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: "
+                      "5\r\nX-Long-Header-Name: value\r\n\r\nhello";
     /* Feed one byte at a time: every split point must work. */
     struct h1_parser p;
     struct http_head *h = http_head_acquire();
@@ -84,7 +86,8 @@ static void test_chunked_body_verbatim_and_boundary(void **state)
     struct http_head *h = http_head_acquire();
     const char *body = "5\r\nhello\r\n0\r\nTrailer: x\r\n\r\n";
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%sGET /next", body);
+    evbuffer_add_printf(b, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%sGET /next",
+                        body);
     assert_int_equal(head_of(&p, b, h), H1_HEAD);
     assert_true(h->chunked);
     size_t n;
@@ -152,7 +155,8 @@ static void test_response_head_request_and_eof(void **state)
     struct h1_parser p;
     struct http_head *h = http_head_acquire();
     /* A response to HEAD announces a length but carries no body. */
-    struct evbuffer *b = buf_of("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+    struct evbuffer *b =
+        buf_of("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
     h1_parser_init(&p, false, 8192, 100);
     h1_parser_begin(&p, h);
     assert_int_equal(h1_parse_head(&p, b), H1_HEAD);

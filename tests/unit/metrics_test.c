@@ -20,10 +20,14 @@ static void test_histogram_render(void **state)
     evbuffer_add(b, "", 1);
     const char *t = (const char *)evbuffer_pullup(b, -1);
     assert_non_null(strstr(t, "# TYPE x_seconds histogram\n"));
-    assert_non_null(strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"0.005\"} 1\n"));
-    assert_non_null(strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"0.025\"} 2\n"));
-    assert_non_null(strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"10\"} 2\n"));
-    assert_non_null(strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"+Inf\"} 3\n"));
+    assert_non_null(
+        strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"0.005\"} 1\n"));
+    assert_non_null(
+        strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"0.025\"} 2\n"));
+    assert_non_null(
+        strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"10\"} 2\n"));
+    assert_non_null(
+        strstr(t, "x_seconds_bucket{a=\"1\",http_response_status_code=\"200\",le=\"+Inf\"} 3\n"));
     assert_non_null(strstr(t, "x_seconds_count{a=\"1\",http_response_status_code=\"503\"} 1\n"));
     evbuffer_free(b);
     free(h);

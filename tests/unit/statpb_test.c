@@ -17,14 +17,15 @@ static void test_pod_only(void **state)
 static void test_fields_in_order_zero_omitted(void **state)
 {
     (void)state;
-    struct statpb s = {.pod_name = "p", .average_concurrent_requests = 1.0, .request_count = 1.0,
+    struct statpb s = {.pod_name = "p",
+                       .average_concurrent_requests = 1.0,
+                       .request_count = 1.0,
                        .process_uptime = 2.5};
     uint8_t buf[64];
     size_t n = statpb_encode(&s, buf, sizeof buf);
-    const uint8_t want[] = {0x0a, 0x01, 'p',
-                            0x11, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, /* 2: 1.0 */
-                            0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, /* 4: 1.0 */
-                            0x31, 0, 0, 0, 0, 0, 0, 0x04, 0x40}; /* 6: 2.5 */
+    const uint8_t want[] = {0x0a, 0x01, 'p', 0x11, 0, 0, 0, 0,    0,    0, 0xf0, 0x3f, /* 2: 1.0 */
+                            0x21, 0,    0,   0,    0, 0, 0, 0xf0, 0x3f,                /* 4: 1.0 */
+                            0x31, 0,    0,   0,    0, 0, 0, 0x04, 0x40};               /* 6: 2.5 */
     assert_int_equal(n, sizeof want);
     assert_memory_equal(buf, want, n);
     struct statpb back;

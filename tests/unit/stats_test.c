@@ -10,8 +10,8 @@ static void test_time_weighted_average(void **state)
     (void)state;
     struct stats s;
     stats_init(&s, 0);
-    stats_in(&s, 0, false);          /* 1 for the first half second */
-    stats_in(&s, S / 2, true);       /* 2 for the second half, one proxied */
+    stats_in(&s, 0, false);    /* 1 for the first half second */
+    stats_in(&s, S / 2, true); /* 2 for the second half, one proxied */
     struct stats_report r = stats_report(&s, S);
     assert_float_equal(r.average_concurrency, 1.5, 1e-9);
     assert_float_equal(r.average_proxied_concurrency, 0.5, 1e-9);
