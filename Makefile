@@ -40,6 +40,9 @@ COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 QP_SRC     := $(wildcard queue-proxy/*.c)
 QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o)
+# The activator's rooms, without main.o, so unit tests can link them.
+AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))
+AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -88,9 +91,12 @@ $(BUILD)/bin/coffee: $(BUILD)/obj/examples/coffee/coffee.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -levent
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcoldbrew.a
+$(BUILD)/libactivator.a: $(AC_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libcoldbrew.a $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a $(LIBS) -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

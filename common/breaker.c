@@ -33,7 +33,8 @@ void breaker_init(struct breaker *b, struct event_base *base, unsigned capacity,
 
 enum breaker_result breaker_acquire(struct breaker *b, struct breaker_waiter *w)
 {
-    if (b->executing + b->waiting >= b->capacity + b->queue_depth) return BREAKER_FULL;
+    if (b->executing + b->waiting >= b->capacity + b->queue_depth)
+        return BREAKER_FULL;
     if (b->executing < b->capacity && TAILQ_EMPTY(&b->queue)) {
         b->executing++;
         return BREAKER_RUN;
@@ -47,7 +48,8 @@ enum breaker_result breaker_acquire(struct breaker *b, struct breaker_waiter *w)
 
 void breaker_cancel(struct breaker *b, struct breaker_waiter *w)
 {
-    if (!w->queued) return;
+    if (!w->queued)
+        return;
     TAILQ_REMOVE(&b->queue, w, link);
     w->queued = false;
     b->waiting--;
@@ -55,7 +57,8 @@ void breaker_cancel(struct breaker *b, struct breaker_waiter *w)
 
 void breaker_release(struct breaker *b)
 {
-    if (b->executing) b->executing--;
+    if (b->executing)
+        b->executing--;
     schedule(b);
 }
 

@@ -21,7 +21,8 @@ static inline uint64_t clock_now_ns(void)
 static inline struct timeval clock_tv(double seconds)
 {
     struct timeval tv;
-    if (seconds < 0) seconds = 0;
+    if (seconds < 0)
+        seconds = 0;
     tv.tv_sec = (time_t)seconds;
     tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
     return tv;

@@ -10,7 +10,8 @@
 const char *env_require(struct env_missing *m, const char *name)
 {
     const char *v = getenv(name);
-    if (v) return v;
+    if (v)
+        return v;
     size_t used = strlen(m->names);
     snprintf(m->names + used, sizeof m->names - used, "%s%s", m->count ? ", " : "", name);
     m->count++;
@@ -25,22 +26,26 @@ const char *env_str(const char *name, const char *def)
 
 bool parse_long(const char *s, long *out)
 {
-    if (!s || !*s) return false;
+    if (!s || !*s)
+        return false;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || *end) return false;
+    if (errno || *end)
+        return false;
     *out = v;
     return true;
 }
 
 bool parse_double(const char *s, double *out)
 {
-    if (!s || !*s) return false;
+    if (!s || !*s)
+        return false;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || *end) return false;
+    if (errno || *end)
+        return false;
     *out = v;
     return true;
 }
@@ -67,9 +72,11 @@ long env_long(const char *name, long def, bool *ok)
 {
     const char *v = getenv(name);
     long out;
-    if (!v || !*v) return def;
+    if (!v || !*v)
+        return def;
     if (!parse_long(v, &out)) {
-        if (ok) *ok = false;
+        if (ok)
+            *ok = false;
         return def;
     }
     return out;
@@ -79,9 +86,11 @@ double env_double(const char *name, double def, bool *ok)
 {
     const char *v = getenv(name);
     double out;
-    if (!v || !*v) return def;
+    if (!v || !*v)
+        return def;
     if (!parse_double(v, &out)) {
-        if (ok) *ok = false;
+        if (ok)
+            *ok = false;
         return def;
     }
     return out;
@@ -91,6 +100,7 @@ bool env_bool(const char *name, bool def)
 {
     const char *v = getenv(name);
     bool out;
-    if (!v || !*v || !parse_bool(v, &out)) return def;
+    if (!v || !*v || !parse_bool(v, &out))
+        return def;
     return out;
 }

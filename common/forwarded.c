@@ -5,7 +5,8 @@
 
 static int app(char *buf, size_t cap, size_t *o, const char *s, size_t n)
 {
-    if (*o + n >= cap) return -1;
+    if (*o + n >= cap)
+        return -1;
     memcpy(buf + *o, s, n);
     *o += n;
     return 0;
@@ -25,10 +26,14 @@ static int node(char *buf, size_t cap, size_t *o, const char *s, size_t n)
 size_t forwarded_build(char *buf, size_t cap, const char *xff, size_t xff_len, const char *xfh,
                        size_t xfh_len, const char *xfp, size_t xfp_len)
 {
-    if (!xff) xff_len = 0;
-    if (!xfh) xfh_len = 0;
-    if (!xfp) xfp_len = 0;
-    if (!xff_len && !xfh_len && !xfp_len) return 0;
+    if (!xff)
+        xff_len = 0;
+    if (!xfh)
+        xfh_len = 0;
+    if (!xfp)
+        xfp_len = 0;
+    if (!xff_len && !xfh_len && !xfp_len)
+        return 0;
     size_t o = 0;
     size_t i = 0;
     int first = 1;
@@ -42,8 +47,10 @@ size_t forwarded_build(char *buf, size_t cap, const char *xff, size_t xff_len, c
         size_t end = i;
         while (end > start && xff[end - 1] == ' ')
             end--;
-        if (!first && end == start) break;
-        if (!first && app(buf, cap, &o, ", ", 2)) return 0;
+        if (!first && end == start)
+            break;
+        if (!first && app(buf, cap, &o, ", ", 2))
+            return 0;
         if (end > start) {
             if (app(buf, cap, &o, "for=", 4) || node(buf, cap, &o, xff + start, end - start))
                 return 0;
@@ -106,13 +113,15 @@ size_t js_escape(char *buf, size_t cap, const char *s, size_t len)
             }
         }
         size_t n = rep ? strlen(rep) : 1;
-        if (o + n >= cap) break;
+        if (o + n >= cap)
+            break;
         if (rep)
             memcpy(buf + o, rep, n);
         else
             buf[o] = (char)c;
         o += n;
     }
-    if (cap) buf[o] = 0;
+    if (cap)
+        buf[o] = 0;
     return o;
 }

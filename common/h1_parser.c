@@ -35,7 +35,8 @@ static int append(llhttp_t *ll, const char *at, size_t n)
 static int on_url(llhttp_t *ll, const char *at, size_t n)
 {
     struct http_head *h = P(ll)->head;
-    if (h->url.len == 0) h->url.off = h->len;
+    if (h->url.len == 0)
+        h->url.off = h->len;
     h->url.len += (uint32_t)n;
     return append(ll, at, n);
 }
@@ -43,7 +44,8 @@ static int on_url(llhttp_t *ll, const char *at, size_t n)
 static int on_status(llhttp_t *ll, const char *at, size_t n)
 {
     struct http_head *h = P(ll)->head;
-    if (h->reason.len == 0) h->reason.off = h->len;
+    if (h->reason.len == 0)
+        h->reason.off = h->len;
     h->reason.len += (uint32_t)n;
     return append(ll, at, n);
 }
@@ -71,7 +73,8 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *ll)
 {
     struct h1_parser *p = P(ll);
-    if (p->in_body) return 0;
+    if (p->in_body)
+        return 0;
     p->in_field = false;
     struct http_header *hd = &p->head->hdr[p->head->nheaders - 1];
     /* "Name : v" — RFC 9112 5.1: whitespace before the colon must be rejected. */
@@ -86,7 +89,8 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t n)
 {
     struct h1_parser *p = P(ll);
     struct http_head *h = p->head;
-    if (p->in_body) return 0;
+    if (p->in_body)
+        return 0;
     p->in_value = true;
     h->hdr[h->nheaders - 1].value.len += (uint32_t)n;
     return append(ll, at, n);
@@ -96,7 +100,8 @@ static int on_header_value_complete(llhttp_t *ll)
 {
     struct h1_parser *p = P(ll);
     struct http_head *h = p->head;
-    if (p->in_body) return 0;
+    if (p->in_body)
+        return 0;
     struct http_header *hd = &h->hdr[h->nheaders - 1];
     /* llhttp keeps trailing white space in the value; RFC 7230 says it is not part of it. */
     while (hd->value.len && (h->buf[hd->value.off + hd->value.len - 1] == ' ' ||
@@ -149,7 +154,8 @@ static int on_body(llhttp_t *ll, const char *at, size_t n)
 {
     struct h1_parser *p = P(ll);
     p->body_bytes += n;
-    if (p->dechunk) evbuffer_add(p->dechunk, at, n);
+    if (p->dechunk)
+        evbuffer_add(p->dechunk, at, n);
     return 0;
 }
 
@@ -189,7 +195,8 @@ static void settings_init(void)
 void h1_parser_init(struct h1_parser *p, bool request, size_t max_header_bytes,
                     unsigned max_headers)
 {
-    if (!settings_ready) settings_init();
+    if (!settings_ready)
+        settings_init();
     memset(p, 0, sizeof *p);
     llhttp_init(&p->ll, request ? HTTP_REQUEST : HTTP_RESPONSE,
                 request ? &settings_request : &settings_response);
@@ -224,9 +231,12 @@ bool h1_parser_body_until_eof(const struct h1_parser *p)
 
 bool h1_parser_eof_completes(struct h1_parser *p)
 {
-    if (p->done) return true;
-    if (!p->in_body) return false;
-    if (llhttp_finish(&p->ll) != HPE_OK && !p->done) return false;
+    if (p->done)
+        return true;
+    if (!p->in_body)
+        return false;
+    if (llhttp_finish(&p->ll) != HPE_OK && !p->done)
+        return false;
     return p->done;
 }
 
@@ -235,7 +245,8 @@ static enum h1_result parse_error(struct h1_parser *p, llhttp_errno_t e)
 {
     if (e != HPE_USER || !p->err) {
         p->err = llhttp_get_error_reason(&p->ll);
-        if (!p->err) p->err = llhttp_errno_name(e);
+        if (!p->err)
+            p->err = llhttp_errno_name(e);
         p->err_status = 400;
     }
     return H1_ERROR;
@@ -252,13 +263,17 @@ static llhttp_errno_t feed(struct h1_parser *p, struct evbuffer *in, size_t max,
         struct evbuffer_ptr pos;
         evbuffer_ptr_set(in, &pos, *consumed, EVBUFFER_PTR_SET);
         int nv = evbuffer_peek(in, (ev_ssize_t)(max - *consumed), &pos, vec, 16);
-        if (nv <= 0) break;
-        if (nv > 16) nv = 16;
+        if (nv <= 0)
+            break;
+        if (nv > 16)
+            nv = 16;
         for (int i = 0; i < nv && *consumed < max; i++) {
             size_t len = vec[i].iov_len;
-            if (len > max - *consumed) len = max - *consumed;
+            if (len > max - *consumed)
+                len = max - *consumed;
             const char *base = vec[i].iov_base;
-            if (p->ll.error == HPE_PAUSED) llhttp_resume(&p->ll);
+            if (p->ll.error == HPE_PAUSED)
+                llhttp_resume(&p->ll);
             e = llhttp_execute(&p->ll, base, len);
             if (e != HPE_OK) {
                 const char *at = llhttp_get_error_pos(&p->ll);
@@ -274,11 +289,14 @@ static llhttp_errno_t feed(struct h1_parser *p, struct evbuffer *in, size_t max,
 enum h1_result h1_parse_head(struct h1_parser *p, struct evbuffer *in)
 {
     size_t avail = evbuffer_get_length(in), used;
-    if (!avail) return H1_NEED_MORE;
+    if (!avail)
+        return H1_NEED_MORE;
     llhttp_errno_t e = feed(p, in, avail, &used);
     evbuffer_drain(in, used);
-    if (e == HPE_PAUSED && p->in_body) return H1_HEAD;
-    if (e != HPE_OK) return parse_error(p, e);
+    if (e == HPE_PAUSED && p->in_body)
+        return H1_HEAD;
+    if (e != HPE_OK)
+        return parse_error(p, e);
     /* Everything so far is head bytes; enforce the limit on what is buffered too. */
     return H1_NEED_MORE;
 }
@@ -286,9 +304,11 @@ enum h1_result h1_parse_head(struct h1_parser *p, struct evbuffer *in)
 enum h1_result h1_parse_body(struct h1_parser *p, struct evbuffer *in, size_t max, size_t *n)
 {
     *n = 0;
-    if (p->done) return H1_DONE;
+    if (p->done)
+        return H1_DONE;
     size_t avail = evbuffer_get_length(in);
-    if (max > avail) max = avail;
+    if (max > avail)
+        max = avail;
     llhttp_errno_t e = HPE_OK;
     if (max)
         e = feed(p, in, max, n);
@@ -297,8 +317,10 @@ enum h1_result h1_parse_body(struct h1_parser *p, struct evbuffer *in, size_t ma
         llhttp_resume(&p->ll);
         e = llhttp_execute(&p->ll, "", 0);
     }
-    if (p->done) return H1_DONE;
-    if (e == HPE_OK || e == HPE_PAUSED) return H1_BODY;
+    if (p->done)
+        return H1_DONE;
+    if (e == HPE_OK || e == HPE_PAUSED)
+        return H1_BODY;
     if (e == HPE_PAUSED_UPGRADE) {
         p->done = p->upgrade = true;
         return H1_DONE;

@@ -19,10 +19,12 @@ struct http_head *http_head_acquire(void)
         head_pool_len--;
     } else {
         h = malloc(sizeof *h);
-        if (!h) abort();
+        if (!h)
+            abort();
         h->buf = malloc(HEAD_ARENA_INITIAL);
         h->hdr = malloc(HTTP_HEAD_INITIAL_HEADERS * sizeof *h->hdr);
-        if (!h->buf || !h->hdr) abort();
+        if (!h->buf || !h->hdr)
+            abort();
         h->cap = HEAD_ARENA_INITIAL;
         h->hdr_cap = HTTP_HEAD_INITIAL_HEADERS;
     }
@@ -41,7 +43,8 @@ struct http_head *http_head_acquire(void)
 
 void http_head_release(struct http_head *h)
 {
-    if (!h) return;
+    if (!h)
+        return;
     if (head_pool_len >= HEAD_POOL_MAX || h->cap > 4 * HEAD_ARENA_INITIAL ||
         h->hdr_cap > 4 * HTTP_HEAD_INITIAL_HEADERS) {
         free(h->buf);
@@ -69,10 +72,12 @@ void http_head_pool_trim(unsigned keep)
 struct http_header *http_head_add(struct http_head *h)
 {
     if (h->nheaders == h->hdr_cap) {
-        if (h->hdr_cap >= HTTP_HEAD_MAX_HEADERS) return NULL;
+        if (h->hdr_cap >= HTTP_HEAD_MAX_HEADERS)
+            return NULL;
         unsigned cap = h->hdr_cap * 2u;
         struct http_header *n = realloc(h->hdr, cap * sizeof *n);
-        if (!n) return NULL;
+        if (!n)
+            return NULL;
         h->hdr = n;
         h->hdr_cap = (uint16_t)cap;
     }
@@ -81,13 +86,15 @@ struct http_header *http_head_add(struct http_head *h)
 
 bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit)
 {
-    if (h->len + n > limit) return false;
+    if (h->len + n > limit)
+        return false;
     if (h->len + n > h->cap) {
         size_t cap = h->cap;
         while (cap < h->len + n)
             cap *= 2;
         char *nb = realloc(h->buf, cap);
-        if (!nb) return false;
+        if (!nb)
+            return false;
         h->buf = nb;
         h->cap = (uint32_t)cap;
     }
@@ -105,15 +112,18 @@ bool http_header_is(const struct http_head *h, const struct http_header *hd, con
 const struct http_header *http_head_find(const struct http_head *h, const char *name)
 {
     for (unsigned i = 0; i < h->nheaders; i++)
-        if (http_header_is(h, &h->hdr[i], name)) return &h->hdr[i];
+        if (http_header_is(h, &h->hdr[i], name))
+            return &h->hdr[i];
     return NULL;
 }
 
 const char *http_head_get(const struct http_head *h, const char *name, size_t *len)
 {
     const struct http_header *hd = http_head_find(h, name);
-    if (!hd) return NULL;
-    if (len) *len = hd->value.len;
+    if (!hd)
+        return NULL;
+    if (len)
+        *len = hd->value.len;
     return h->buf + hd->value.off;
 }
 
@@ -130,7 +140,8 @@ bool http_token_list_has(const char *v, size_t len, const char *token)
         size_t end = i;
         while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
             end--;
-        if (end - start == tl && !strncasecmp(v + start, token, tl)) return true;
+        if (end - start == tl && !strncasecmp(v + start, token, tl))
+            return true;
     }
     return false;
 }
@@ -147,17 +158,21 @@ bool http_head_is_hop(const struct http_head *h, const struct http_header *hd)
                                       "transfer-encoding",
                                       "upgrade"};
     for (unsigned i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (http_header_is(h, hd, hop[i])) return true;
+        if (http_header_is(h, hd, hop[i]))
+            return true;
     /* Headers named by Connection are hop-by-hop too. */
     for (unsigned i = 0; i < h->nheaders; i++) {
         const struct http_header *c = &h->hdr[i];
-        if (!http_header_is(h, c, "connection")) continue;
+        if (!http_header_is(h, c, "connection"))
+            continue;
         const char *v = h->buf + c->value.off;
         char name[64];
-        if (hd->name.len >= sizeof name) continue;
+        if (hd->name.len >= sizeof name)
+            continue;
         memcpy(name, h->buf + hd->name.off, hd->name.len);
         name[hd->name.len] = 0;
-        if (http_token_list_has(v, c->value.len, name)) return true;
+        if (http_token_list_has(v, c->value.len, name))
+            return true;
     }
     return false;
 }

@@ -23,7 +23,8 @@ void log_init(const char *logger, const char *key, const char *pod)
 
 void log_set_level(const char *name)
 {
-    if (!name || !*name) return;
+    if (!name || !*name)
+        return;
     if (!strcasecmp(name, "debug"))
         log_min = LOG_DEBUG;
     else if (!strcasecmp(name, "info"))
@@ -63,21 +64,25 @@ unsigned log_json_escape(char *out, unsigned cap, const char *s, unsigned len)
             out[o++] = (char)c;
         }
     }
-    if (cap) out[o < cap ? o : cap - 1] = 0;
+    if (cap)
+        out[o < cap ? o : cap - 1] = 0;
     return o;
 }
 
 void log_emit(enum log_level level, const char *file, int line, const char *fmt, ...)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    if (level < log_min) return;
+    if (level < log_min)
+        return;
     char msg[2048], esc[4096], out[5120];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof msg)
+        n = sizeof msg - 1;
     log_json_escape(esc, sizeof esc, msg, (unsigned)n);
 
     struct timeval tv;
@@ -97,7 +102,8 @@ void log_emit(enum log_level level, const char *file, int line, const char *fmt,
     if (log_pod && len < (int)sizeof out)
         len +=
             snprintf(out + len, sizeof out - (size_t)len, ",\"knative.dev/pod\":\"%s\"", log_pod);
-    if (len > (int)sizeof out - 3) len = (int)sizeof out - 3;
+    if (len > (int)sizeof out - 3)
+        len = (int)sizeof out - 3;
     out[len++] = '}';
     out[len++] = '\n';
     ssize_t w = write(STDOUT_FILENO, out, (size_t)len);

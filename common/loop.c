@@ -27,7 +27,8 @@ struct event_base *loop_init(void)
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
-    if (!base) abort();
+    if (!base)
+        abort();
     event_assign(&reaper, base, -1, 0, on_reap, NULL);
     return base;
 }
@@ -42,10 +43,12 @@ void loop_defer_free(void *ptr, void (*fn)(void *))
     if (dq_len == dq_cap) {
         dq_cap = dq_cap ? dq_cap * 2 : 64;
         dq = realloc(dq, dq_cap * sizeof *dq);
-        if (!dq) abort();
+        if (!dq)
+            abort();
     }
     dq[dq_len++] = (struct deferred){ptr, fn};
-    if (base && !event_pending(&reaper, EV_TIMEOUT, NULL)) event_active(&reaper, EV_TIMEOUT, 0);
+    if (base && !event_pending(&reaper, EV_TIMEOUT, NULL))
+        event_active(&reaper, EV_TIMEOUT, 0);
 }
 
 void loop_flush_deferred(void)

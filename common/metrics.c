@@ -27,12 +27,14 @@ void metrics_hist_observe(struct metrics_hist *h, int code, double value)
     if (!row) {
         /* Past the table, odd codes share the last row (labelled as it was first). */
         row = h->nrows < METRICS_MAX_CODES ? &h->rows[h->nrows++] : &h->rows[METRICS_MAX_CODES - 1];
-        if (!row->count) row->code = code;
+        if (!row->count)
+            row->code = code;
     }
     unsigned b = 0;
     while (b < h->nbounds && value > h->bounds[b])
         b++;
-    if (b < h->nbounds) row->buckets[b]++;
+    if (b < h->nbounds)
+        row->buckets[b]++;
     row->count++;
     row->sum += value;
 }

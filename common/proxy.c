@@ -64,9 +64,11 @@ static void put_header(struct out *o, const struct http_head *h, const struct ht
 static bool in_drop_list(const struct http_head *h, const struct http_header *hd,
                          const char *const *drop)
 {
-    if (!drop) return false;
+    if (!drop)
+        return false;
     for (; *drop; drop++)
-        if (http_header_is(h, hd, *drop)) return true;
+        if (http_header_is(h, hd, *drop))
+            return true;
     return false;
 }
 
@@ -90,43 +92,50 @@ size_t proxy_build_request_head(const struct request *req, const struct proxy_ed
     for (unsigned i = 0; i < h->nheaders; i++) {
         const struct http_header *hd = &h->hdr[i];
         if (http_header_is(h, hd, "host")) {
-            if (!e->host) put_header(&o, h, hd);
+            if (!e->host)
+                put_header(&o, h, hd);
             continue;
         }
         if (http_head_is_hop(h, hd)) {
             if (http_header_is(h, hd, "te") &&
                 http_token_list_has(h->buf + hd->value.off, hd->value.len, "trailers"))
                 te_trailers = true;
-            if (http_header_is(h, hd, "upgrade")) upgrade = hd;
+            if (http_header_is(h, hd, "upgrade"))
+                upgrade = hd;
             continue;
         }
-        if (in_drop_list(h, hd, e->drop)) continue;
+        if (in_drop_list(h, hd, e->drop))
+            continue;
         if (e->append_xff && http_header_is(h, hd, "x-forwarded-for")) {
             nxff++;
             continue;
         }
         put_header(&o, h, hd);
     }
-    if (te_trailers) puts_(&o, "Te: trailers\r\n");
+    if (te_trailers)
+        puts_(&o, "Te: trailers\r\n");
     if (e->append_xff) {
         /* Go's ReverseProxy: prior values joined with ", ", then the peer. */
         put(&o, "X-Forwarded-For: ", 17);
         for (unsigned i = 0; nxff && i < h->nheaders; i++) {
             const struct http_header *hd = &h->hdr[i];
-            if (!http_header_is(h, hd, "x-forwarded-for")) continue;
+            if (!http_header_is(h, hd, "x-forwarded-for"))
+                continue;
             put(&o, h->buf + hd->value.off, hd->value.len);
             put(&o, ", ", 2);
         }
         puts_(&o, req->conn->peer_ip);
         put(&o, "\r\n", 2);
     }
-    if (h->chunked) puts_(&o, "Transfer-Encoding: chunked\r\n");
+    if (h->chunked)
+        puts_(&o, "Transfer-Encoding: chunked\r\n");
     if (h->upgrade && upgrade) {
         puts_(&o, "Connection: Upgrade\r\nUpgrade: ");
         put(&o, h->buf + upgrade->value.off, upgrade->value.len);
         put(&o, "\r\n", 2);
     }
-    if (e->extra) put(&o, e->extra, e->extra_len);
+    if (e->extra)
+        put(&o, e->extra, e->extra_len);
     put(&o, "\r\n", 2);
     return o.overflow ? 0 : o.len;
 }
@@ -152,9 +161,12 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
     const struct http_header *upgrade = NULL;
     for (unsigned i = 0; i < h->nheaders; i++) {
         const struct http_header *hd = &h->hdr[i];
-        if (http_header_is(h, hd, "upgrade")) upgrade = hd;
-        if (http_head_is_hop(h, hd) && !http_header_is(h, hd, "trailer")) continue;
-        if (!has_date && http_header_is(h, hd, "date")) has_date = true;
+        if (http_header_is(h, hd, "upgrade"))
+            upgrade = hd;
+        if (http_head_is_hop(h, hd) && !http_header_is(h, hd, "trailer"))
+            continue;
+        if (!has_date && http_header_is(h, hd, "date"))
+            has_date = true;
         put_header(&o, h, hd);
     }
     if (h->status == 101 && upgrade) {
@@ -183,7 +195,8 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
             puts_(&o, http_date_now());
             put(&o, "\r\n", 2);
         }
-        if (req->resp_close) puts_(&o, "Connection: close\r\n");
+        if (req->resp_close)
+            puts_(&o, "Connection: close\r\n");
     }
     put(&o, "\r\n", 2);
     return o.overflow ? 0 : o.len;
@@ -191,31 +204,30 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
 
 /* ---------------------------------------------------------------- attach/detach */
 
-static void on_up_read(evutil_socket_t fd, short what, void *arg);
-static void on_up_write(evutil_socket_t fd, short what, void *arg);
+static void on_up_readable(struct upconn *uc);
+static void on_up_writable(struct upconn *uc);
+static void on_up_connect_failed(struct upconn *uc, int err);
+static const struct upconn_ops proxy_ops = {on_up_readable, on_up_writable, on_up_connect_failed};
 static void proxy_cancel(struct request *req);
 static void on_client_input(struct request *req);
 static void on_client_drain(struct request *req);
 
 static void set_reading(struct upconn *uc, bool on)
 {
-    if (uc->dead || on == uc->reading || (on && uc->connecting)) return;
-    if (on)
-        event_add(&uc->rev, NULL);
-    else
-        event_del(&uc->rev);
-    uc->reading = on;
+    upconn_want_read(uc, on);
 }
 
 static void detach(struct upconn *uc)
 {
     struct request *req = uc->req;
+    uc->ops = NULL;
     if (req && req->holder == uc) {
         req->holder = NULL;
         req->cancel = NULL;
         req->on_input = NULL;
         req->on_drain = NULL;
-        if (uc->parser.dechunk) uc->parser.dechunk = NULL;
+        if (uc->parser.dechunk)
+            uc->parser.dechunk = NULL;
     }
     uc->req = NULL;
 }
@@ -228,11 +240,13 @@ static bool attach(struct request *req, struct upconn *uc, const struct proxy_ed
     req->cancel = proxy_cancel;
     req->on_input = on_client_input;
     req->on_drain = on_client_drain;
-    if (uc->head) http_head_release(uc->head);
+    if (uc->head)
+        http_head_release(uc->head);
     uc->head = http_head_acquire();
     h1_parser_begin(&uc->parser, uc->head);
     size_t n = proxy_build_request_head(req, edit, scratch, sizeof scratch);
-    if (!n) return false;
+    if (!n)
+        return false;
     evbuffer_add(uc->out, scratch, n);
     return true;
 }
@@ -259,7 +273,8 @@ static void start(struct request *req, struct upstream *u, const struct proxy_ed
 static void errno_text(char *buf, size_t cap, int err)
 {
     snprintf(buf, cap, "%s", strerror(err));
-    if (buf[0] >= 'A' && buf[0] <= 'Z') buf[0] = (char)(buf[0] - 'A' + 'a');
+    if (buf[0] >= 'A' && buf[0] <= 'Z')
+        buf[0] = (char)(buf[0] - 'A' + 'a');
 }
 
 /* The upstream failed before or during the response. */
@@ -320,13 +335,15 @@ static void finish(struct upconn *uc)
     else
         upconn_close(uc);
     request_flush(req);
-    if (req->state != REQ_IDLE) request_end(req, false);
+    if (req->state != REQ_IDLE)
+        request_end(req, false);
 }
 
 static void proxy_cancel(struct request *req)
 {
     struct upconn *uc = req->holder;
-    if (!uc) return;
+    if (!uc)
+        return;
     detach(uc);
     upconn_close(uc);
 }
@@ -339,7 +356,8 @@ static size_t move_some(struct evbuffer *src, struct evbuffer *dst, size_t water
     size_t have = evbuffer_get_length(src), queued = evbuffer_get_length(dst);
     size_t room = all ? have : (queued < watermark ? watermark - queued : 0);
     size_t n = have < room ? have : room;
-    if (n) evbuffer_remove_buffer(src, dst, n);
+    if (n)
+        evbuffer_remove_buffer(src, dst, n);
     return n;
 }
 
@@ -349,13 +367,16 @@ static void pump_request_body(struct upconn *uc)
     struct sconn *c = req->conn;
     size_t wm = c->srv->lim->watermark;
     if (uc->tunnel) {
-        if (move_some(c->in, uc->out, wm, false)) req->last_write_ns = clock_now_ns();
+        if (move_some(c->in, uc->out, wm, false))
+            req->last_write_ns = clock_now_ns();
         request_input_consumed(req);
         return;
     }
-    if (req->body_done) return;
+    if (req->body_done)
+        return;
     size_t queued = evbuffer_get_length(uc->out);
-    if (queued >= wm) return;
+    if (queued >= wm)
+        return;
     size_t n;
     enum h1_result r = h1_parse_body(&c->parser, c->in, wm - queued, &n);
     if (n) {
@@ -381,8 +402,10 @@ static void up_flush(struct upconn *uc)
 {
     for (int round = 0; round < 4 && !uc->dead && uc->req; round++) {
         pump_request_body(uc);
-        if (uc->dead || !uc->req) return;
-        if (uc->connecting) return;
+        if (uc->dead || !uc->req)
+            return;
+        if (uc->connecting)
+            return;
         size_t before = evbuffer_get_length(uc->out);
         if (io_write(uc->out, uc->fd) == IO_ERROR) {
             fail_errno(uc, "write", errno);
@@ -398,34 +421,14 @@ static void up_flush(struct upconn *uc)
     }
 }
 
-/* The connect finished (writable, or an error reported as readable). */
-static bool connect_done(struct upconn *uc)
+static void on_up_writable(struct upconn *uc)
 {
-    int err = net_connect_result(uc->fd);
-    if (err) {
-        if (uc->req)
-            fail_errno(uc, "connect", err);
-        else
-            upconn_close(uc);
-        return false;
-    }
-    uc->connecting = false;
-    set_reading(uc, true);
-    return true;
+    up_flush(uc);
 }
 
-static void on_up_write(evutil_socket_t fd, short what, void *arg)
+static void on_up_connect_failed(struct upconn *uc, int err)
 {
-    (void)fd, (void)what;
-    struct upconn *uc = arg;
-    if (uc->connecting && !connect_done(uc)) return;
-    if (!uc->req) {
-        /* Idle with nothing to write: stop watching writability. */
-        event_del(&uc->wev);
-        uc->writing = false;
-        return;
-    }
-    up_flush(uc);
+    fail_errno(uc, "connect", err);
 }
 
 static void on_client_input(struct request *req)
@@ -447,8 +450,10 @@ static void on_client_input(struct request *req)
 static void on_client_drain(struct request *req)
 {
     struct upconn *uc = req->holder;
-    if (!uc->reading && !uc->connecting) set_reading(uc, true);
-    if (evbuffer_get_length(uc->in) || uc->eof) up_process(uc);
+    if (!uc->reading && !uc->connecting)
+        set_reading(uc, true);
+    if (evbuffer_get_length(uc->in) || uc->eof)
+        up_process(uc);
 }
 
 /* ---------------------------------------------------------------- response */
@@ -463,7 +468,8 @@ static void start_tunnel(struct upconn *uc)
     evbuffer_add_buffer(request_output(req), uc->in);
     evbuffer_add_buffer(uc->out, c->in);
     request_flush(req);
-    if (req->state == REQ_IDLE || uc->dead) return;
+    if (req->state == REQ_IDLE || uc->dead)
+        return;
     up_flush(uc);
 }
 
@@ -489,14 +495,17 @@ static bool upgrade_matches(struct upconn *uc)
 static void up_process(struct upconn *uc)
 {
     struct request *req = uc->req;
-    if (!req) return;
+    if (!req)
+        return;
     struct sconn *c = req->conn;
     size_t wm = c->srv->lim->watermark;
     struct evbuffer *cout = request_output(req);
 
     if (uc->tunnel) {
-        if (move_some(uc->in, cout, wm, uc->eof)) request_flush(req);
-        if (uc->dead || req->state == REQ_IDLE) return;
+        if (move_some(uc->in, cout, wm, uc->eof))
+            request_flush(req);
+        if (uc->dead || req->state == REQ_IDLE)
+            return;
         if (uc->eof) {
             detach(uc);
             upconn_close(uc);
@@ -517,16 +526,19 @@ static void up_process(struct upconn *uc)
             return;
         }
         if (r == H1_NEED_MORE) {
-            if (uc->eof) fail(uc, "EOF");
+            if (uc->eof)
+                fail(uc, "EOF");
             return;
         }
         int status = uc->head->status;
         if (status >= 100 && status < 200 && status != 101) {
             /* Interim responses (100 Continue, 103 Early Hints) pass straight through. */
             forward_head(uc);
-            if (uc->dead) return;
+            if (uc->dead)
+                return;
             request_flush(req);
-            if (uc->dead || req->state == REQ_IDLE) return;
+            if (uc->dead || req->state == REQ_IDLE)
+                return;
             http_head_release(uc->head);
             uc->head = http_head_acquire();
             h1_parser_begin(&uc->parser, uc->head);
@@ -543,17 +555,20 @@ static void up_process(struct upconn *uc)
             return;
         }
         forward_head(uc);
-        if (uc->dead) return;
+        if (uc->dead)
+            return;
         uc->resp_head_done = true;
         request_response_started(req, status);
-        if (req->head->method == HTTP_HEAD) h1_parser_skip_body(&uc->parser);
+        if (req->head->method == HTTP_HEAD)
+            h1_parser_skip_body(&uc->parser);
     }
 
     size_t queued = evbuffer_get_length(cout);
     size_t room = queued < wm ? wm - queued : 0;
     size_t n = 0;
     enum h1_result r = H1_BODY;
-    if (room || uc->parser.done) r = h1_parse_body(&uc->parser, uc->in, room, &n);
+    if (room || uc->parser.done)
+        r = h1_parse_body(&uc->parser, uc->in, room, &n);
     if (n) {
         if (uc->parser.dechunk)
             evbuffer_drain(uc->in, n);
@@ -567,7 +582,8 @@ static void up_process(struct upconn *uc)
         detach(uc);
         upconn_close(uc);
         request_flush(req);
-        if (req->state != REQ_IDLE) request_end(req, true);
+        if (req->state != REQ_IDLE)
+            request_end(req, true);
         return;
     }
     if (r == H1_DONE) {
@@ -585,23 +601,19 @@ static void up_process(struct upconn *uc)
         detach(uc);
         upconn_close(uc);
         request_flush(req);
-        if (req->state != REQ_IDLE) request_end(req, true);
+        if (req->state != REQ_IDLE)
+            request_end(req, true);
         return;
     }
-    if (n) request_flush(req);
-    if (uc->dead || !uc->req) return;
+    if (n)
+        request_flush(req);
+    if (uc->dead || !uc->req)
+        return;
     set_reading(uc, !request_output_full(req) && evbuffer_get_length(uc->in) < wm);
 }
 
-static void on_up_read(evutil_socket_t fd, short what, void *arg)
+static void on_up_readable(struct upconn *uc)
 {
-    (void)fd, (void)what;
-    struct upconn *uc = arg;
-    if (uc->connecting && !connect_done(uc)) return;
-    if (!uc->req) {
-        upconn_idle_readable(uc);
-        return;
-    }
     switch (io_read(uc->in, uc->fd)) {
     case IO_OK:
         uc->got_bytes = true;
@@ -629,7 +641,7 @@ static void on_up_read(evutil_socket_t fd, short what, void *arg)
 static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit,
                   bool fresh, bool retried)
 {
-    struct upconn *uc = upstream_checkout(u, fresh);
+    struct upconn *uc = upstream_checkout(u, fresh, &proxy_ops, req);
     if (!uc) {
         char e[96], msg[200];
         errno_text(e, sizeof e, errno);
@@ -648,12 +660,6 @@ static void start(struct request *req, struct upstream *u, const struct proxy_ed
         return;
     }
     up_flush(uc);
-}
-
-bool proxy_upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
-                         unsigned max_idle, double idle_seconds)
-{
-    return upstream_init(u, base, host, port, max_idle, idle_seconds, on_up_read, on_up_write);
 }
 
 void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit)

@@ -38,9 +38,6 @@ struct proxy_edit {
     bool append_xff;         /* append the peer IP to X-Forwarded-For */
 };
 
-/* upstream_init() with the proxy's socket callbacks: the pools the proxy uses. */
-bool proxy_upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
-                         unsigned max_idle, double idle_seconds);
 void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit);
 
 /* Builds the upstream request head into buf; returns its length, or 0 when

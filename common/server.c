@@ -54,7 +54,8 @@ const char *http_date_now(void)
 /* Pushes output to the socket now (saves a loop turn in the common case). */
 static void sconn_write(struct sconn *c)
 {
-    if (c->dead) return;
+    if (c->dead)
+        return;
     if (io_write(c->out, c->fd) == IO_ERROR) {
         log_debug("%s: write to %s failed: %s", c->srv->name, c->peer_ip, strerror(errno));
         sconn_close(c);
@@ -66,7 +67,8 @@ static void sconn_write(struct sconn *c)
         sconn_close(c);
         return;
     }
-    if (left < c->srv->lim->watermark && c->req.on_drain) c->req.on_drain(&c->req);
+    if (left < c->srv->lim->watermark && c->req.on_drain)
+        c->req.on_drain(&c->req);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -98,7 +100,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 
 static void sconn_update_reading(struct sconn *c)
 {
-    if (c->dead || c->eof) return;
+    if (c->dead || c->eof)
+        return;
     io_arm(&c->rev, &c->reading, evbuffer_get_length(c->in) < c->srv->lim->watermark);
 }
 
@@ -114,11 +117,13 @@ static void sconn_free(void *p)
 
 static void sconn_close(struct sconn *c)
 {
-    if (c->dead) return;
+    if (c->dead)
+        return;
     c->dead = true;
     if (c->req.state != REQ_IDLE) {
         struct request *req = &c->req;
-        if (req->cancel) req->cancel(req);
+        if (req->cancel)
+            req->cancel(req);
         req->cancel = NULL;
         request_end(req, false);
     }
@@ -134,7 +139,8 @@ static void sconn_close(struct sconn *c)
     LIST_REMOVE(c, link);
     struct server *s = c->srv;
     s->nconns--;
-    if (s->accepting && s->nconns + 1 == s->lim->max_conns) event_add(&s->accept_ev, NULL);
+    if (s->accepting && s->nconns + 1 == s->lim->max_conns)
+        event_add(&s->accept_ev, NULL);
     loop_defer_free(c, sconn_free);
 }
 
@@ -144,7 +150,8 @@ static void on_header_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct sconn *c = arg;
-    if (c->req.state != REQ_IDLE) return;
+    if (c->req.state != REQ_IDLE)
+        return;
     if (c->parser.head && c->parser.head->len)
         log_warn("%s: header timeout from %s after %.1fs; closing", c->srv->name, c->peer_ip,
                  c->srv->lim->header_timeout);
@@ -167,7 +174,8 @@ static void write_simple(struct sconn *c, int status, const char *ctype, const c
     } else {
         evbuffer_add(c->out, head, (size_t)n);
     }
-    if (len) evbuffer_add(c->out, body, len);
+    if (len)
+        evbuffer_add(c->out, body, len);
 }
 
 /* Malformed input: Go answers 400/431 with a short text body and closes. */
@@ -210,14 +218,18 @@ static void start_request(struct sconn *c)
 
 static void sconn_process(struct sconn *c)
 {
-    if (c->busy || c->dead) return;
+    if (c->busy || c->dead)
+        return;
     c->busy = true;
     for (;;) {
-        if (c->dead) break;
+        if (c->dead)
+            break;
         struct request *r = &c->req;
         if (r->state != REQ_IDLE) {
-            if (r->on_input && (evbuffer_get_length(c->in) || c->eof)) r->on_input(r);
-            if (c->dead) break;
+            if (r->on_input && (evbuffer_get_length(c->in) || c->eof))
+                r->on_input(r);
+            if (c->dead)
+                break;
             if (r->state != REQ_IDLE) {
                 if (c->eof && !r->upgraded && evbuffer_get_length(c->in) == 0) {
                     /* The client went away with its request in flight. */
@@ -229,10 +241,12 @@ static void sconn_process(struct sconn *c)
             }
             continue; /* the request ended: look for the next one */
         }
-        if (c->close_after) break;
+        if (c->close_after)
+            break;
         size_t avail = evbuffer_get_length(c->in);
         if (!avail) {
-            if (c->eof) sconn_close(c);
+            if (c->eof)
+                sconn_close(c);
             break;
         }
         if (!c->parser.head) {
@@ -273,9 +287,12 @@ void request_set_timeouts(struct request *req, double total, double start, doubl
     req->t_start = start;
     req->t_idle = idle;
     double first = 0;
-    if (total > 0) first = total;
-    if (start > 0 && (first == 0 || start < first)) first = start;
-    if (idle > 0 && (first == 0 || idle < first)) first = idle;
+    if (total > 0)
+        first = total;
+    if (start > 0 && (first == 0 || start < first))
+        first = start;
+    if (idle > 0 && (first == 0 || idle < first))
+        first = idle;
     if (first > 0) {
         /* Every request of a revision arms the same duration: a libevent
          * common timeout makes that an O(1) queue insert, not a heap one.
@@ -296,7 +313,8 @@ static void on_request_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct request *req = arg;
-    if (req->state == REQ_IDLE) return;
+    if (req->state == REQ_IDLE)
+        return;
     uint64_t now = clock_now_ns();
     double el = (double)(now - req->start_ns) / 1e9;
     const char *which = NULL;
@@ -314,7 +332,8 @@ static void on_request_timer(evutil_socket_t fd, short what, void *arg)
             next = req->t_idle - gap;
     }
     if (!which) {
-        if (req->t_total > 0 && (next == 0 || req->t_total - el < next)) next = req->t_total - el;
+        if (req->t_total > 0 && (next == 0 || req->t_total - el < next))
+            next = req->t_total - el;
         if (req->t_start > 0 && req->state == REQ_HELD && (next == 0 || req->t_start - el < next))
             next = req->t_start - el;
         struct timeval tv = clock_tv(next > 0.001 ? next : 0.001);
@@ -326,7 +345,8 @@ static void on_request_timer(evutil_socket_t fd, short what, void *arg)
              llhttp_method_name((llhttp_method_t)req->head->method), (int)req->head->url.len,
              http_str_ptr(req->head, req->head->url), el);
     bool at_boundary = req->resp_chunked && req->resp_at_boundary;
-    if (req->cancel) req->cancel(req);
+    if (req->cancel)
+        req->cancel(req);
     req->cancel = NULL;
     req->on_input = NULL;
     req->on_drain = NULL;
@@ -347,7 +367,8 @@ void request_reply(struct request *req, int status, const char *content_type, co
                    size_t len, const char *extra)
 {
     struct sconn *c = req->conn;
-    if (req->state != REQ_HELD) return;
+    if (req->state != REQ_HELD)
+        return;
     /* An unread request body cannot be skipped safely: close instead. */
     bool close = req->resp_close || !req->body_done || c->srv->keepalive_off;
     if (req->head && req->head->method == HTTP_HEAD)
@@ -379,9 +400,11 @@ void request_response_started(struct request *req, int status)
 void request_end(struct request *req, bool abort)
 {
     struct sconn *c = req->conn;
-    if (req->state == REQ_IDLE) return;
+    if (req->state == REQ_IDLE)
+        return;
     event_del(&req->timer);
-    if (req->on_finish) req->on_finish(req, req->finish_arg);
+    if (req->on_finish)
+        req->on_finish(req, req->finish_arg);
     req->on_finish = NULL;
     req->cancel = NULL;
     req->holder = NULL;
@@ -392,17 +415,20 @@ void request_end(struct request *req, bool abort)
         !abort && req->body_done && !req->resp_close && !req->upgraded && !c->srv->keepalive_off;
     http_head_release(req->head);
     req->head = NULL;
-    if (c->dead) return;
+    if (c->dead)
+        return;
     if (abort) {
         sconn_close(c);
         return;
     }
     if (!keep) {
         c->close_after = true;
-        if (evbuffer_get_length(c->out) == 0) sconn_close(c);
+        if (evbuffer_get_length(c->out) == 0)
+            sconn_close(c);
         return;
     }
-    if (!c->busy) sconn_process(c);
+    if (!c->busy)
+        sconn_process(c);
 }
 
 struct evbuffer *request_output(struct request *req)
@@ -511,7 +537,8 @@ struct server *server_open(struct event_base *base, const char *name, const char
 
 void server_stop_accepting(struct server *s)
 {
-    if (!s->accepting) return;
+    if (!s->accepting)
+        return;
     s->accepting = false;
     event_del(&s->accept_ev);
     close(s->fd);
@@ -533,7 +560,8 @@ void server_close_idle(struct server *s)
 
 void server_free(struct server *s)
 {
-    if (!s) return;
+    if (!s)
+        return;
     server_stop_accepting(s);
     struct sconn *c;
     while ((c = LIST_FIRST(&s->conns)))

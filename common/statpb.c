@@ -23,14 +23,16 @@ size_t statpb_encode(const struct statpb *s, uint8_t *buf, size_t cap)
     Metrics__Stat m;
     to_msg(s, &m);
     size_t n = metrics__stat__get_packed_size(&m);
-    if (n > cap) return 0;
+    if (n > cap)
+        return 0;
     return metrics__stat__pack(&m, buf);
 }
 
 int statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name_buf, size_t cap)
 {
     Metrics__Stat *m = metrics__stat__unpack(NULL, len, buf);
-    if (!m) return -1;
+    if (!m)
+        return -1;
     snprintf(name_buf, cap, "%s", m->pod_name ? m->pod_name : "");
     out->pod_name = name_buf;
     out->average_concurrent_requests = m->average_concurrent_requests;

@@ -11,7 +11,8 @@ void stats_init(struct stats *s, uint64_t now_ns)
 
 static void compute(struct stats *s, uint64_t now_ns)
 {
-    if (now_ns <= s->last_change_ns) return;
+    if (now_ns <= s->last_change_ns)
+        return;
     double dt = (double)(now_ns - s->last_change_ns) / 1e9;
     s->seconds_in_use += dt;
     s->computed += s->concurrency * dt;
@@ -33,7 +34,8 @@ void stats_in(struct stats *s, uint64_t now_ns, bool proxied)
 void stats_out(struct stats *s, uint64_t now_ns, bool proxied)
 {
     compute(s, now_ns);
-    if (proxied) s->proxied_concurrency--;
+    if (proxied)
+        s->proxied_concurrency--;
     s->concurrency--;
 }
 

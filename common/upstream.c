@@ -7,14 +7,66 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "loop.h"
 
-void upconn_idle_readable(struct upconn *uc)
+void upconn_want_read(struct upconn *uc, bool on)
 {
+    if (uc->dead || (on && uc->connecting))
+        return;
+    io_arm(&uc->rev, &uc->reading, on);
+}
+
+void upconn_want_write(struct upconn *uc, bool on)
+{
+    if (!uc->dead)
+        io_arm(&uc->wev, &uc->writing, on);
+}
+
+/* The connect finished (writable, or an error reported as readable). */
+static bool connect_done(struct upconn *uc)
+{
+    int err = net_connect_result(uc->fd);
+    if (err) {
+        if (uc->ops && uc->ops->on_connect_failed)
+            uc->ops->on_connect_failed(uc, err);
+        else
+            upconn_close(uc);
+        return false;
+    }
+    uc->connecting = false;
+    upconn_want_read(uc, true);
+    return true;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct upconn *uc = arg;
+    if (uc->connecting && !connect_done(uc))
+        return;
+    if (uc->ops) {
+        uc->ops->on_readable(uc);
+        return;
+    }
+    /* An idle pooled connection has nothing to say: EOF or stray bytes both end it. */
     char b[64];
     ssize_t r = read(uc->fd, b, sizeof b);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
     upconn_close(uc);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct upconn *uc = arg;
+    if (uc->connecting && !connect_done(uc))
+        return;
+    if (uc->ops)
+        uc->ops->on_writable(uc);
+    else
+        upconn_want_write(uc, false);
 }
 
 static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
@@ -24,18 +76,16 @@ static void on_idle_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 bool upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
-                   unsigned max_idle, double idle_seconds, event_callback_fn on_read,
-                   event_callback_fn on_write)
+                   unsigned max_idle, double idle_seconds)
 {
     memset(u, 0, sizeof *u);
-    if (!net_addr_parse(&u->addr, host, port)) return false;
+    if (!net_addr_parse(&u->addr, host, port))
+        return false;
     u->base = base;
     snprintf(u->host, sizeof u->host, "%s", host);
     u->port = port;
     TAILQ_INIT(&u->idle);
     u->max_idle = max_idle ? max_idle : 1000;
-    u->on_read = on_read;
-    u->on_write = on_write;
     struct timeval tv = {(time_t)idle_seconds,
                          (suseconds_t)((idle_seconds - (double)(time_t)idle_seconds) * 1e6)};
     const struct timeval *common = event_base_init_common_timeout(base, &tv);
@@ -43,10 +93,13 @@ bool upstream_init(struct upstream *u, struct event_base *base, const char *host
     return true;
 }
 
-struct upconn *upstream_checkout(struct upstream *u, bool fresh)
+struct upconn *upstream_checkout(struct upstream *u, bool fresh, const struct upconn_ops *ops,
+                                 void *owner)
 {
     struct upconn *uc = fresh ? NULL : TAILQ_FIRST(&u->idle);
     if (uc) {
+        uc->ops = ops;
+        uc->owner = owner;
         TAILQ_REMOVE(&u->idle, uc, link);
         u->nidle--;
         event_del(&uc->tev); /* a timer: no syscall */
@@ -58,7 +111,8 @@ struct upconn *upstream_checkout(struct upstream *u, bool fresh)
         return uc;
     }
     int fd = net_connect_start(&u->addr);
-    if (fd < 0) return NULL;
+    if (fd < 0)
+        return NULL;
     uc = calloc(1, sizeof *uc);
     if (!uc) {
         close(fd);
@@ -70,8 +124,10 @@ struct upconn *upstream_checkout(struct upstream *u, bool fresh)
     uc->in = evbuffer_new();
     uc->out = evbuffer_new();
     uc->connecting = true;
-    event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, u->on_read, uc);
-    event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, u->on_write, uc);
+    uc->ops = ops;
+    uc->owner = owner;
+    event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_read, uc);
+    event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_write, uc);
     event_assign(&uc->tev, u->base, -1, 0, on_idle_timeout, uc);
     /* Writable means connected (or failed): the connect completes there. */
     event_add(&uc->wev, NULL);
@@ -85,11 +141,14 @@ void upstream_checkin(struct upconn *uc)
 {
     struct upstream *u = uc->up;
     uc->req = NULL;
+    uc->ops = NULL;
+    uc->owner = NULL;
     if (uc->head) {
         http_head_release(uc->head);
         uc->head = NULL;
     }
-    if (uc->dead) return;
+    if (uc->dead)
+        return;
     if (u->nidle >= u->max_idle || uc->eof || evbuffer_get_length(uc->in) ||
         evbuffer_get_length(uc->out)) {
         upconn_close(uc);
@@ -121,7 +180,8 @@ static void upconn_free(void *p)
 
 void upconn_close(struct upconn *uc)
 {
-    if (uc->dead) return;
+    if (uc->dead)
+        return;
     uc->dead = true;
     struct upstream *u = uc->up;
     if (uc->idle) {

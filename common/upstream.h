@@ -23,6 +23,15 @@
 
 struct request;
 struct proxy_edit;
+struct upconn;
+
+/* What the holder of a connection does with its events. A connection with no
+ * ops is idle in the pool. */
+struct upconn_ops {
+    void (*on_readable)(struct upconn *uc);
+    void (*on_writable)(struct upconn *uc); /* also called once when a connect completes */
+    void (*on_connect_failed)(struct upconn *uc, int err);
+};
 
 struct upstream {
     struct event_base *base;
@@ -33,10 +42,6 @@ struct upstream {
     unsigned nidle, max_idle;
     struct timeval idle_tv; /* a libevent common timeout */
     unsigned nconns;        /* open connections, idle or busy */
-    /* The socket events of every connection, assigned once at connect and
-     * never re-registered: a pooled connection costs no epoll_ctl on reuse.
-     * The callbacks see uc->req == NULL while the connection is idle. */
-    event_callback_fn on_read, on_write;
 };
 
 struct upconn {
@@ -47,6 +52,11 @@ struct upconn {
     struct h1_parser parser; /* response parser */
     struct http_head *head;  /* response head while attached */
     TAILQ_ENTRY(upconn) link;
+    /* The socket events are assigned once at connect and never re-registered
+     * (a pooled connection costs no epoll_ctl on reuse); they dispatch to the
+     * holder's ops. */
+    const struct upconn_ops *ops;
+    void *owner; /* the holder's object (proxy: unused, see req) */
     /* proxy state while attached (see proxy.c) */
     struct request *req;
     const struct proxy_edit *edit;
@@ -60,14 +70,14 @@ struct upconn {
 
 /* host must be an IP literal. max_idle 0 means 1000 (Knative's default for CC=0). */
 bool upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
-                   unsigned max_idle, double idle_seconds, event_callback_fn on_read,
-                   event_callback_fn on_write);
-/* Called by the read callback for an idle connection: it has nothing to say,
- * so EOF or stray bytes both end it. */
-void upconn_idle_readable(struct upconn *uc);
-/* A connection to use (idle or connecting); NULL with errno on failure.
- * `fresh` skips the pool. */
-struct upconn *upstream_checkout(struct upstream *u, bool fresh);
+                   unsigned max_idle, double idle_seconds);
+/* Arm or disarm reading / writing on an attached connection. */
+void upconn_want_read(struct upconn *uc, bool on);
+void upconn_want_write(struct upconn *uc, bool on);
+/* A connection to use (idle or connecting), attached to `ops`; NULL with
+ * errno on failure. `fresh` skips the pool. */
+struct upconn *upstream_checkout(struct upstream *u, bool fresh, const struct upconn_ops *ops,
+                                 void *owner);
 /* Back to the pool; closes it instead when the pool is full. */
 void upstream_checkin(struct upconn *uc);
 /* Closes now; memory is reclaimed after the current callback. */

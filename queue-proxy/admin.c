@@ -47,7 +47,8 @@ static void waiter_unlink(struct drain_waiter *w)
             *p = w->next;
             break;
         }
-    if (w->reset) event_free(w->reset);
+    if (w->reset)
+        event_free(w->reset);
     free(w);
 }
 
@@ -72,7 +73,8 @@ static void on_wait_reset(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct drain_waiter *w = arg;
-    if (qp->sigterm) return; /* a real shutdown: wait for the drain to finish */
+    if (qp->sigterm)
+        return; /* a real shutdown: wait for the drain to finish */
     /* Kubelet restarting the user container, not deleting the pod: undo. */
     log_info("no TERM signal within 1s of /wait-for-drain; resetting the drain");
     qp->draining = false;
@@ -136,11 +138,14 @@ void qp_prom_request(struct request *req, void *arg)
 
 void qp_drain_start(bool from_signal)
 {
-    if (from_signal) qp->sigterm = true;
-    if (qp->draining) return;
+    if (from_signal)
+        qp->sigterm = true;
+    if (qp->draining)
+        return;
     qp->draining = true;
     struct timeval tv = clock_tv(qp->cfg.drain_quiet_seconds);
-    if (!qp->quiet_timer) qp->quiet_timer = evtimer_new(qp->base, on_quiet_over, NULL);
+    if (!qp->quiet_timer)
+        qp->quiet_timer = evtimer_new(qp->base, on_quiet_over, NULL);
     event_add(qp->quiet_timer, &tv);
     if (from_signal)
         log_info("Sleeping %gs to allow K8s propagation of non-ready state",
@@ -167,13 +172,15 @@ static unsigned open_tunnels(void)
     unsigned n = 0;
     struct sconn *c;
     LIST_FOREACH(c, &qp->main_srv->conns, link)
-    if (c->req.state != REQ_IDLE && c->req.upgraded) n++;
+    if (c->req.state != REQ_IDLE && c->req.upgraded)
+        n++;
     return n;
 }
 
 void qp_check_exit(void)
 {
-    if (!qp->drained) return;
+    if (!qp->drained)
+        return;
     unsigned tunnels = open_tunnels();
     double since = (double)(clock_now_ns() - qp->drained_ns) / 1e9;
     if (qp->in_flight == 0 || (qp->in_flight == tunnels && since >= qp->cfg.hijack_drain_seconds)) {
@@ -181,7 +188,8 @@ void qp_check_exit(void)
         event_base_loopbreak(qp->base);
         return;
     }
-    if (!qp->exit_timer) qp->exit_timer = evtimer_new(qp->base, on_exit_poll, NULL);
+    if (!qp->exit_timer)
+        qp->exit_timer = evtimer_new(qp->base, on_exit_poll, NULL);
     if (!event_pending(qp->exit_timer, EV_TIMEOUT, NULL)) {
         struct timeval tv = clock_tv(tunnels ? 1.0 : 0.5);
         event_add(qp->exit_timer, &tv);

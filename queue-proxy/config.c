@@ -68,7 +68,8 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     if (!port_of("QUEUE_SERVING_PORT", sp, &cfg->serving_port, err, cap) ||
         !port_of("USER_PORT", up, &cfg->user_port, err, cap))
         return false;
-    if (!*tp || !port_of("QUEUE_SERVING_TLS_PORT", tp, &cfg->tls_port, err, cap)) cfg->tls_port = 0;
+    if (!*tp || !port_of("QUEUE_SERVING_TLS_PORT", tp, &cfg->tls_port, err, cap))
+        cfg->tls_port = 0;
     if (!parse_long(cc, &cfg->container_concurrency) || cfg->container_concurrency < 0) {
         snprintf(err, cap, "CONTAINER_CONCURRENCY: invalid value %s", cc);
         return false;
@@ -96,7 +97,8 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     cfg->custom_request_log_template = *env_str("SERVING_REQUEST_LOG_TEMPLATE", "") != 0;
     cfg->prometheus_enabled = !strcmp(env_str("SERVING_REQUEST_METRICS_BACKEND", ""), "prometheus");
     const char *obs = getenv("OBSERVABILITY_CONFIG");
-    if (obs && *obs && !observability(cfg, obs, err, cap)) return false;
+    if (obs && *obs && !observability(cfg, obs, err, cap))
+        return false;
 
     ok = true;
     cfg->admin_port = (int)env_long("QUEUE_ADMIN_PORT", 8022, &ok);

@@ -84,7 +84,8 @@ static void classify(const struct http_head *h, struct qp_headers *q)
         const struct http_header *hd = &h->hdr[i];
         switch (h->buf[hd->name.off] | 0x20) {
         case 'u':
-            if (!q->ua && NAME_IS(hd, h, "user-agent")) q->ua = hd;
+            if (!q->ua && NAME_IS(hd, h, "user-agent"))
+                q->ua = hd;
             break;
         case 'k':
             if (!q->knp && NAME_IS(hd, h, "k-network-probe"))
@@ -99,7 +100,8 @@ static void classify(const struct http_head *h, struct qp_headers *q)
                 q->proxy = hd;
             break;
         case 'f':
-            if (!q->forwarded && NAME_IS(hd, h, "forwarded")) q->forwarded = hd;
+            if (!q->forwarded && NAME_IS(hd, h, "forwarded"))
+                q->forwarded = hd;
             break;
         case 'x':
             if (!q->xff && NAME_IS(hd, h, "x-forwarded-for"))
@@ -138,8 +140,10 @@ static void go_float(char *buf, size_t cap, double v)
 {
     for (int p = 1; p <= 17; p++) {
         snprintf(buf, cap, "%.*g", p, v);
-        if (strstr(buf, "e+")) continue;
-        if (strtod(buf, NULL) == v) return;
+        if (strstr(buf, "e+"))
+            continue;
+        if (strtod(buf, NULL) == v)
+            return;
     }
     snprintf(buf, cap, "%.17g", v);
 }
@@ -184,10 +188,14 @@ static void on_finish(struct request *req, void *arg)
 {
     struct qp_ctx *c = arg;
     uint64_t now = clock_now_ns();
-    if (c->waiter.queued) breaker_cancel(&qp->breaker, &c->waiter);
-    if (c->holds_slot) breaker_release(&qp->breaker);
-    if (c->ready.waiting) readiness_cancel(&qp->readiness, &c->ready);
-    if (c->counted) stats_out(&qp->stats, now, c->proxied);
+    if (c->waiter.queued)
+        breaker_cancel(&qp->breaker, &c->waiter);
+    if (c->holds_slot)
+        breaker_release(&qp->breaker);
+    if (c->ready.waiting)
+        readiness_cancel(&qp->readiness, &c->ready);
+    if (c->counted)
+        stats_out(&qp->stats, now, c->proxied);
     if (!c->probe && qp->cfg.prometheus_enabled) {
         int status = req->status ? req->status : 499;
         metrics_hist_observe(&qp->server_dur, status, request_elapsed(req));
@@ -199,7 +207,8 @@ static void on_finish(struct request *req, void *arg)
     qp->in_flight--;
     ctx_release(c);
     req->app_ptr = NULL;
-    if (qp->drained) qp_check_exit();
+    if (qp->drained)
+        qp_check_exit();
 }
 
 /* ---------------------------------------------------------------- proxying */
@@ -243,14 +252,16 @@ static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_he
     c->edit.extra = NULL;
     c->edit.extra_len = 0;
     /* Forwarded shim: only when absent and some X-Forwarded-* is present. */
-    if (q->forwarded || !(q->xff || q->xfh || q->xfp)) return;
+    if (q->forwarded || !(q->xff || q->xfh || q->xfp))
+        return;
     size_t xffl, xfhl, xfpl;
     const char *xff = val(h, q->xff, &xffl), *xfh = val(h, q->xfh, &xfhl),
                *xfp = val(h, q->xfp, &xfpl);
     size_t need = 11 + 3 * (xffl + 16) + xfhl + xfpl + 32; /* generous: quoting grows IPv6 nodes */
     char *buf = c->fwd;
     if (need > sizeof c->fwd) {
-        if (!(c->fwd_heap = malloc(need))) return;
+        if (!(c->fwd_heap = malloc(need)))
+            return;
         buf = c->fwd_heap;
     }
     memcpy(buf, "Forwarded: ", 11);
@@ -343,7 +354,8 @@ void qp_on_request(struct request *req, void *arg)
         request_reply(req, 200, NULL, NULL, 0, extra);
         return;
     }
-    if (qp->draining) qp_drain_touch();
+    if (qp->draining)
+        qp_drain_touch();
 
     request_set_timeouts(req, qp->cfg.revision_timeout, qp->cfg.response_start_timeout,
                          qp->cfg.idle_timeout);

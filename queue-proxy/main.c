@@ -52,7 +52,8 @@ static void trim_when_idle(void)
         qp->trimmed = false;
         return;
     }
-    if (qp->trimmed) return;
+    if (qp->trimmed)
+        return;
     http_head_pool_trim(8);
     qp_ctx_pool_trim(8);
 #ifdef COLDBREW_JEMALLOC
@@ -130,8 +131,8 @@ int main(void)
     server_limits_from_env(&qp->lim);
     unsigned pool =
         qp->cfg.container_concurrency > 0 ? (unsigned)qp->cfg.container_concurrency : 1000;
-    if (!proxy_upstream_init(&qp->user, qp->base, "127.0.0.1", qp->cfg.user_port, pool,
-                             qp->cfg.upstream_idle_seconds)) {
+    if (!upstream_init(&qp->user, qp->base, "127.0.0.1", qp->cfg.user_port, pool,
+                       qp->cfg.upstream_idle_seconds)) {
         log_error("bad upstream address");
         return 1;
     }
@@ -182,15 +183,18 @@ int main(void)
     event_free(tick);
     event_free(sigterm);
     event_free(sigint);
-    if (qp->quiet_timer) event_free(qp->quiet_timer);
-    if (qp->exit_timer) event_free(qp->exit_timer);
+    if (qp->quiet_timer)
+        event_free(qp->quiet_timer);
+    if (qp->exit_timer)
+        event_free(qp->exit_timer);
     server_free(qp->main_srv);
     server_free(qp->admin_srv);
     server_free(qp->stat_srv);
     server_free(qp->prom_srv);
     loop_flush_deferred();
     upstream_close_idle(&qp->user);
-    if (qp->has_breaker) breaker_deinit(&qp->breaker);
+    if (qp->has_breaker)
+        breaker_deinit(&qp->breaker);
     readiness_free(&qp->readiness);
     loop_free();
     http_head_pool_drain();

@@ -39,7 +39,8 @@ struct probe_attempt {
 
 static int json_port(json_t *v, int def)
 {
-    if (json_is_integer(v)) return (int)json_integer_value(v);
+    if (json_is_integer(v))
+        return (int)json_integer_value(v);
     if (json_is_string(v)) {
         int p = atoi(json_string_value(v));
         return p > 0 ? p : def;
@@ -57,7 +58,8 @@ static bool parse_one(struct readiness *r, json_t *p, struct probe_spec *s, int 
     json_t *period = json_object_get(p, "periodSeconds");
     json_t *timeout = json_object_get(p, "timeoutSeconds");
     json_t *succ = json_object_get(p, "successThreshold");
-    if (json_is_integer(period) && json_integer_value(period) > 0) r->aggressive = false;
+    if (json_is_integer(period) && json_integer_value(period) > 0)
+        r->aggressive = false;
     if (json_is_integer(succ) && json_integer_value(succ) > (json_int_t)r->success_threshold)
         r->success_threshold = (unsigned)json_integer_value(succ);
     s->timeout = r->aggressive ? AGGRESSIVE_TIMEOUT
@@ -125,7 +127,8 @@ bool readiness_init(struct readiness *r, struct event_base *base, const char *js
     r->aggressive = true;
     r->success_threshold = 1;
     LIST_INIT(&r->waiters);
-    if (!js || !*js) return true; /* always ready */
+    if (!js || !*js)
+        return true; /* always ready */
     json_error_t je;
     json_t *root = json_loads(js, 0, &je);
     if (!root) {
@@ -204,12 +207,17 @@ static void round_done(struct readiness *r)
 static void attempt_end(struct probe_attempt *a, bool ok)
 {
     struct readiness *r = a->r;
-    if (a->io) event_free(a->io);
-    if (a->timer) event_free(a->timer);
-    if (a->fd >= 0) close(a->fd);
+    if (a->io)
+        event_free(a->io);
+    if (a->timer)
+        event_free(a->timer);
+    if (a->fd >= 0)
+        close(a->fd);
     free(a);
-    if (!ok) r->round_ok = false;
-    if (--r->pending == 0) round_done(r);
+    if (!ok)
+        r->round_ok = false;
+    if (--r->pending == 0)
+        round_done(r);
 }
 
 static void on_attempt_timeout(evutil_socket_t fd, short what, void *arg)
@@ -233,14 +241,16 @@ static void on_attempt_io(evutil_socket_t fd, short what, void *arg)
             return;
         }
     }
-    if (a->spec->kind != PROBE_HTTP) return;
+    if (a->spec->kind != PROBE_HTTP)
+        return;
     if (a->sent < a->spec->request_len && (what & EV_WRITE)) {
         ssize_t w = write(a->fd, a->spec->request + a->sent, a->spec->request_len - a->sent);
         if (w < 0 && errno != EAGAIN) {
             attempt_end(a, false);
             return;
         }
-        if (w > 0) a->sent += (size_t)w;
+        if (w > 0)
+            a->sent += (size_t)w;
         if (a->sent == a->spec->request_len) {
             event_del(a->io);
             event_assign(a->io, a->r->base, a->fd, EV_READ | EV_PERSIST, on_attempt_io, a);
@@ -250,8 +260,10 @@ static void on_attempt_io(evutil_socket_t fd, short what, void *arg)
     }
     if (what & EV_READ) {
         ssize_t n = read(a->fd, a->resp + a->resp_len, sizeof a->resp - 1 - a->resp_len);
-        if (n < 0 && errno == EAGAIN) return;
-        if (n > 0) a->resp_len += (size_t)n;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n > 0)
+            a->resp_len += (size_t)n;
         a->resp[a->resp_len] = 0;
         /* "HTTP/1.1 200 ..." — the status is all we need. */
         if (a->resp_len >= 12 || n <= 0) {
@@ -295,23 +307,27 @@ void readiness_check(struct readiness *r, struct readiness_waiter *w)
     }
     LIST_INSERT_HEAD(&r->waiters, w, link);
     w->waiting = true;
-    if (r->running) return;
+    if (r->running)
+        return;
     r->running = true;
     r->round_start_ns = clock_now_ns();
-    if (!r->retry) r->retry = evtimer_new(r->base, on_retry, r);
+    if (!r->retry)
+        r->retry = evtimer_new(r->base, on_retry, r);
     start_round(r);
 }
 
 void readiness_cancel(struct readiness *r, struct readiness_waiter *w)
 {
     (void)r;
-    if (!w->waiting) return;
+    if (!w->waiting)
+        return;
     LIST_REMOVE(w, link);
     w->waiting = false;
 }
 
 void readiness_free(struct readiness *r)
 {
-    if (r->retry) event_free(r->retry);
+    if (r->retry)
+        event_free(r->retry);
     free(r->specs);
 }

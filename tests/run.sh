@@ -27,15 +27,17 @@ if [ "${ONLY:-unit}" = unit ] || [ -z "${ONLY:-}" ]; then
 fi
 
 if [ "${ONLY:-scenario}" = scenario ] || [ -z "${ONLY:-}" ]; then
+  log=$(mktemp)
   for f in tests/scenario/test_*.py; do
-    out=$(timeout 900 /usr/bin/python3 "$f" ${FILTER:-} 2>&1)
-    echo "$out"
-    line=$(echo "$out" | grep -E '^scenario: [0-9]+ passed, [0-9]+ failed' | tail -1)
+    # Streamed (not captured) so a slow or stuck test shows where it is.
+    timeout 900 /usr/bin/python3 -u "$f" ${FILTER:-} 2>&1 | tee "$log"
+    line=$(grep -E '^scenario: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
     if [ -z "$line" ]; then echo "scenario: $f did not finish"; failed=$((failed + 1)); continue; fi
     p=$(echo "$line" | sed -E 's/^scenario: ([0-9]+) passed.*/\1/')
     q=$(echo "$line" | sed -E 's/^scenario: [0-9]+ passed, ([0-9]+) failed.*/\1/')
     passed=$((passed + p)); failed=$((failed + q))
   done
+  rm -f "$log"
 fi
 
 echo "$passed passed, $failed failed"

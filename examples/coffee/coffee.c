@@ -51,12 +51,14 @@ static long query_ms(struct evhttp_request *req, const char *key)
 {
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (!q) return 0;
+    if (!q)
+        return 0;
     struct evkeyvalq params;
     long v = 0;
     if (evhttp_parse_query_str(q, &params) == 0) {
         const char *s = evhttp_find_header(&params, key);
-        if (s) v = atol(s);
+        if (s)
+            v = atol(s);
         evhttp_clear_headers(&params);
     }
     return v > 0 ? v : 0;
@@ -107,9 +109,12 @@ int main(void)
     const char *port = getenv("PORT");
     version = getenv("COFFEE_VERSION");
     revision = getenv("K_REVISION");
-    if (!port || !*port) port = "8080";
-    if (!version || !*version) version = "v1";
-    if (!revision || !*revision) revision = "local";
+    if (!port || !*port)
+        port = "8080";
+    if (!version || !*version)
+        version = "v1";
+    if (!revision || !*revision)
+        revision = "local";
     signal(SIGPIPE, SIG_IGN);
     base = event_base_new();
     struct evhttp *http = evhttp_new(base);

@@ -16,14 +16,16 @@
 
 static void feed(struct evbuffer *b, const uint8_t *d, size_t n, size_t split)
 {
-    if (split > n) split = n;
+    if (split > n)
+        split = n;
     evbuffer_add(b, d, split);
     evbuffer_add(b, d + split, n - split);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1) return 0;
+    if (size < 1)
+        return 0;
     uint8_t ctl = data[0];
     data++;
     size--;
@@ -65,9 +67,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t n;
             r = h1_parse_body(&p, b, 97, &n);
             evbuffer_drain(b, n);
-            if (r != H1_BODY || n == 0) break;
+            if (r != H1_BODY || n == 0)
+                break;
         }
-        if (!request && r == H1_BODY) h1_parser_eof_completes(&p);
+        if (!request && r == H1_BODY)
+            h1_parser_eof_completes(&p);
     }
     evbuffer_free(b);
     http_head_release(h);

@@ -711,7 +711,7 @@ def soak_million_requests_mixed_bad_input_rss_flat():
         stop.set()
         th.join()
     ok(done >= target, "%d good requests in the time allowed" % done)
-    ok(sent[0] > 1000, "bad clients mixed in: %d" % sent[0])
+    ok(sent[0] > (200 if SANITIZE else 1000), "bad clients mixed in: %d" % sent[0])
     # Under ASan freed memory waits in its quarantine, so RSS says nothing
     # there; LeakSanitizer checks the clean exit instead (harness).
     if not SANITIZE:

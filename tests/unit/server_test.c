@@ -51,7 +51,8 @@ static int port_of(struct server *s)
 static size_t exchange(struct event_base *base, int fd, const char *send_, char *out, size_t cap,
                        const char *want, int *eof)
 {
-    if (send_) assert_int_equal(write(fd, send_, strlen(send_)), (ssize_t)strlen(send_));
+    if (send_)
+        assert_int_equal(write(fd, send_, strlen(send_)), (ssize_t)strlen(send_));
     size_t got = 0;
     *eof = 0;
     for (int i = 0; i < 400 && got < cap - 1; i++) {
@@ -60,7 +61,8 @@ static size_t exchange(struct event_base *base, int fd, const char *send_, char 
         if (n > 0) {
             got += (size_t)n;
             out[got] = 0;
-            if (want && strstr(out, want)) break;
+            if (want && strstr(out, want))
+                break;
         } else if (n == 0) {
             *eof = 1;
             break;

@@ -8,18 +8,14 @@
 #include "loop.h"
 #include "upstream.h"
 
-static void on_rw(evutil_socket_t fd, short what, void *arg)
+static int writable_calls;
+static void on_readable(struct upconn *uc) { (void)uc; }
+static void on_writable(struct upconn *uc)
 {
-    (void)fd;
-    struct upconn *uc = arg;
-    if ((what & EV_WRITE) && uc->connecting) {
-        uc->connecting = !!net_connect_result(uc->fd);
-        event_del(&uc->wev);
-        uc->writing = false;
-        return;
-    }
-    if ((what & EV_READ) && !uc->req) upconn_idle_readable(uc);
+    writable_calls++;
+    upconn_want_write(uc, false);
 }
+static const struct upconn_ops ops = {on_readable, on_writable, NULL};
 
 static void turn(struct event_base *base, int n)
 {
@@ -41,21 +37,23 @@ static void test_pool(void **state)
     int port;
     net_peer_ip(&ss, ip, sizeof ip, &port);
     struct upstream u;
-    assert_true(upstream_init(&u, base, "127.0.0.1", port, 2, 5, on_rw, on_rw));
-    struct upconn *a = upstream_checkout(&u, false);
-    struct upconn *b = upstream_checkout(&u, false);
+    assert_true(upstream_init(&u, base, "127.0.0.1", port, 2, 5));
+    struct upconn *a = upstream_checkout(&u, false, &ops, NULL);
+    struct upconn *b = upstream_checkout(&u, false, &ops, NULL);
     assert_non_null(a);
     assert_non_null(b);
     assert_false(a->reused);
     turn(base, 5);
     int pa = accept(l, NULL, NULL), pb = accept(l, NULL, NULL);
     assert_true(pa >= 0 && pb >= 0);
+    assert_int_equal(writable_calls, 2); /* each holder learns its connect completed */
+    assert_false(a->connecting);
     assert_int_equal(u.nconns, 2);
     upstream_checkin(a);
     upstream_checkin(b);
     assert_int_equal(u.nidle, 2);
     /* LIFO: the most recently returned comes out first, marked reused. */
-    struct upconn *c = upstream_checkout(&u, false);
+    struct upconn *c = upstream_checkout(&u, false, &ops, NULL);
     assert_ptr_equal(c, b);
     assert_true(c->reused);
     upstream_checkin(c);
