@@ -46,14 +46,14 @@ AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/coffee
+BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee
 
 .PHONY: all deps test unit scenario run bench fuzz format format-check install clean
 all: $(BINS)
 
 # ---------------------------------------------------------------- dependencies
 DEB_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev libcmocka-dev \
-            libprotobuf-c-dev protobuf-c-compiler libjansson-dev curl wrk nginx-light haproxy \
+            libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev curl wrk nginx-light haproxy \
             python3 python3-websockets clang libclang-rt-14-dev clang-format procps
 
 deps:
@@ -86,6 +86,10 @@ $(BUILD)/libcoldbrew.a: $(COMMON_OBJ) $(LLHTTP_OBJ)
 $(BUILD)/bin/queue-proxy: $(QP_OBJ) $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(QP_OBJ) $(BUILD)/libcoldbrew.a $(LIBS)
+
+$(BUILD)/bin/activator: $(BUILD)/obj/activator/main.o $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/coffee: $(BUILD)/obj/examples/coffee/coffee.o
 	@mkdir -p $(dir $@)
@@ -145,7 +149,7 @@ format-check:
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/bin/queue-proxy $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(DESTDIR)$(PREFIX)/bin/
 
 clean:
 	rm -rf build

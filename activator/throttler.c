@@ -67,7 +67,7 @@ void throttler_init(struct throttler *t, long cc, uint64_t seed)
 static void tracker_unref(struct pod_tracker *pt)
 {
     if (--pt->refs == 0) {
-        upstream_close_idle(&pt->pool);
+        pod_pool_put(pt->pool);
         free(pt);
     }
 }
@@ -129,8 +129,7 @@ static int cmp_dest(const void *a, const void *b)
     return strcmp((*(struct pod_tracker *const *)a)->dest, (*(struct pod_tracker *const *)b)->dest);
 }
 
-void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned n,
-                        throttler_pool_init make_pool)
+void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned n, bool with_pools)
 {
     struct pod_tracker **next = calloc(n ? n : 1, sizeof *next);
     unsigned m = 0;
@@ -149,21 +148,8 @@ void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned 
             snprintf(found->dest, sizeof found->dest, "%s", dests[i]);
             found->refs = 1;
             found->linked = true;
-            char ip[64];
-            snprintf(ip, sizeof ip, "%s", dests[i]);
-            char *colon = strrchr(ip, ':');
-            int port = 80;
-            if (colon) {
-                *colon = 0;
-                port = atoi(colon + 1);
-            }
-            char *host = ip;
-            if (host[0] == '[') {
-                host++;
-                host[strlen(host) - 1] = 0;
-            }
-            if (make_pool)
-                make_pool(&found->pool, host, port);
+            if (with_pools)
+                found->pool = pod_pool_get(dests[i]);
         }
         next[m++] = found;
     }

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../common/upstream.h"
+#include "pods.h"
 
 enum lb_policy {
     LB_RANDOM_CHOICE_2, /* CC = 0: the better of two random pods */
@@ -33,10 +33,10 @@ enum lb_policy {
 };
 
 struct pod_tracker {
-    char dest[64];       /* "ip:port": the sort key */
-    struct upstream pool; /* keep-alive connections to this pod */
-    unsigned in_flight;  /* requests this activator has on the pod */
-    unsigned refs;       /* 1 while in the throttler, +1 per request */
+    char dest[64];         /* "ip:port": the sort key */
+    struct pod_pool *pool; /* keep-alive connections to this pod (a reference) */
+    unsigned in_flight;    /* requests this activator has on the pod */
+    unsigned refs;         /* 1 while in the throttler, +1 per request */
     bool linked;
 };
 
@@ -67,10 +67,9 @@ void throttler_free(struct throttler *t);
 /* This activator's place among the revision's activators (public endpoints). */
 void throttler_set_activators(struct throttler *t, int index, unsigned count);
 /* The healthy pods ("ip:port" each). Trackers of pods that stay keep their
- * counters and pools; new ones get an upstream pool built by `make_pool`. */
-typedef void (*throttler_pool_init)(struct upstream *u, const char *ip, int port);
-void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned n,
-                        throttler_pool_init make_pool);
+ * counters and pools; new ones take a reference on the pod's pool when
+ * `with_pools` (unit tests run without). */
+void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned n, bool with_pools);
 /* A pod slot for one request, or NULL when none is free now. */
 struct pod_tracker *throttler_pick(struct throttler *t);
 /* The request is done with its pod. */

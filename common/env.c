@@ -104,3 +104,59 @@ bool env_bool(const char *name, bool def)
         return def;
     return out;
 }
+
+bool parse_go_duration(const char *s, double *seconds)
+{
+    static const struct {
+        const char *unit;
+        double scale;
+    } units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3},
+                 {"s", 1},     {"m", 60},    {"h", 3600}};
+    if (!s || !*s)
+        return false;
+    double total = 0;
+    bool neg = false;
+    if (*s == '-' || *s == '+')
+        neg = *s++ == '-';
+    if (!strcmp(s, "0")) {
+        *seconds = 0;
+        return true;
+    }
+    while (*s) {
+        char *end;
+        errno = 0;
+        double v = strtod(s, &end);
+        if (end == s || errno)
+            return false;
+        s = end;
+        unsigned i, best = 0;
+        size_t best_len = 0;
+        for (i = 0; i < sizeof units / sizeof units[0]; i++) {
+            size_t n = strlen(units[i].unit);
+            if (!strncmp(s, units[i].unit, n) && n > best_len) {
+                best = i;
+                best_len = n;
+            }
+        }
+        if (!best_len)
+            return false;
+        total += v * units[best].scale;
+        s += best_len;
+    }
+    *seconds = neg ? -total : total;
+    return true;
+}
+
+double env_duration(const char *name, double def, bool *ok)
+{
+    const char *v = getenv(name);
+    double out;
+    if (!v || !*v)
+        return def;
+    if (!parse_go_duration(v, &out)) {
+        if (ok)
+            *ok = false;
+        return def;
+    }
+    return out;
+}

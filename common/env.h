@@ -26,5 +26,9 @@ bool env_bool(const char *name, bool def);
 bool parse_long(const char *s, long *out);
 bool parse_double(const char *s, double *out);
 bool parse_bool(const char *s, bool *out);
+/* Go's time.ParseDuration ("300ms", "1m30s", "2h", "1.5s"); bare numbers are rejected. */
+bool parse_go_duration(const char *s, double *seconds);
+/* An env var holding a Go duration; def when unset; *ok false when malformed. */
+double env_duration(const char *name, double def, bool *ok);
 
 #endif

@@ -79,8 +79,15 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd, (void)what;
+    (void)fd;
     struct sconn *c = arg;
+    if (!(what & EV_READ)) {
+        /* Holding input (EV_CLOSED only): the peer hung up. */
+        c->eof = true;
+        io_arm(&c->rev, &c->reading, false);
+        sconn_process(c);
+        return;
+    }
     switch (io_read(c->in, c->fd)) {
     case IO_OK:
     case IO_AGAIN:
@@ -102,7 +109,24 @@ static void sconn_update_reading(struct sconn *c)
 {
     if (c->dead || c->eof)
         return;
-    io_arm(&c->rev, &c->reading, evbuffer_get_length(c->in) < c->srv->lim->watermark);
+    if (c->holding != c->rev_closed_only) {
+        /* Switch between reading and only watching for the peer's hang-up
+         * (EPOLLRDHUP): a held request's body stays in the kernel. */
+        io_arm(&c->rev, &c->reading, false);
+        event_assign(&c->rev, c->base, c->fd, (c->holding ? EV_CLOSED : EV_READ) | EV_PERSIST,
+                     on_read, c);
+        c->rev_closed_only = c->holding;
+    }
+    io_arm(&c->rev, &c->reading, c->holding || evbuffer_get_length(c->in) < c->srv->lim->watermark);
+}
+
+void request_hold_input(struct request *req, bool hold)
+{
+    struct sconn *c = req->conn;
+    if (c->holding == hold)
+        return;
+    c->holding = hold;
+    sconn_update_reading(c);
 }
 
 /* ---------------------------------------------------------------- teardown */
@@ -205,6 +229,7 @@ static void start_request(struct sconn *c)
     struct http_head *h = c->parser.head;
     memset(r, 0, offsetof(struct request, timer));
     r->app_ptr = NULL;
+    c->holding = false;
     r->conn = c;
     r->head = h;
     r->state = REQ_HELD;
@@ -351,10 +376,12 @@ static void on_request_timer(evutil_socket_t fd, short what, void *arg)
     req->on_input = NULL;
     req->on_drain = NULL;
     if (req->state == REQ_HELD) {
-        request_reply(req, 504, "text/plain; charset=utf-8", "request timeout", 15, NULL);
+        const char *tb = c->srv->timeout_body;
+        request_reply(req, 504, "text/plain; charset=utf-8", tb, strlen(tb), NULL);
     } else if (req->resp_chunked && at_boundary && !req->upgraded) {
         /* Go's TimeoutHandler appends its text to a streamed body and ends the response. */
-        evbuffer_add(c->out, "f\r\nrequest timeout\r\n0\r\n\r\n", 25);
+        evbuffer_add_printf(c->out, "%zx\r\n%s\r\n0\r\n\r\n", strlen(c->srv->timeout_body),
+                            c->srv->timeout_body);
         req->status = 504;
         request_end(req, false);
         sconn_write(c);
@@ -411,6 +438,7 @@ void request_end(struct request *req, bool abort)
     req->on_input = NULL;
     req->on_drain = NULL;
     req->state = REQ_IDLE;
+    c->holding = false; /* the next request is read normally (see sconn_update_reading) */
     bool keep =
         !abort && req->body_done && !req->resp_close && !req->upgraded && !c->srv->keepalive_off;
     http_head_release(req->head);
@@ -528,6 +556,7 @@ struct server *server_open(struct event_base *base, const char *name, const char
     s->lim = lim;
     s->on_request = cb;
     s->arg = arg;
+    s->timeout_body = "request timeout";
     LIST_INIT(&s->conns);
     event_assign(&s->accept_ev, base, fd, EV_READ | EV_PERSIST, on_accept, s);
     event_add(&s->accept_ev, NULL);

@@ -64,7 +64,8 @@ struct server {
     LIST_HEAD(, sconn) conns;
     unsigned nconns;
     bool accepting;
-    bool keepalive_off; /* draining: answer with Connection: close */
+    bool keepalive_off;       /* draining: answer with Connection: close */
+    const char *timeout_body; /* 504 body: "request timeout" (queue-proxy), or the activator's */
 };
 
 enum request_state {
@@ -120,13 +121,15 @@ struct sconn {
     struct request req;
     char peer_ip[48];
     int peer_port;
-    bool reading;     /* read event armed */
-    bool writing;     /* write event armed */
-    bool eof;         /* peer sent FIN */
-    bool close_after; /* close once output is flushed */
-    bool dead;        /* closed; memory freed by the reaper */
-    bool busy;        /* inside sconn_process */
-    bool first;       /* still waiting for its first request */
+    bool reading;         /* read event armed */
+    bool holding;         /* request_hold_input: only watch for the peer's hang-up */
+    bool rev_closed_only; /* rev is currently assigned EV_CLOSED, not EV_READ */
+    bool writing;         /* write event armed */
+    bool eof;             /* peer sent FIN */
+    bool close_after;     /* close once output is flushed */
+    bool dead;            /* closed; memory freed by the reaper */
+    bool busy;            /* inside sconn_process */
+    bool first;           /* still waiting for its first request */
     LIST_ENTRY(sconn) link;
     struct sconn *next_dead;
 };
@@ -162,6 +165,9 @@ void request_end(struct request *req, bool abort);
 struct evbuffer *request_output(struct request *req);
 struct evbuffer *request_input(struct request *req);
 void request_flush(struct request *req);
+/* While a request waits (the activator holding it for a pod), stop reading
+ * its connection so its body stays in the kernel; a hang-up is still seen. */
+void request_hold_input(struct request *req, bool hold);
 /* Re-arm reading after the holder consumed input. */
 void request_input_consumed(struct request *req);
 /* Is the client's output above the watermark? */

@@ -242,3 +242,87 @@ def run_all(only=None):
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 SANITIZE = os.environ.get("SANITIZE") == "1"
+
+
+# ---------------------------------------------------------------- activator
+
+class KubeAPI(Proc):
+    """The Kubernetes API test double (kube_api.py): list/watch in Kubernetes' JSON shapes."""
+
+    def __init__(self, page=2):
+        self.port = free_port()
+        super().__init__("kube-api", [PY, os.path.join(HERE, "kube_api.py"), str(self.port), str(page)])
+        wait_port(self.port, proc=self.p)
+
+    def post(self, what, body=None):
+        st, _, data = get(self.port, "/_test/" + what, method="POST", body=json.dumps(body or {}),
+                          headers={"Content-Type": "application/json"})
+        ok(st == 200, "kube api %s: %s" % (what, data))
+        return json.loads(data)
+
+    def apply(self, kind, obj):
+        return self.post("apply", {"kind": kind, "object": obj})
+
+    def delete(self, kind, ns, name):
+        return self.post("delete", {"kind": kind, "namespace": ns, "name": name})
+
+    def revision(self, ns, name, cc=0, timeout=300, **spec):
+        s = {"containerConcurrency": cc, "timeoutSeconds": timeout,
+             "containers": [{"image": "coffee", "ports": [{"containerPort": 8080}]}]}
+        s.update(spec)
+        return self.apply("Revision", {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                                       "metadata": {"namespace": ns, "name": name,
+                                                    "labels": {"serving.knative.dev/service": name.rsplit("-", 1)[0]}},
+                                       "spec": s})
+
+    def private_endpoints(self, ns, rev, ready=(), not_ready=()):
+        """ready/not_ready: lists of (ip, port); one subset per pod so ports may differ."""
+        subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+                   for ip, port in ready]
+        subsets += [{"notReadyAddresses": [{"ip": ip}], "ports": [{"name": "http", "port": port}]}
+                    for ip, port in not_ready]
+        return self.apply("Endpoints", {"apiVersion": "v1", "kind": "Endpoints",
+                                        "metadata": {"namespace": ns, "name": rev + "-private", "labels": {
+                                            "serving.knative.dev/revision": rev,
+                                            "serving.knative.dev/revisionUID": "uid-" + rev,
+                                            "networking.internal.knative.dev/serviceType": "Private"}},
+                                        "subsets": subsets})
+
+    def public_endpoints(self, ns, rev, ips, port=8012):
+        return self.apply("Endpoints", {"apiVersion": "v1", "kind": "Endpoints",
+                                        "metadata": {"namespace": ns, "name": rev, "labels": {
+                                            "serving.knative.dev/revision": rev,
+                                            "networking.internal.knative.dev/serviceType": "Public"}},
+                                        "subsets": [{"addresses": [{"ip": ip} for ip in ips],
+                                                     "ports": [{"name": "http", "port": port}]}]})
+
+
+class Activator(Proc):
+    """coldbrew's activator with Knative's env, pointed at the API double."""
+
+    def __init__(self, kube, wait=True, **overrides):
+        self.port = free_port()
+        self.h2c = free_port()
+        env = {"POD_NAME": "activator-test-0", "POD_IP": "127.0.0.1", "SYSTEM_NAMESPACE": "knative-serving",
+               "CLUSTER_DOMAIN": "cluster.local", "KUBE_API_URL": "http://127.0.0.1:%d" % kube.port,
+               "KUBE_TOKEN_FILE": "/nonexistent", "ACTIVATOR_HTTP_PORT": str(self.port),
+               "ACTIVATOR_H2C_PORT": str(self.h2c), "METRICS_PROMETHEUS_PORT": str(free_port()),
+               "AUTOSCALER_URL": "ws://127.0.0.1:1", "COLDBREW_LISTEN_HOST": "127.0.0.1",
+               "ACTIVATOR_DRAIN_SECONDS": "0.2"}
+        for k, v in overrides.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        super().__init__("activator", [os.path.join(BIN, "activator")], env)
+        if wait:
+            wait_port(self.port, proc=self.p)
+
+
+class Pod:
+    """A revision pod: a real origin behind a real coldbrew queue-proxy."""
+
+    def __init__(self, **qp_env):
+        self.origin = Origin()
+        self.qp = QueueProxy(self.origin.port, **qp_env)
+        self.addr = ("127.0.0.1", self.qp.port)

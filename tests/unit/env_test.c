@@ -38,6 +38,20 @@ static void test_parsers(void **state)
     assert_false(ok);
 }
 
+static void test_go_duration(void **state)
+{
+    (void)state;
+    double d;
+    assert_true(parse_go_duration("300ms", &d) && d > 0.2999 && d < 0.3001);
+    assert_true(parse_go_duration("1m30s", &d) && d == 90);
+    assert_true(parse_go_duration("1.5s", &d) && d == 1.5);
+    assert_true(parse_go_duration("2h", &d) && d == 7200);
+    assert_true(parse_go_duration("0", &d) && d == 0);
+    assert_false(parse_go_duration("300", &d)); /* Go requires a unit */
+    assert_false(parse_go_duration("3x", &d));
+    assert_false(parse_go_duration("", &d));
+}
+
 static void test_json_escape(void **state)
 {
     (void)state;
@@ -51,6 +65,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_require_collects_all),
         cmocka_unit_test(test_parsers),
+        cmocka_unit_test(test_go_duration),
         cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests_name("env", tests, NULL, NULL);

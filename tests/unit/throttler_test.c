@@ -15,16 +15,17 @@ static void test_pick_indices(void **state)
         int idx;
         unsigned acts, b, e, rem;
     } v[] = {
-        {1, 0, 1, 0, 1, 0},   {1, 0, 2, 0, 1, 0},   {1, 1, 2, 0, 1, 0},  {2, 0, 3, 0, 1, 0},
-        {2, 1, 3, 1, 2, 0},   {2, 2, 3, 0, 1, 0},   {2, 1, 2, 1, 2, 0},  {3, 0, 2, 0, 1, 1},
-        {3, 1, 2, 1, 2, 1},   {10, 0, 3, 0, 3, 1},  {10, 1, 3, 3, 6, 1}, {10, 2, 3, 6, 9, 1},
-        {11, 2, 3, 6, 9, 2},  {5, 4, 5, 4, 5, 0},   {3, 5, 5, 2, 3, 0},
+        {1, 0, 1, 0, 1, 0},  {1, 0, 2, 0, 1, 0},  {1, 1, 2, 0, 1, 0},  {2, 0, 3, 0, 1, 0},
+        {2, 1, 3, 1, 2, 0},  {2, 2, 3, 0, 1, 0},  {2, 1, 2, 1, 2, 0},  {3, 0, 2, 0, 1, 1},
+        {3, 1, 2, 1, 2, 1},  {10, 0, 3, 0, 3, 1}, {10, 1, 3, 3, 6, 1}, {10, 2, 3, 6, 9, 1},
+        {11, 2, 3, 6, 9, 2}, {5, 4, 5, 4, 5, 0},  {3, 5, 5, 2, 3, 0},
     };
     for (unsigned i = 0; i < sizeof v / sizeof v[0]; i++) {
         unsigned b, e, rem;
         throttler_pick_indices(v[i].pods, v[i].idx, v[i].acts, &b, &e, &rem);
         if (b != v[i].b || e != v[i].e || rem != v[i].rem)
-            fail_msg("pods %u idx %d acts %u: got [%u,%u) rem %u", v[i].pods, v[i].idx, v[i].acts, b, e, rem);
+            fail_msg("pods %u idx %d acts %u: got [%u,%u) rem %u", v[i].pods, v[i].idx, v[i].acts,
+                     b, e, rem);
     }
 }
 
@@ -47,7 +48,7 @@ static void test_assign_slice_ten_pods_three_activators(void **state)
     for (int idx = 0; idx < 3; idx++) {
         struct throttler t;
         throttler_init(&t, 2, 1);
-        throttler_set_pods(&t, dests, 10, NULL);
+        throttler_set_pods(&t, dests, 10, false);
         throttler_set_activators(&t, idx, 3);
         assert_int_equal(t.nassigned, want_count[idx]);
         assert_int_equal(t.assigned[0], (unsigned)idx * 3);
@@ -59,7 +60,7 @@ static void test_assign_slice_ten_pods_three_activators(void **state)
     /* Unassigned (index -1) and CC = 0 take every pod. */
     struct throttler t;
     throttler_init(&t, 0, 1);
-    throttler_set_pods(&t, dests, 10, NULL);
+    throttler_set_pods(&t, dests, 10, false);
     throttler_set_activators(&t, 1, 3);
     assert_int_equal(t.nassigned, 10);
     throttler_free(&t);
@@ -68,11 +69,11 @@ static void test_assign_slice_ten_pods_three_activators(void **state)
 static void test_capacity(void **state)
 {
     (void)state;
-    assert_int_equal(throttler_capacity(10, 3, 3, 2), 30);          /* pod-direct */
-    assert_int_equal(throttler_capacity(10, 3, 0, 2), 15);          /* ClusterIP */
-    assert_int_equal(throttler_capacity(1, 1, 0, 3), 1);            /* at least 1 */
+    assert_int_equal(throttler_capacity(10, 3, 3, 2), 30);         /* pod-direct */
+    assert_int_equal(throttler_capacity(10, 3, 0, 2), 15);         /* ClusterIP */
+    assert_int_equal(throttler_capacity(1, 1, 0, 3), 1);           /* at least 1 */
     assert_int_equal(throttler_capacity(0, 2, 2, 1), 2147483647L); /* CC 0: unlimited */
-    assert_int_equal(throttler_capacity(0, 0, 0, 1), 0);            /* no backends */
+    assert_int_equal(throttler_capacity(0, 0, 0, 1), 0);           /* no backends */
 }
 
 static void test_first_available(void **state)
@@ -83,7 +84,7 @@ static void test_first_available(void **state)
     throttler_init(&t, 1, 1);
     assert_int_equal(t.policy, LB_FIRST_AVAILABLE);
     assert_null(throttler_pick(&t)); /* no pods: wait */
-    throttler_set_pods(&t, dests, 3, NULL);
+    throttler_set_pods(&t, dests, 3, false);
     struct pod_tracker *a = throttler_pick(&t), *b = throttler_pick(&t), *c = throttler_pick(&t);
     assert_string_equal(a->dest, "10.0.0.10:8012");
     assert_string_equal(b->dest, "10.0.0.11:8012");
@@ -104,7 +105,7 @@ static void test_round_robin_and_removed_pod(void **state)
     struct throttler t;
     throttler_init(&t, 4, 1);
     assert_int_equal(t.policy, LB_ROUND_ROBIN);
-    throttler_set_pods(&t, dests, 3, NULL);
+    throttler_set_pods(&t, dests, 3, false);
     struct pod_tracker *p[6];
     for (int i = 0; i < 6; i++)
         p[i] = throttler_pick(&t);
@@ -112,7 +113,7 @@ static void test_round_robin_and_removed_pod(void **state)
     assert_ptr_equal(p[1], p[4]);
     assert_true(p[0] != p[1] && p[1] != p[2]);
     /* The first pod leaves while it has requests: unlinked, freed on release. */
-    throttler_set_pods(&t, dests + 1, 2, NULL);
+    throttler_set_pods(&t, dests + 1, 2, false);
     assert_int_equal(t.npods, 2);
     assert_false(p[0]->linked);
     tracker_release(p[0]);
@@ -129,7 +130,7 @@ static void test_random_choice_2_prefers_less_loaded(void **state)
     make_dests(2);
     struct throttler t;
     throttler_init(&t, 0, 42);
-    throttler_set_pods(&t, dests, 2, NULL);
+    throttler_set_pods(&t, dests, 2, false);
     struct pod_tracker *first = throttler_pick(&t);
     for (int i = 0; i < 10; i++) {
         struct pod_tracker *p = throttler_pick(&t);

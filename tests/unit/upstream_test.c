@@ -9,7 +9,10 @@
 #include "upstream.h"
 
 static int writable_calls;
-static void on_readable(struct upconn *uc) { (void)uc; }
+static void on_readable(struct upconn *uc)
+{
+    (void)uc;
+}
 static void on_writable(struct upconn *uc)
 {
     writable_calls++;

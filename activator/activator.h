@@ -1,0 +1,105 @@
+/* activator.h — the activator process: its state and its rooms.
+ *
+ *   main.c       start-up, env contract, watches, listeners, signals and drain
+ *   config.c     environment (Knative §1.2 plus coldbrew's port and API overrides)
+ *   revisions.c  the revision registry fed by the Kubernetes watches; backends
+ *                (private Endpoints -> probed pods) and this activator's slice
+ *                (public Endpoints)
+ *   handler.c    the data ports: probes, revision lookup, holding, throttling,
+ *                forwarding
+ *   throttler.c  per-revision admission and load balancing
+ *   pods.c       per-pod keep-alive pools shared by probes and requests
+ *
+ * One process-wide `struct activator`, reached through `act`. */
+#ifndef ACTIVATOR_ACTIVATOR_H
+#define ACTIVATOR_ACTIVATOR_H
+
+#include <stdbool.h>
+#include <sys/queue.h>
+#include <uthash.h>
+
+#include "../common/http_client.h"
+#include "../common/k8s.h"
+#include "../common/server.h"
+#include "../common/stats.h"
+#include "throttler.h"
+
+struct act_config {
+    const char *pod_name, *pod_ip, *system_namespace, *cluster_domain;
+    double probe_timeout, probe_frequency;
+    unsigned max_idle_per_host, max_idle_total;
+    int http_port, h2c_port, metrics_port;
+    const char *listen_host;
+    const char *autoscaler_url;
+    double drain_seconds;
+    unsigned max_waiting_per_revision, max_waiting_total;
+    double upstream_idle_seconds;
+};
+
+bool act_config_load(struct act_config *cfg, char *err, size_t cap);
+
+struct act_ctx;
+
+/* A pod address from a revision's private Endpoints, and what probing it said. */
+struct backend {
+    char dest[64];
+    bool ready;   /* Kubernetes lists it under addresses (else notReadyAddresses) */
+    bool healthy; /* answered 200 "queue" to our probe */
+    bool seen;    /* still in the latest Endpoints (update bookkeeping) */
+    struct pod_pool *pool;
+    struct http_call *probe;
+    struct revision *rev;
+};
+
+struct revision {
+    char key[256]; /* "namespace/name" */
+    char ns[64], name[190];
+    UT_hash_handle hh;
+    bool exists; /* the Revision object is known */
+    long cc;
+    double timeout, response_start_timeout, idle_timeout;
+    bool h2c;
+    struct throttler thr;
+    TAILQ_HEAD(, act_ctx) waiters;
+    unsigned nwaiting;
+    bool dispatching;
+    struct backend *backends;
+    unsigned nbackends;
+    struct event *probe_tick;
+    unsigned active; /* requests referencing this revision */
+    struct stats stats;
+};
+
+struct activator {
+    struct act_config cfg;
+    struct event_base *base;
+    struct server_limits lim;
+    struct server *http, *h2c;
+    struct k8s_client k8s;
+    struct k8s_watch *w_rev, *w_private, *w_public;
+    unsigned synced; /* watches that completed their first list */
+    struct revision *revisions;
+    unsigned waiting_total;
+    unsigned in_flight;
+    bool autoscaler_connected;
+    bool sigterm, drained;
+    struct event *drain_timer, *exit_timer;
+};
+
+extern struct activator *act;
+
+/* revisions.c */
+struct revision *revision_find(const char *ns, const char *name);
+void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj);
+void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj);
+void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj);
+void revision_dispatch(struct revision *r);
+void revision_maybe_free(struct revision *r);
+void revisions_free_all(void);
+
+/* handler.c */
+void act_on_request(struct request *req, void *arg);
+void act_ctx_pool_trim(unsigned keep);
+void act_check_exit(void);
+
+#endif

@@ -1,0 +1,81 @@
+/* config.c — the activator's environment (Knative §1.2).
+ *
+ * Required, as envconfig makes them: POD_NAME, POD_IP. coldbrew adds port
+ * overrides (ACTIVATOR_HTTP_PORT, ACTIVATOR_H2C_PORT, METRICS_PROMETHEUS_PORT)
+ * so several activators can share a host, KUBE_API_URL / AUTOSCALER_URL to
+ * point at a plain-HTTP API and a given autoscaler, ACTIVATOR_DRAIN_SECONDS,
+ * and the caps on held requests (COLDBREW_MAX_WAITING_PER_REVISION,
+ * COLDBREW_MAX_WAITING). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/env.h"
+#include "activator.h"
+
+/* Kubernetes' resolv.conf names the cluster domain: "search ns.svc.<domain> svc.<domain> <domain>". */
+static const char *domain_from_resolv(void)
+{
+    static char domain[128];
+    FILE *f = fopen("/etc/resolv.conf", "r");
+    if (!f)
+        return NULL;
+    char line[512];
+    const char *found = NULL;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "search", 6))
+            continue;
+        for (char *tok = strtok(line + 6, " \t\n"); tok; tok = strtok(NULL, " \t\n"))
+            if (!strncmp(tok, "svc.", 4) && tok[4]) {
+                snprintf(domain, sizeof domain, "%s", tok + 4);
+                found = domain;
+                break;
+            }
+    }
+    fclose(f);
+    return found;
+}
+
+bool act_config_load(struct act_config *cfg, char *err, size_t cap)
+{
+    memset(cfg, 0, sizeof *cfg);
+    struct env_missing m = {{0}, 0};
+    cfg->pod_name = env_require(&m, "POD_NAME");
+    cfg->pod_ip = env_require(&m, "POD_IP");
+    if (m.count) {
+        snprintf(err, cap, "required key%s %s missing value", m.count > 1 ? "s" : "", m.names);
+        return false;
+    }
+    cfg->system_namespace = env_str("SYSTEM_NAMESPACE", "knative-serving");
+    cfg->cluster_domain = env_str("CLUSTER_DOMAIN", NULL);
+    if (!cfg->cluster_domain)
+        cfg->cluster_domain = domain_from_resolv();
+    if (!cfg->cluster_domain)
+        cfg->cluster_domain = "cluster.local";
+    bool ok = true;
+    cfg->probe_timeout = env_duration("PROBE_TIMEOUT", 0.3, &ok);
+    cfg->probe_frequency = env_duration("PROBE_FREQUENCY", 0.2, &ok);
+    cfg->drain_seconds = env_double("ACTIVATOR_DRAIN_SECONDS", 45, &ok);
+    cfg->max_idle_total = (unsigned)env_long("MAX_IDLE_PROXY_CONNS", 1000, &ok);
+    cfg->max_idle_per_host = (unsigned)env_long("MAX_IDLE_PROXY_CONNS_PER_HOST", 100, &ok);
+    cfg->http_port = (int)env_long("ACTIVATOR_HTTP_PORT", 8012, &ok);
+    cfg->h2c_port = (int)env_long("ACTIVATOR_H2C_PORT", 8013, &ok);
+    cfg->metrics_port = (int)env_long("METRICS_PROMETHEUS_PORT", 9090, &ok);
+    cfg->max_waiting_per_revision = (unsigned)env_long("COLDBREW_MAX_WAITING_PER_REVISION", 10000, &ok);
+    cfg->max_waiting_total = (unsigned)env_long("COLDBREW_MAX_WAITING", 100000, &ok);
+    cfg->upstream_idle_seconds = env_double("COLDBREW_UPSTREAM_IDLE_SECONDS", 4, &ok);
+    if (!ok) {
+        snprintf(err, cap, "a duration, port or limit setting is malformed");
+        return false;
+    }
+    cfg->listen_host = env_str("COLDBREW_LISTEN_HOST", NULL);
+    static char url[320];
+    const char *au = env_str("AUTOSCALER_URL", NULL);
+    if (!au) {
+        snprintf(url, sizeof url, "ws://autoscaler.%s.svc.%s:8080", cfg->system_namespace,
+                 cfg->cluster_domain);
+        au = url;
+    }
+    cfg->autoscaler_url = au;
+    return true;
+}

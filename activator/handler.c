@@ -1,0 +1,343 @@
+/* handler.c — the activator's data ports (Knative §2, §3.6, §6).
+ *
+ * Order, as Knative's chain: kubelet health (tied to the autoscaler link and
+ * SIGTERM), the ingress probe (K-Network-Probe: probe), other
+ * K-Network-Probe values (the KPA asking "is the activator in the path?"),
+ * then revision lookup (headers, else the <rev>.<ns>.svc.<domain> Host),
+ * the timeouts (504 "activator request timeout", queue time included), and
+ * the throttler: the request waits in its revision's FIFO, its body left
+ * unread in the kernel, until a pod slot is free; then it is forwarded.
+ *
+ * Per-request state is a pooled `struct act_ctx`, released from on_finish. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "../common/proxy.h"
+#include "activator.h"
+
+struct act_ctx {
+    TAILQ_ENTRY(act_ctx) link;
+    struct request *req;
+    struct revision *rev;
+    struct pod_tracker *pt;
+    struct proxy_edit edit;
+    bool queued;
+    char extra[320];
+    struct act_ctx *next_free;
+};
+
+static struct act_ctx *ctx_pool;
+static unsigned ctx_pool_len;
+
+static struct act_ctx *ctx_acquire(void)
+{
+    struct act_ctx *c = ctx_pool;
+    if (c) {
+        ctx_pool = c->next_free;
+        ctx_pool_len--;
+    } else if (!(c = malloc(sizeof *c))) {
+        abort();
+    }
+    memset(c, 0, offsetof(struct act_ctx, extra));
+    return c;
+}
+
+static void ctx_release(struct act_ctx *c)
+{
+    c->next_free = ctx_pool;
+    ctx_pool = c;
+    ctx_pool_len++;
+}
+
+void act_ctx_pool_trim(unsigned keep)
+{
+    while (ctx_pool && ctx_pool_len > keep) {
+        struct act_ctx *c = ctx_pool;
+        ctx_pool = c->next_free;
+        ctx_pool_len--;
+        free(c);
+    }
+}
+
+static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
+                                            "k-network-hash", "k-proxy-request", NULL};
+
+static const char *get(const struct http_head *h, const char *name, size_t *len)
+{
+    const char *v = http_head_get(h, name, len);
+    if (!v)
+        *len = 0;
+    return v;
+}
+
+/* ---------------------------------------------------------------- finish */
+
+static void on_finish(struct request *req, void *arg)
+{
+    struct act_ctx *c = arg;
+    struct revision *r = c->rev;
+    if (c->queued) {
+        TAILQ_REMOVE(&r->waiters, c, link);
+        c->queued = false;
+        r->nwaiting--;
+        act->waiting_total--;
+    }
+    if (r) {
+        stats_out(&r->stats, clock_now_ns(), false);
+        r->active--;
+    }
+    if (c->pt) {
+        tracker_release(c->pt);
+        c->pt = NULL;
+        if (r)
+            revision_dispatch(r); /* a pod slot came free */
+    }
+    act->in_flight--;
+    ctx_release(c);
+    req->app_ptr = NULL;
+    if (r)
+        revision_maybe_free(r);
+    if (act->drained)
+        act_check_exit();
+}
+
+static void cancel_wait(struct request *req)
+{
+    struct act_ctx *c = req->app_ptr;
+    if (!c->queued)
+        return;
+    TAILQ_REMOVE(&c->rev->waiters, c, link);
+    c->queued = false;
+    c->rev->nwaiting--;
+    act->waiting_total--;
+}
+
+/* ---------------------------------------------------------------- forwarding */
+
+static void forward(struct act_ctx *c, struct pod_tracker *pt)
+{
+    struct request *req = c->req;
+    c->pt = pt;
+    req->cancel = NULL;
+    req->holder = NULL;
+    if (req->conn->holding)
+        request_hold_input(req, false);
+    c->edit.host = pt->dest; /* Host becomes the pod's ip:port; K-Original-Host keeps the name */
+    c->edit.host_len = strlen(pt->dest);
+    proxy_forward(req, &pt->pool->up, &c->edit);
+}
+
+void revision_dispatch(struct revision *r)
+{
+    if (r->dispatching)
+        return; /* the outer loop picks up whatever this call would have */
+    r->dispatching = true;
+    while (!TAILQ_EMPTY(&r->waiters)) {
+        struct pod_tracker *pt = throttler_pick(&r->thr);
+        if (!pt)
+            break;
+        if (!pt->pool) {
+            tracker_release(pt);
+            break;
+        }
+        struct act_ctx *c = TAILQ_FIRST(&r->waiters);
+        TAILQ_REMOVE(&r->waiters, c, link);
+        c->queued = false;
+        r->nwaiting--;
+        act->waiting_total--;
+        forward(c, pt);
+    }
+    r->dispatching = false;
+}
+
+static void build_edit(struct act_ctx *c, const struct http_head *h)
+{
+    size_t olen, hlen;
+    get(h, "k-original-host", &olen);
+    const char *host = get(h, "host", &hlen);
+    int n = snprintf(c->extra, sizeof c->extra, "K-Proxy-Request: activator\r\n");
+    if (!olen && hlen && hlen < sizeof c->extra - 64)
+        n += snprintf(c->extra + n, sizeof c->extra - (size_t)n, "K-Original-Host: %.*s\r\n",
+                      (int)hlen, host);
+    c->edit.extra = c->extra;
+    c->edit.extra_len = (size_t)n;
+    c->edit.drop = strip_headers;
+    c->edit.append_xff = true;
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+/* "<rev>.<ns>.svc.<domain>[:port]" -> rev, ns (Knative's context handler). */
+static bool revision_from_host(const char *host, size_t len, char *ns, size_t nscap, char *name,
+                               size_t namecap)
+{
+    char h[256];
+    if (len >= sizeof h)
+        return false;
+    memcpy(h, host, len);
+    h[len] = 0;
+    char *parts[4];
+    int np = 0;
+    char *p = h;
+    while (np < 3) {
+        char *dot = strchr(p, '.');
+        if (!dot)
+            break;
+        *dot = 0;
+        parts[np++] = p;
+        p = dot + 1;
+    }
+    parts[np++] = p;
+    if (np != 4 || strcmp(parts[2], "svc"))
+        return false;
+    char *colon = strrchr(parts[3], ':');
+    if (colon)
+        *colon = 0;
+    if (strcmp(parts[3], act->cfg.cluster_domain))
+        return false;
+    snprintf(name, namecap, "%s", parts[0]);
+    snprintf(ns, nscap, "%s", parts[1]);
+    return true;
+}
+
+/* Go's %q of html.EscapeString(v), as Knative's probe handler writes it. */
+static void quote_probe_value(char *out, size_t cap, const char *v, size_t len)
+{
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < len && o + 8 < cap; i++) {
+        const char *rep = NULL;
+        char tmp[8];
+        switch (v[i]) {
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '&': rep = "&amp;"; break;
+        case '\'': rep = "&#39;"; break;
+        case '"': rep = "&#34;"; break;
+        case '\\': rep = "\\\\"; break;
+        default:
+            if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
+                snprintf(tmp, sizeof tmp, "\\x%02x", (unsigned char)v[i]);
+                rep = tmp;
+            }
+        }
+        if (rep) {
+            size_t n = strlen(rep);
+            memcpy(out + o, rep, n);
+            o += n;
+        } else {
+            out[o++] = v[i];
+        }
+    }
+    out[o++] = '"';
+    out[o] = 0;
+}
+
+static bool prefix(const char *v, size_t len, const char *p)
+{
+    size_t n = strlen(p);
+    return v && len >= n && !memcmp(v, p, n);
+}
+
+void act_on_request(struct request *req, void *arg)
+{
+    (void)arg;
+    const struct http_head *h = req->head;
+    size_t ual, kkpl, knpl;
+    const char *ua = get(h, "user-agent", &ual);
+    const char *kkp = get(h, "k-kubelet-probe", &kkpl);
+    const char *knp = get(h, "k-network-probe", &knpl);
+
+    /* 1. kubelet health: ready iff connected to the autoscaler and no SIGTERM. */
+    if (prefix(ua, ual, "kube-probe/") || kkp) {
+        if (act->sigterm)
+            request_error(req, 500, "received SIGTERM from kubelet\n");
+        else if (!act->autoscaler_connected)
+            request_error(req, 500, "connection has not yet been established\n");
+        else
+            request_reply(req, 200, NULL, NULL, 0, NULL);
+        return;
+    }
+    /* 2. the ingress's readiness probe */
+    if (knpl == 5 && !memcmp(knp, "probe", 5)) {
+        size_t hl;
+        const char *hash = get(h, "k-network-hash", &hl);
+        if (!hl) {
+            request_error(req, 400,
+                          "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
+            return;
+        }
+        char extra[300];
+        snprintf(extra, sizeof extra, "K-Network-Hash: %.*s\r\n", (int)(hl < 256 ? hl : 256), hash);
+        request_reply(req, 200, NULL, NULL, 0, extra);
+        return;
+    }
+    /* 3. other probe values: the KPA asks whether the activator is in the path */
+    if (knpl) {
+        if (knpl == 9 && !memcmp(knp, "activator", 9)) {
+            request_reply(req, 200, "text/plain; charset=utf-8", "activator", 9, NULL);
+        } else {
+            char q[600], body[700];
+            quote_probe_value(q, sizeof q, knp, knpl < 100 ? knpl : 100);
+            snprintf(body, sizeof body, "unexpected probe header value: %s\n", q);
+            request_error(req, 400, body);
+        }
+        return;
+    }
+
+    /* Revision lookup: the ingress's headers, else the revision service Host. */
+    char ns[64] = "", name[190] = "";
+    size_t nsl, nml, hl;
+    const char *vns = get(h, "knative-serving-namespace", &nsl);
+    const char *vname = get(h, "knative-serving-revision", &nml);
+    if (nsl && nml && nsl < sizeof ns && nml < sizeof name) {
+        memcpy(ns, vns, nsl);
+        memcpy(name, vname, nml);
+    } else {
+        const char *host = get(h, "host", &hl);
+        if (host)
+            revision_from_host(host, hl, ns, sizeof ns, name, sizeof name);
+    }
+    struct revision *r = revision_find(ns, name);
+    if (!r || !r->exists) {
+        char body[400];
+        snprintf(body, sizeof body,
+                 "Error getting active endpoint: revision.serving.knative.dev \"%s\" not found\n",
+                 name);
+        request_error(req, 404, body);
+        return;
+    }
+
+    struct act_ctx *c = ctx_acquire();
+    c->req = req;
+    c->rev = r;
+    req->app_ptr = c;
+    req->on_finish = on_finish;
+    req->finish_arg = c;
+    act->in_flight++;
+    r->active++;
+    stats_in(&r->stats, clock_now_ns(), false);
+    request_set_timeouts(req, r->timeout, r->response_start_timeout, r->idle_timeout);
+    build_edit(c, h);
+
+    if (r->nwaiting >= act->cfg.max_waiting_per_revision ||
+        act->waiting_total >= act->cfg.max_waiting_total) {
+        log_warn("revision %s: %u requests waiting (%u in all): refusing", r->key, r->nwaiting,
+                 act->waiting_total);
+        request_error(req, 503, "pending request queue full\n");
+        return;
+    }
+    TAILQ_INSERT_TAIL(&r->waiters, c, link);
+    c->queued = true;
+    r->nwaiting++;
+    act->waiting_total++;
+    req->cancel = cancel_wait;
+    req->holder = c;
+    revision_dispatch(r);
+    if (c->queued)
+        request_hold_input(req, true); /* it waits: leave its body in the kernel */
+}

@@ -1,0 +1,358 @@
+/* revisions.c — the revision registry and each revision's backends.
+ *
+ * Three watches feed it (Knative §4.1, §3.4), and objects may arrive in any
+ * order: a revision's Endpoints before the Revision itself creates the entry
+ * (exists = false) and fills it in later.
+ *   Revisions            -> exists, containerConcurrency, timeouts, h2c
+ *   private Endpoints    -> backends: every address (ready or not) is probed
+ *                           with GET /healthz (K-Network-Probe: queue, UA
+ *                           Knative-Activator-Probe); healthy on 200 "queue".
+ *                           A healthy pod is not probed again unless it moves
+ *                           from ready to not-ready. Unhealthy ones are
+ *                           re-probed every PROBE_FREQUENCY.
+ *   public Endpoints     -> this activator's index and count (sorted IPs)
+ * The healthy set goes to the throttler, and waiting requests are dispatched.
+ *
+ * Probing a not-ready address and trusting its answer is Knative's "probe
+ * optimisation" (the main cold-start shortcut); coldbrew always does it (the
+ * exec-probe and startup-probe exceptions are not modelled yet). The
+ * ClusterIP (mesh) fallback of §3.8 is not built yet: pods are always
+ * addressed directly. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "activator.h"
+
+#define KEY_MAX 256
+
+struct revision *revision_find(const char *ns, const char *name)
+{
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "%s/%s", ns, name);
+    struct revision *r;
+    HASH_FIND_STR(act->revisions, key, r);
+    return r;
+}
+
+static void on_probe_tick(evutil_socket_t fd, short what, void *arg);
+
+static struct revision *revision_get(const char *ns, const char *name)
+{
+    struct revision *r = revision_find(ns, name);
+    if (r)
+        return r;
+    r = calloc(1, sizeof *r);
+    snprintf(r->key, sizeof r->key, "%s/%s", ns, name);
+    snprintf(r->ns, sizeof r->ns, "%s", ns);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->timeout = 300;
+    TAILQ_INIT(&r->waiters);
+    throttler_init(&r->thr, 0, (uint64_t)(uintptr_t)r ^ clock_now_ns());
+    r->probe_tick = evtimer_new(act->base, on_probe_tick, r);
+    stats_init(&r->stats, clock_now_ns());
+    HASH_ADD_STR(act->revisions, key, r);
+    return r;
+}
+
+static void backend_drop(struct backend *b)
+{
+    http_call_free(b->probe);
+    b->probe = NULL;
+    pod_pool_put(b->pool);
+    b->pool = NULL;
+}
+
+void revision_maybe_free(struct revision *r)
+{
+    if (r->exists || r->nbackends || r->nwaiting || r->active)
+        return;
+    HASH_DEL(act->revisions, r);
+    event_free(r->probe_tick);
+    throttler_free(&r->thr);
+    free(r->backends);
+    free(r);
+}
+
+void revisions_free_all(void)
+{
+    struct revision *r, *tmp;
+    HASH_ITER(hh, act->revisions, r, tmp)
+    {
+        for (unsigned i = 0; i < r->nbackends; i++)
+            backend_drop(&r->backends[i]);
+        r->nbackends = 0;
+        r->exists = false;
+        r->nwaiting = r->active = 0;
+        revision_maybe_free(r);
+    }
+}
+
+/* ---------------------------------------------------------------- Revisions */
+
+static long json_long(json_t *o, const char *path, long def)
+{
+    char part[64];
+    const char *p = path;
+    json_t *cur = o;
+    while (cur && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        snprintf(part, sizeof part, "%.*s", (int)n, p);
+        cur = json_object_get(cur, part);
+        p = dot ? dot + 1 : p + n;
+    }
+    return json_is_integer(cur) ? (long)json_integer_value(cur) : def;
+}
+
+void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj)
+{
+    (void)arg;
+    if (ev == K8S_SYNCED) {
+        act->synced++;
+        return;
+    }
+    const char *ns = k8s_str(obj, "metadata.namespace"), *name = k8s_str(obj, "metadata.name");
+    if (!ns || !name)
+        return;
+    if (ev == K8S_DELETED) {
+        struct revision *r = revision_find(ns, name);
+        if (r) {
+            r->exists = false;
+            revision_maybe_free(r);
+        }
+        return;
+    }
+    struct revision *r = revision_get(ns, name);
+    bool was = r->exists;
+    r->exists = true;
+    r->timeout = (double)json_long(obj, "spec.timeoutSeconds", 300);
+    r->response_start_timeout = (double)json_long(obj, "spec.responseStartTimeoutSeconds", 0);
+    r->idle_timeout = (double)json_long(obj, "spec.idleTimeoutSeconds", 0);
+    json_t *c0 = json_array_get(json_object_get(json_object_get(obj, "spec"), "containers"), 0);
+    json_t *p0 = json_array_get(json_object_get(c0, "ports"), 0);
+    const char *pname = json_string_value(json_object_get(p0, "name"));
+    r->h2c = pname && !strcmp(pname, "h2c");
+    long cc = json_long(obj, "spec.containerConcurrency", 0);
+    if (!was || cc != r->thr.cc) {
+        /* containerConcurrency is immutable in a revision; read it once (a
+         * revision first seen through its Endpoints gets it now). */
+        r->thr.cc = cc;
+        r->thr.policy = lb_policy_for(cc);
+        throttler_set_activators(&r->thr, r->thr.activator_index, r->thr.num_activators);
+        log_info("revision %s: containerConcurrency %ld, timeout %gs", r->key, cc, r->timeout);
+        revision_dispatch(r);
+    }
+}
+
+/* ---------------------------------------------------------------- backends */
+
+static void publish_healthy(struct revision *r)
+{
+    const char *dests[r->nbackends ? r->nbackends : 1];
+    unsigned n = 0;
+    for (unsigned i = 0; i < r->nbackends; i++)
+        if (r->backends[i].healthy)
+            dests[n++] = r->backends[i].dest;
+    unsigned before = r->thr.npods;
+    throttler_set_pods(&r->thr, dests, n, true);
+    if (before != r->thr.npods)
+        log_info("Set capacity to %ld (backends: %u, index: %d/%u) for %s",
+                 throttler_current_capacity(&r->thr), n, r->thr.activator_index,
+                 r->thr.num_activators, r->key);
+    revision_dispatch(r);
+}
+
+static void schedule_probes(struct revision *r);
+
+static void on_probe_done(struct http_call *c, const char *err)
+{
+    struct backend *b = c->arg;
+    struct revision *r = b->rev;
+    size_t len = evbuffer_get_length(c->body);
+    bool ok = !err && c->status == 200 && len == 5 &&
+              !memcmp(evbuffer_pullup(c->body, -1), "queue", 5);
+    if (!ok)
+        log_debug("probe %s (%s): %s", b->dest, r->key, err ? err : "not ready");
+    if (ok && !b->healthy) {
+        b->healthy = true;
+        publish_healthy(r);
+    }
+    schedule_probes(r);
+}
+
+static void probe(struct backend *b)
+{
+    if (!b->pool)
+        return;
+    if (!b->probe)
+        b->probe = http_call_new(&b->pool->up, b);
+    if (b->probe->running)
+        return;
+    char req[256];
+    int n = snprintf(req, sizeof req,
+                     "GET /healthz HTTP/1.1\r\nHost: %s\r\nK-Network-Probe: queue\r\n"
+                     "User-Agent: Knative-Activator-Probe\r\n\r\n",
+                     b->dest);
+    http_call_start(b->probe, req, (size_t)n, act->cfg.probe_timeout, on_probe_done, NULL);
+}
+
+/* Re-probe while any address is not yet healthy (Knative's PROBE_FREQUENCY ticker). */
+static void schedule_probes(struct revision *r)
+{
+    for (unsigned i = 0; i < r->nbackends; i++)
+        if (!r->backends[i].healthy) {
+            if (!event_pending(r->probe_tick, EV_TIMEOUT, NULL)) {
+                struct timeval tv = clock_tv(act->cfg.probe_frequency);
+                event_add(r->probe_tick, &tv);
+            }
+            return;
+        }
+}
+
+static void on_probe_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct revision *r = arg;
+    for (unsigned i = 0; i < r->nbackends; i++)
+        if (!r->backends[i].healthy)
+            probe(&r->backends[i]);
+}
+
+/* Addresses "ip:port" from subsets whose port is named http (or http2). */
+static unsigned collect(json_t *obj, bool h2c, const char *which, char out[][64], bool *ready,
+                        unsigned max, unsigned n, bool is_ready)
+{
+    size_t i, j, k;
+    json_t *subset, *addr, *port;
+    json_array_foreach(json_object_get(obj, "subsets"), i, subset)
+    {
+        long pnum = -1;
+        json_array_foreach(json_object_get(subset, "ports"), k, port)
+        {
+            const char *pn = json_string_value(json_object_get(port, "name"));
+            if (pn && !strcmp(pn, h2c ? "http2" : "http"))
+                pnum = (long)json_integer_value(json_object_get(port, "port"));
+        }
+        if (pnum <= 0)
+            continue;
+        json_array_foreach(json_object_get(subset, which), j, addr)
+        {
+            const char *ip = json_string_value(json_object_get(addr, "ip"));
+            if (!ip || n >= max)
+                continue;
+            snprintf(out[n], 64, strchr(ip, ':') ? "[%.45s]:%ld" : "%.45s:%ld", ip, pnum);
+            ready[n++] = is_ready;
+        }
+    }
+    return n;
+}
+
+static const char *revision_label(json_t *obj)
+{
+    json_t *labels = json_object_get(json_object_get(obj, "metadata"), "labels");
+    return json_string_value(json_object_get(labels, "serving.knative.dev/revision"));
+}
+
+void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj)
+{
+    (void)arg;
+    if (ev == K8S_SYNCED) {
+        act->synced++;
+        return;
+    }
+    const char *ns = k8s_str(obj, "metadata.namespace"), *name = revision_label(obj);
+    if (!ns || !name)
+        return;
+    struct revision *r = ev == K8S_DELETED ? revision_find(ns, name) : revision_get(ns, name);
+    if (!r)
+        return;
+    enum { MAX_ADDRS = 1024 };
+    static char addrs[MAX_ADDRS][64];
+    static bool ready[MAX_ADDRS];
+    unsigned n = 0;
+    if (ev != K8S_DELETED) {
+        n = collect(obj, r->h2c, "addresses", addrs, ready, MAX_ADDRS, 0, true);
+        n = collect(obj, r->h2c, "notReadyAddresses", addrs, ready, MAX_ADDRS, n, false);
+    }
+    /* Merge: keep what stays (and its health), add the new, drop the gone. */
+    struct backend *next = calloc(n ? n : 1, sizeof *next);
+    bool changed = false;
+    for (unsigned i = 0; i < n; i++) {
+        struct backend *old = NULL;
+        for (unsigned j = 0; j < r->nbackends && !old; j++)
+            if (!r->backends[j].seen && !strcmp(r->backends[j].dest, addrs[i]))
+                old = &r->backends[j];
+        if (old) {
+            next[i] = *old;
+            old->seen = true;
+            old->probe = NULL;
+            old->pool = NULL;
+            if (old->ready && !ready[i] && next[i].healthy) {
+                next[i].healthy = false; /* ready -> not ready: probe again */
+                changed = true;
+            }
+        } else {
+            memcpy(next[i].dest, addrs[i], sizeof next[i].dest);
+            next[i].pool = pod_pool_get(addrs[i]);
+        }
+        next[i].ready = ready[i];
+        next[i].seen = false;
+        next[i].rev = r;
+        if (next[i].probe)
+            next[i].probe->arg = &next[i];
+    }
+    for (unsigned j = 0; j < r->nbackends; j++) {
+        if (!r->backends[j].seen) {
+            changed |= r->backends[j].healthy;
+            backend_drop(&r->backends[j]);
+        }
+    }
+    free(r->backends);
+    r->backends = next;
+    r->nbackends = n;
+    if (changed || n == 0)
+        publish_healthy(r);
+    for (unsigned i = 0; i < n; i++)
+        if (!next[i].healthy)
+            probe(&next[i]);
+    if (n == 0)
+        revision_maybe_free(r);
+}
+
+void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj)
+{
+    (void)arg;
+    if (ev == K8S_SYNCED) {
+        act->synced++;
+        return;
+    }
+    if (ev == K8S_DELETED)
+        return;
+    const char *ns = k8s_str(obj, "metadata.namespace"), *name = revision_label(obj);
+    if (!ns || !name)
+        return;
+    struct revision *r = revision_find(ns, name);
+    if (!r)
+        return;
+    enum { MAX_ACT = 256 };
+    static char ips[MAX_ACT][64];
+    static bool unused[MAX_ACT];
+    unsigned n = collect(obj, r->h2c, "addresses", ips, unused, MAX_ACT, 0, true);
+    /* Sort the IPs as strings (Knative's inferIndex) and find ourselves. */
+    for (unsigned i = 0; i < n; i++) {
+        char *colon = strrchr(ips[i], ':');
+        if (colon)
+            *colon = 0;
+    }
+    qsort(ips, n, sizeof ips[0], (int (*)(const void *, const void *))strcmp);
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(ips[i], act->cfg.pod_ip)) {
+            throttler_set_activators(&r->thr, (int)i, n);
+            revision_dispatch(r);
+            return;
+        }
+    /* Not in the set: keep the previous values. */
+}

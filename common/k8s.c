@@ -1,0 +1,366 @@
+/* k8s.c — see k8s.h. */
+#include "k8s.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "clock.h"
+#include "env.h"
+#include "log.h"
+
+#define PAGE_LIMIT 500
+#define BACKOFF_START 0.1
+
+struct k8s_object {
+    char key[320];
+    json_t *obj;
+    bool seen; /* in the current relist */
+    UT_hash_handle hh;
+};
+
+struct k8s_watch {
+    struct k8s_client *k;
+    char path[256];
+    char selector[512]; /* url-encoded */
+    k8s_event_cb cb;
+    void *arg;
+    char rv[64];
+    char cont[1024]; /* list continue token */
+    bool listing;
+    bool synced_once;
+    double backoff;
+    struct http_call *call;
+    struct event *retry;
+    struct k8s_object *known;
+};
+
+const char *k8s_str(json_t *obj, const char *path)
+{
+    char part[64];
+    const char *p = path;
+    json_t *cur = obj;
+    while (cur && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n >= sizeof part)
+            return NULL;
+        memcpy(part, p, n);
+        part[n] = 0;
+        cur = json_object_get(cur, part);
+        p = dot ? dot + 1 : p + n;
+    }
+    return json_is_string(cur) ? json_string_value(cur) : NULL;
+}
+
+const char *k8s_key(json_t *obj, char *buf, size_t cap)
+{
+    const char *ns = k8s_str(obj, "metadata.namespace");
+    const char *name = k8s_str(obj, "metadata.name");
+    snprintf(buf, cap, "%s/%s", ns ? ns : "", name ? name : "");
+    return buf;
+}
+
+static void url_encode(char *out, size_t cap, const char *in)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *in && o + 4 < cap; in++) {
+        unsigned char ch = (unsigned char)*in;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = 0;
+}
+
+bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, size_t cap)
+{
+    memset(k, 0, sizeof *k);
+    k->base = base;
+    k->backoff_max = env_double("COLDBREW_K8S_BACKOFF_MAX_SECONDS", 5, NULL);
+    const char *url = getenv("KUBE_API_URL");
+    if (!url || !*url) {
+        if (getenv("KUBERNETES_SERVICE_HOST"))
+            snprintf(err, cap, "the in-cluster API server needs TLS, which is not built yet; "
+                               "set KUBE_API_URL=http://host:port (e.g. kubectl proxy)");
+        else
+            snprintf(err, cap, "no Kubernetes API: set KUBE_API_URL=http://host:port");
+        return false;
+    }
+    char host[128];
+    int port = 80;
+    if (strncmp(url, "http://", 7) || sscanf(url + 7, "%127[^:/]:%d", host, &port) < 1) {
+        snprintf(err, cap, "KUBE_API_URL must be http://<ip>:<port>, got %s", url);
+        return false;
+    }
+    if (!upstream_init(&k->api, base, host, port, 16, 30)) {
+        snprintf(err, cap, "KUBE_API_URL host must be an IP address, got %s", host);
+        return false;
+    }
+    snprintf(k->host, sizeof k->host, "%s:%d", host, port);
+    const char *tf = env_str("KUBE_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token");
+    FILE *f = fopen(tf, "r");
+    if (f) {
+        char tok[2048];
+        size_t n = fread(tok, 1, sizeof tok - 1, f);
+        fclose(f);
+        while (n && (tok[n - 1] == '\n' || tok[n - 1] == ' '))
+            n--;
+        tok[n] = 0;
+        if (n)
+            snprintf(k->auth, sizeof k->auth, "Authorization: Bearer %s\r\n", tok);
+    }
+    return true;
+}
+
+void k8s_client_free(struct k8s_client *k) { upstream_close_idle(&k->api); }
+
+const char *k8s_watch_version(const struct k8s_watch *w) { return w->rv; }
+
+static void start_list(struct k8s_watch *w);
+static void start_watch(struct k8s_watch *w);
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct k8s_watch *w = arg;
+    if (w->listing)
+        start_list(w);
+    else
+        start_watch(w);
+}
+
+static void retry_later(struct k8s_watch *w, bool relist)
+{
+    if (relist) {
+        w->listing = true;
+        w->cont[0] = 0;
+    }
+    struct timeval tv = clock_tv(w->backoff);
+    event_add(w->retry, &tv);
+    w->backoff = w->backoff * 2 > w->k->backoff_max ? w->k->backoff_max : w->backoff * 2;
+}
+
+static void send_get(struct k8s_watch *w, const char *query, http_call_done_cb done,
+                     http_call_data_cb data)
+{
+    char req[4096];
+    int n = snprintf(req, sizeof req,
+                     "GET %s?%s%s%s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
+                     "User-Agent: coldbrew\r\n%s\r\n",
+                     w->path, query, w->selector[0] ? "&labelSelector=" : "", w->selector,
+                     w->k->host, w->k->auth);
+    if (!w->call)
+        w->call = http_call_new(&w->k->api, w);
+    http_call_start(w->call, req, (size_t)n, 0, done, data);
+}
+
+static void note_version(struct k8s_watch *w, json_t *obj)
+{
+    const char *rv = k8s_str(obj, "metadata.resourceVersion");
+    if (rv)
+        snprintf(w->rv, sizeof w->rv, "%s", rv);
+}
+
+static void deliver(struct k8s_watch *w, enum k8s_event ev, json_t *obj)
+{
+    char key[320];
+    k8s_key(obj, key, sizeof key);
+    struct k8s_object *o;
+    HASH_FIND_STR(w->known, key, o);
+    if (ev == K8S_DELETED) {
+        if (o) {
+            HASH_DEL(w->known, o);
+            json_decref(o->obj);
+            free(o);
+        }
+        w->cb(w->arg, K8S_DELETED, obj);
+        return;
+    }
+    if (!o) {
+        o = calloc(1, sizeof *o);
+        snprintf(o->key, sizeof o->key, "%s", key);
+        HASH_ADD_STR(w->known, key, o);
+        ev = K8S_ADDED;
+    } else {
+        json_decref(o->obj);
+        ev = K8S_MODIFIED;
+    }
+    o->obj = json_incref(obj);
+    o->seen = true;
+    w->cb(w->arg, ev, obj);
+}
+
+/* ---------------------------------------------------------------- list */
+
+static void on_list_done(struct http_call *c, const char *err)
+{
+    struct k8s_watch *w = c->arg;
+    if (err || c->status != 200) {
+        log_warn("k8s: list %s failed: %s (status %d); retrying in %.1fs", w->path,
+                 err ? err : "unexpected status", c->status, w->backoff);
+        retry_later(w, true);
+        return;
+    }
+    size_t len = evbuffer_get_length(c->body);
+    json_error_t je;
+    json_t *root = json_loadb((const char *)evbuffer_pullup(c->body, -1), len, 0, &je);
+    json_t *items = root ? json_object_get(root, "items") : NULL;
+    if (!root || !json_is_array(items)) {
+        log_warn("k8s: list %s: not a list (%s); retrying", w->path, root ? "no items" : je.text);
+        json_decref(root);
+        retry_later(w, true);
+        return;
+    }
+    if (!w->cont[0]) {
+        /* First page of a (re)list: nothing is confirmed yet. */
+        struct k8s_object *o, *tmp;
+        HASH_ITER(hh, w->known, o, tmp) o->seen = false;
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach(items, i, item) deliver(w, K8S_MODIFIED, item);
+    const char *cont = k8s_str(root, "metadata.continue");
+    if (cont && *cont) {
+        url_encode(w->cont, sizeof w->cont, cont);
+        json_decref(root);
+        char q[1200];
+        snprintf(q, sizeof q, "limit=%d&continue=%s", PAGE_LIMIT, w->cont);
+        send_get(w, q, on_list_done, NULL);
+        return;
+    }
+    const char *rv = k8s_str(root, "metadata.resourceVersion");
+    snprintf(w->rv, sizeof w->rv, "%s", rv ? rv : "");
+    json_decref(root);
+    /* Whatever the relist did not see is gone. */
+    struct k8s_object *o, *tmp;
+    HASH_ITER(hh, w->known, o, tmp)
+    {
+        if (o->seen)
+            continue;
+        json_t *gone = json_incref(o->obj);
+        deliver(w, K8S_DELETED, gone);
+        json_decref(gone);
+    }
+    w->cont[0] = 0;
+    w->listing = false;
+    w->backoff = BACKOFF_START;
+    w->cb(w->arg, K8S_SYNCED, NULL);
+    start_watch(w);
+}
+
+static void start_list(struct k8s_watch *w)
+{
+    w->listing = true;
+    char q[64];
+    snprintf(q, sizeof q, "limit=%d", PAGE_LIMIT);
+    send_get(w, q, on_list_done, NULL);
+}
+
+/* ---------------------------------------------------------------- watch */
+
+static void on_watch_data(struct http_call *c)
+{
+    struct k8s_watch *w = c->arg;
+    if (c->status != 200)
+        return; /* collected; judged when the call ends */
+    size_t n;
+    char *line;
+    while ((line = evbuffer_readln(c->body, &n, EVBUFFER_EOL_LF))) {
+        json_error_t je;
+        json_t *ev = n ? json_loadb(line, n, 0, &je) : NULL;
+        free(line);
+        if (!n)
+            continue;
+        const char *type = ev ? json_string_value(json_object_get(ev, "type")) : NULL;
+        json_t *obj = ev ? json_object_get(ev, "object") : NULL;
+        if (!type || !json_is_object(obj)) {
+            log_warn("k8s: watch %s: bad event line; re-watching from %s", w->path, w->rv);
+            json_decref(ev);
+            http_call_fail(c, "bad event line");
+            return;
+        }
+        if (!strcmp(type, "ERROR")) {
+            json_int_t code = json_integer_value(json_object_get(obj, "code"));
+            log_info("k8s: watch %s: error %d (%s); %s", w->path, (int)code,
+                     k8s_str(obj, "message") ? k8s_str(obj, "message") : "",
+                     code == 410 ? "relisting" : "re-watching");
+            json_decref(ev);
+            if (code == 410)
+                w->listing = true;
+            http_call_fail(c, "watch error event");
+            return;
+        }
+        note_version(w, obj);
+        if (!strcmp(type, "ADDED") || !strcmp(type, "MODIFIED"))
+            deliver(w, K8S_MODIFIED, obj);
+        else if (!strcmp(type, "DELETED"))
+            deliver(w, K8S_DELETED, obj);
+        /* BOOKMARK: the version is all it carries. */
+        json_decref(ev);
+        w->backoff = BACKOFF_START;
+    }
+}
+
+static void on_watch_done(struct http_call *c, const char *err)
+{
+    struct k8s_watch *w = c->arg;
+    if (c->status == 410 || w->listing) {
+        retry_later(w, true);
+        return;
+    }
+    if (err || c->status != 200) {
+        log_warn("k8s: watch %s ended: %s (status %d); re-watching from %s", w->path,
+                 err ? err : "unexpected status", c->status, w->rv);
+        retry_later(w, false);
+        return;
+    }
+    /* The server closed a healthy watch (its timeout): open the next one now. */
+    start_watch(w);
+}
+
+static void start_watch(struct k8s_watch *w)
+{
+    char q[256];
+    snprintf(q, sizeof q, "watch=1&allowWatchBookmarks=true&resourceVersion=%s", w->rv);
+    send_get(w, q, on_watch_done, on_watch_data);
+}
+
+struct k8s_watch *k8s_watch_start(struct k8s_client *k, const char *path, const char *selector,
+                                  k8s_event_cb cb, void *arg)
+{
+    struct k8s_watch *w = calloc(1, sizeof *w);
+    w->k = k;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    if (selector)
+        url_encode(w->selector, sizeof w->selector, selector);
+    w->cb = cb;
+    w->arg = arg;
+    w->backoff = BACKOFF_START;
+    w->retry = evtimer_new(k->base, on_retry, w);
+    start_list(w);
+    return w;
+}
+
+void k8s_watch_free(struct k8s_watch *w)
+{
+    if (!w)
+        return;
+    http_call_free(w->call);
+    event_free(w->retry);
+    struct k8s_object *o, *tmp;
+    HASH_ITER(hh, w->known, o, tmp)
+    {
+        HASH_DEL(w->known, o);
+        json_decref(o->obj);
+        free(o);
+    }
+    free(w);
+}

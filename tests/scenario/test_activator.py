@@ -1,0 +1,263 @@
+"""Scenario tests for the activator: the real binary, a Kubernetes API test
+double speaking Kubernetes' list/watch JSON, and revision pods made of a real
+coldbrew queue-proxy in front of a real origin, all on loopback."""
+import json, os, signal, socket, threading, time
+from harness import *
+
+NS = "default"
+
+
+def wait_for(cond, timeout=5.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def rev_headers(name, ns=NS):
+    return {"Knative-Serving-Namespace": ns, "Knative-Serving-Revision": name}
+
+
+@test
+def activator_env_missing_exits_1():
+    p = Proc("act-noenv", [os.path.join(BIN, "activator")], {"POD_NAME": None} if False else {})
+    env_less = Proc("act-noenv2", ["/usr/bin/env", "-u", "POD_NAME", "-u", "POD_IP", os.path.join(BIN, "activator")])
+    eq(env_less.wait(5), 1, "exit code")
+    out = env_less.output()
+    ok("POD_NAME" in out and "POD_IP" in out and "missing value" in out, out)
+    p.wait(5)
+
+
+@test
+def activator_probe_table():
+    k = KubeAPI()
+    a = Activator(k)
+    st, r, body = get(a.port, "/", {"User-Agent": "kube-probe/1.30"})
+    eq((st, body), (500, b"connection has not yet been established\n"), "kubelet, autoscaler link down")
+    st, r, body = get(a.port, "//healthz", {"K-Network-Probe": "activator", "User-Agent": "Knative-Autoscaling-Probe"})
+    eq((st, body), (200, b"activator"), "KPA probe")
+    st, r, body = get(a.port, "/", {"K-Network-Probe": "fo<o"})
+    eq((st, body), (400, b'unexpected probe header value: "fo&lt;o"\n'), "other probe value")
+    st, r, body = get(a.port, "/", {"K-Network-Probe": "probe", "K-Network-Hash": "h1"})
+    eq((st, body, r.getheader("K-Network-Hash")), (200, b"", "h1"), "ingress probe")
+    st, r, body = get(a.port, "/", {"K-Network-Probe": "probe"})
+    eq(st, 400, "ingress probe without hash")
+
+
+@test
+def activator_unknown_revision_404():
+    k = KubeAPI()
+    a = Activator(k)
+    st, r, body = get(a.port, "/", rev_headers("nope"))
+    eq((st, body), (404, b'Error getting active endpoint: revision.serving.knative.dev "nope" not found\n'), "404")
+    eq(r.getheader("X-Content-Type-Options"), "nosniff", "http.Error headers")
+
+
+@test
+def activator_scale_from_zero_holds_then_forwards():
+    k = KubeAPI()
+    k.revision(NS, "hello-00001", cc=0)
+    a = Activator(k)
+    pod = Pod()
+    res = [None]
+    t0 = time.time()
+    th = threading.Thread(target=lambda: res.__setitem__(0, (get(a.port, "/x?y=1", dict(
+        rev_headers("hello-00001"), Host="hello.default.example.com", **{"X-Forwarded-For": "9.9.9.9"})), time.time())))
+    th.start()
+    time.sleep(0.5)
+    ok(res[0] is None, "held while the revision has no pod")
+    published = time.time()
+    k.private_endpoints(NS, "hello-00001", ready=[pod.addr])
+    th.join(10)
+    (st, r, body), done = res[0]
+    eq(st, 200, "answered once the pod is ready")
+    lag = (done - published) * 1000
+    print("    answered %.1f ms after the pod was published" % lag)
+    ok(lag < 500, "answered promptly after publication (%.1f ms)" % lag)
+    j = json.loads(body)
+    h = {kk.lower(): v for kk, v in j["headers"]}
+    eq(h.get("host"), "hello.default.example.com", "queue-proxy restored Host from K-Original-Host")
+    eq(h.get("k-proxy-request"), "activator", "K-Proxy-Request")
+    ok("knative-serving-revision" not in h and "knative-serving-namespace" not in h, "revision headers stripped")
+    eq(h.get("x-forwarded-for"), "9.9.9.9, 127.0.0.1, 127.0.0.1", "XFF appended by both hops")
+    eq(j["target"], "/x?y=1", "target")
+
+
+@test
+def activator_host_based_lookup():
+    k = KubeAPI()
+    k.revision(NS, "hello-00002", cc=0)
+    pod = Pod()
+    k.private_endpoints(NS, "hello-00002", ready=[pod.addr])
+    a = Activator(k)
+    st, r, body = get(a.port, "/", {"Host": "hello-00002.default.svc.cluster.local:80"})
+    eq(st, 200, "resolved from Host")
+    st, r, body = get(a.port, "/", {"Host": "hello-00002.default.svc.other.domain"})
+    eq(st, 404, "other cluster domain")
+
+
+@test
+def activator_timeout_504_while_held():
+    k = KubeAPI()
+    k.revision(NS, "slow-00001", cc=1, timeout=1)
+    a = Activator(k)
+    t0 = time.time()
+    st, r, body = get(a.port, "/", rev_headers("slow-00001"))
+    eq((st, body), (504, b"activator request timeout"), "timed out while held")
+    ok(0.9 < time.time() - t0 < 2.0, "at timeoutSeconds")
+
+
+@test
+def activator_not_ready_pod_is_probed_not_trusted():
+    k = KubeAPI()
+    k.revision(NS, "probe-00001", cc=0)
+    a = Activator(k)
+    dead = free_port()
+    pod = Pod()
+    # A not-ready address that answers the probe is used (Knative's probe optimisation);
+    # one that does not answer is not.
+    k.private_endpoints(NS, "probe-00001", not_ready=[("127.0.0.1", dead), pod.addr])
+    for i in range(10):
+        st, _, _ = get(a.port, "/", rev_headers("probe-00001"))
+        eq(st, 200, "only the healthy pod gets traffic (%d)" % i)
+
+
+@test
+def activator_overload_cc1_pods_added_one_at_a_time():
+    """Knative's TestActivatorOverload shape: CC=1, many concurrent 300 ms
+    requests while pods are added one at a time: every one answered 200."""
+    k = KubeAPI()
+    k.revision(NS, "busy-00001", cc=1)
+    a = Activator(k)
+    n = 40
+    results = [None] * n
+
+    def fire(i):
+        try:
+            st, _, _ = get(a.port, "/sleep?ms=300", rev_headers("busy-00001"), timeout=60)
+            results[i] = st
+        except Exception as e:
+            results[i] = str(e)
+    ths = [threading.Thread(target=fire, args=(i,)) for i in range(n)]
+    for t in ths:
+        t.start()
+    pods = []
+    for i in range(4):
+        time.sleep(0.5)
+        pods.append(Pod(CONTAINER_CONCURRENCY=1))
+        k.private_endpoints(NS, "busy-00001", ready=[p.addr for p in pods])
+    for t in ths:
+        t.join(60)
+    eq(results, [200] * n, "every request answered 200")
+    # No pod ever saw more than CC=1 at once: its queue-proxy would have queued
+    # (never 503), so check the origins saw every request and nothing else failed.
+    served = sum(p.origin.stats()["requests"] - 1 for p in pods)
+    eq(served, n, "each request reached exactly one pod")
+
+
+@test
+def activator_survives_watch_drop_garbage_and_410():
+    k = KubeAPI()
+    k.revision(NS, "w-00001", cc=0)
+    a = Activator(k, COLDBREW_K8S_BACKOFF_MAX_SECONDS="0.2")
+    pod = Pod()
+    k.post("drop")
+    time.sleep(0.3)
+    k.post("garbage")
+    time.sleep(0.3)
+    k.private_endpoints(NS, "w-00001", ready=[pod.addr])
+    wait_for(lambda: get(a.port, "/", rev_headers("w-00001"))[0] == 200, 5, "endpoints seen after drop")
+    # History compacted: re-watching from an old version gets 410 and relists.
+    k.post("drop")
+    k.post("compact")
+    k.revision(NS, "w-00002", cc=0)
+    k.private_endpoints(NS, "w-00002", ready=[pod.addr])
+    wait_for(lambda: get(a.port, "/", rev_headers("w-00002"))[0] == 200, 5, "relisted after 410")
+    # A revision deleted while the watch was down is forgotten after the relist.
+    k.post("drop")
+    k.post("compact")
+    k.delete("Revision", NS, "w-00001")
+    wait_for(lambda: get(a.port, "/", rev_headers("w-00001"))[0] == 404, 5, "deletion seen")
+    out = a.output()
+    ok("relisting" in out or "re-watching" in out, "logged the recoveries")
+
+
+@test
+def activator_endpoints_before_revision():
+    k = KubeAPI()
+    pod = Pod()
+    a = Activator(k)
+    k.private_endpoints(NS, "late-00001", ready=[pod.addr])
+    time.sleep(0.3)
+    eq(get(a.port, "/", rev_headers("late-00001"))[0], 404, "no Revision object yet")
+    k.revision(NS, "late-00001", cc=0)
+    wait_for(lambda: get(a.port, "/", rev_headers("late-00001"))[0] == 200, 5, "served once the Revision exists")
+
+
+@test
+def activator_pod_dies_with_requests_in_flight():
+    k = KubeAPI()
+    k.revision(NS, "die-00001", cc=0)
+    a = Activator(k)
+    p1, p2 = Pod(), Pod()
+    k.private_endpoints(NS, "die-00001", ready=[p1.addr, p2.addr])
+    res = [None] * 6
+    ths = [threading.Thread(target=fire_get, args=(a.port, "/sleep?ms=1500", rev_headers("die-00001"), res, i))
+           for i in range(6)]
+    for t in ths:
+        t.start()
+    time.sleep(0.4)
+    p1.qp.p.kill()  # the pod vanishes (SIGKILL): its requests fail fast
+    p1.origin.p.kill()
+    k.private_endpoints(NS, "die-00001", ready=[p2.addr])
+    for t in ths:
+        t.join(10)
+    ok(all(r in (200, 502) for r in res), "each answered 200 or 502, none hung: %r" % res)
+    ok(200 in res, "the surviving pod served: %r" % res)
+    for i in range(5):
+        eq(get(a.port, "/", rev_headers("die-00001"))[0], 200, "after the pod left")
+
+
+def fire_get(port, path, headers, res, i):
+    try:
+        res[i] = get(port, path, headers, timeout=20)[0]
+    except Exception as e:
+        res[i] = str(e)
+
+
+@test
+def activator_drain_under_load():
+    k = KubeAPI()
+    k.revision(NS, "drain-00001", cc=0)
+    pod = Pod()
+    k.private_endpoints(NS, "drain-00001", ready=[pod.addr])
+    a = Activator(k, ACTIVATOR_DRAIN_SECONDS=1.5)
+    stop = time.time() + 1.2  # SIGTERM at +0.2 s; the drain period lasts until +1.7 s
+    errors = []
+
+    def load():
+        while time.time() < stop:
+            try:
+                st = get(a.port, "/", rev_headers("drain-00001"))[0]
+                if st != 200:
+                    errors.append(st)
+            except Exception as e:
+                errors.append(str(e))
+    th = threading.Thread(target=load)
+    th.start()
+    time.sleep(0.2)
+    a.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    st, _, body = get(a.port, "/", {"User-Agent": "kube-probe/1.30"})
+    eq((st, body), (500, b"received SIGTERM from kubelet\n"), "kubelet probe fails at once")
+    th.join()
+    ok(not errors, "no failed request during the drain period: %d, e.g. %r" % (len(errors), errors[:3]))
+    eq(a.wait(5), 0, "exit 0 after drain")
+
+
+if __name__ == "__main__":
+    import sys
+    p, f = run_all(sys.argv[1] if len(sys.argv) > 1 else None)
+    sys.exit(1 if f else 0)
