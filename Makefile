@@ -34,6 +34,8 @@ CFLAGS  += $(OPT) $(SANFLAGS) -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_
            -I$(LLHTTP_INC) -I$(BUILD)/gen -Icommon $(MALLOC)
 LDFLAGS += $(SANFLAGS)
 LIBS    := -levent_core -ljansson -lprotobuf-c $(MALLOC_LIB) -lm
+# The activator also speaks WebSocket (wslay, OpenSSL for the handshake's SHA-1) and resolves names (evdns).
+AC_LIBS := -levent_extra -lwslay -lcrypto
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o
@@ -53,7 +55,7 @@ all: $(BINS)
 
 # ---------------------------------------------------------------- dependencies
 DEB_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev libcmocka-dev \
-            libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev curl wrk nginx-light haproxy \
+            libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev curl wrk nginx-light haproxy \
             python3 python3-websockets clang libclang-rt-14-dev clang-format procps
 
 deps:
@@ -89,7 +91,7 @@ $(BUILD)/bin/queue-proxy: $(QP_OBJ) $(BUILD)/libcoldbrew.a
 
 $(BUILD)/bin/activator: $(BUILD)/obj/activator/main.o $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(AC_LIBS) $(LIBS)
 
 $(BUILD)/bin/coffee: $(BUILD)/obj/examples/coffee/coffee.o
 	@mkdir -p $(dir $@)
@@ -100,7 +102,7 @@ $(BUILD)/libactivator.a: $(AC_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a $(AC_LIBS) $(LIBS) -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
@@ -131,7 +133,7 @@ build/fuzz/gen/stat.pb-c.c: common/proto/stat.proto
 	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen common/proto/stat.proto
 build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c
 	@mkdir -p build/fuzz
-	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -ljansson -lprotobuf-c -lm
+	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lcrypto -ljansson -lprotobuf-c -lm
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "fuzz: $$n for $${FUZZ_SECONDS:-20}s"; \
 	  mkdir -p build/fuzz/corpus-$$n; \

@@ -68,6 +68,8 @@ struct revision {
     struct event *probe_tick;
     unsigned active; /* requests referencing this revision */
     struct stats stats;
+    bool reporting; /* has an entry in the autoscaler reports (reporter.c) */
+    bool poked;     /* the next report subtracts the poke */
 };
 
 struct activator {
@@ -96,6 +98,12 @@ void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj);
 void revision_dispatch(struct revision *r);
 void revision_maybe_free(struct revision *r);
 void revisions_free_all(void);
+
+/* reporter.c */
+bool reporter_start(char *err, size_t cap);
+void reporter_stop(void);
+void reporter_request_in(struct revision *r);
+void reporter_request_out(struct revision *r);
 
 /* handler.c */
 void act_on_request(struct request *req, void *arg);

@@ -13,7 +13,8 @@
 #include "../common/env.h"
 #include "activator.h"
 
-/* Kubernetes' resolv.conf names the cluster domain: "search ns.svc.<domain> svc.<domain> <domain>". */
+/* Kubernetes' resolv.conf names the cluster domain: "search ns.svc.<domain> svc.<domain> <domain>".
+ */
 static const char *domain_from_resolv(void)
 {
     static char domain[128];
@@ -61,7 +62,8 @@ bool act_config_load(struct act_config *cfg, char *err, size_t cap)
     cfg->http_port = (int)env_long("ACTIVATOR_HTTP_PORT", 8012, &ok);
     cfg->h2c_port = (int)env_long("ACTIVATOR_H2C_PORT", 8013, &ok);
     cfg->metrics_port = (int)env_long("METRICS_PROMETHEUS_PORT", 9090, &ok);
-    cfg->max_waiting_per_revision = (unsigned)env_long("COLDBREW_MAX_WAITING_PER_REVISION", 10000, &ok);
+    cfg->max_waiting_per_revision =
+        (unsigned)env_long("COLDBREW_MAX_WAITING_PER_REVISION", 10000, &ok);
     cfg->max_waiting_total = (unsigned)env_long("COLDBREW_MAX_WAITING", 100000, &ok);
     cfg->upstream_idle_seconds = env_double("COLDBREW_UPSTREAM_IDLE_SECONDS", 4, &ok);
     if (!ok) {

@@ -87,7 +87,7 @@ static void on_finish(struct request *req, void *arg)
         act->waiting_total--;
     }
     if (r) {
-        stats_out(&r->stats, clock_now_ns(), false);
+        reporter_request_out(r);
         r->active--;
     }
     if (c->pt) {
@@ -213,12 +213,24 @@ static void quote_probe_value(char *out, size_t cap, const char *v, size_t len)
         const char *rep = NULL;
         char tmp[8];
         switch (v[i]) {
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '&': rep = "&amp;"; break;
-        case '\'': rep = "&#39;"; break;
-        case '"': rep = "&#34;"; break;
-        case '\\': rep = "\\\\"; break;
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '\'':
+            rep = "&#39;";
+            break;
+        case '"':
+            rep = "&#34;";
+            break;
+        case '\\':
+            rep = "\\\\";
+            break;
         default:
             if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
                 snprintf(tmp, sizeof tmp, "\\x%02x", (unsigned char)v[i]);
@@ -320,7 +332,7 @@ void act_on_request(struct request *req, void *arg)
     req->finish_arg = c;
     act->in_flight++;
     r->active++;
-    stats_in(&r->stats, clock_now_ns(), false);
+    reporter_request_in(r);
     request_set_timeouts(req, r->timeout, r->response_start_timeout, r->idle_timeout);
     build_edit(c, h);
 

@@ -79,8 +79,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static struct server *listen_or_die(const char *name, int port)
 {
     const char *err;
-    struct server *s =
-        server_open(act->base, name, act->cfg.listen_host, port, &act->lim, act_on_request, NULL, &err);
+    struct server *s = server_open(act->base, name, act->cfg.listen_host, port, &act->lim,
+                                   act_on_request, NULL, &err);
     if (!s) {
         log_error("%s listener failed on port %d: %s", name, port, err);
         exit(1);
@@ -134,6 +134,10 @@ int main(void)
     act->w_public = k8s_watch_start(&act->k8s, "/api/v1/endpoints",
                                     "networking.internal.knative.dev/serviceType=Public",
                                     revisions_on_public_endpoints, NULL);
+    if (!reporter_start(err, sizeof err)) {
+        log_error("AUTOSCALER_URL: %s", err);
+        return 1;
+    }
     struct event *sync_ev = evtimer_new(act->base, on_sync_check, event_self_cbarg());
     struct timeval now = {0, 0};
     event_add(sync_ev, &now);
@@ -153,6 +157,7 @@ int main(void)
         event_free(act->exit_timer);
     server_free(act->http);
     server_free(act->h2c);
+    reporter_stop();
     loop_flush_deferred();
     k8s_watch_free(act->w_rev);
     k8s_watch_free(act->w_private);

@@ -65,4 +65,7 @@ void pod_pool_put(struct pod_pool *p)
     free(p);
 }
 
-unsigned pod_pools_count(void) { return HASH_COUNT(pools); }
+unsigned pod_pools_count(void)
+{
+    return HASH_COUNT(pools);
+}

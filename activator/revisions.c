@@ -67,7 +67,7 @@ static void backend_drop(struct backend *b)
 
 void revision_maybe_free(struct revision *r)
 {
-    if (r->exists || r->nbackends || r->nwaiting || r->active)
+    if (r->exists || r->nbackends || r->nwaiting || r->active || r->reporting)
         return;
     HASH_DEL(act->revisions, r);
     event_free(r->probe_tick);
@@ -86,6 +86,7 @@ void revisions_free_all(void)
         r->nbackends = 0;
         r->exists = false;
         r->nwaiting = r->active = 0;
+        r->reporting = false;
         revision_maybe_free(r);
     }
 }
@@ -172,8 +173,8 @@ static void on_probe_done(struct http_call *c, const char *err)
     struct backend *b = c->arg;
     struct revision *r = b->rev;
     size_t len = evbuffer_get_length(c->body);
-    bool ok = !err && c->status == 200 && len == 5 &&
-              !memcmp(evbuffer_pullup(c->body, -1), "queue", 5);
+    bool ok =
+        !err && c->status == 200 && len == 5 && !memcmp(evbuffer_pullup(c->body, -1), "queue", 5);
     if (!ok)
         log_debug("probe %s (%s): %s", b->dest, r->key, err ? err : "not ready");
     if (ok && !b->healthy) {

@@ -93,9 +93,9 @@ def mem(pid):
     return out
 
 
-def wrk(port, seconds=SECONDS, conns=CONNS):
+def wrk(port, seconds=SECONDS, conns=CONNS, headers=()):
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency",
-                          "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
+                          *headers, "http://127.0.0.1:%d/" % port], capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     lat = {}
@@ -109,11 +109,12 @@ def wrk(port, seconds=SECONDS, conns=CONNS):
             "non2xx": int(errors.group(1)) if errors else 0, "sockerr": sock.group(1) if sock else ""}
 
 
-def hold_connections(port, n=1000):
+def hold_connections(port, n=1000, headers=()):
+    extra = "".join(h + "\r\n" for h in headers[1::2]).encode()
     socks = []
     for i in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n" + extra + b"\r\n")
         socks.append(s)
     for s in socks:
         s.settimeout(5)
@@ -123,16 +124,16 @@ def hold_connections(port, n=1000):
     return socks
 
 
-def measure(name, port, pid):
-    wrk(port, 2)  # warm-up
+def measure(name, port, pid, headers=()):
+    wrk(port, 2, headers=headers)  # warm-up
     time.sleep(2.5)  # idle: traffic stopped a while ago
     idle = mem(pid)
     c0 = cpu_ticks(pid)
-    r = wrk(port)
+    r = wrk(port, headers=headers)
     c1 = cpu_ticks(pid)
     r["cpu_us"] = (c1 - c0) * 1e6 / CLK / max(r["total"], 1)
     time.sleep(0.3)
-    socks = hold_connections(port)
+    socks = hold_connections(port, headers=headers)
     time.sleep(0.3)
     loaded = mem(pid)
     for s in socks:
@@ -150,7 +151,8 @@ def main():
             raise SystemExit("bench needs %s: make deps" % tool)
     o_port = free_port()
     origin = start(["/usr/sbin/nginx", "-c", nginx_conf("origin",
-        'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; return 200 "hello from the origin\\n"; } }' % o_port)], name="origin", cpu=LOAD_CPU)
+        'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; return 200 "hello from the origin\\n"; } '
+        'location /healthz { default_type text/plain; return 200 "queue"; } }' % o_port)], name="origin", cpu=LOAD_CPU)
     wait_port(o_port)
     results = {}
     time.sleep(0.3)
@@ -200,8 +202,82 @@ backend be
         wait_port(q_port); time.sleep(0.3)
         results["coldbrew cc=%d" % cc] = measure("coldbrew cc=%d" % cc, q_port, qp.pid)
         stop(qp)
+    if os.path.exists(os.path.join(BIN, "activator")):
+        activator_rows(results, o_port)
     stop(origin)
     write_results(results)
+
+
+def kube_api_with(pods):
+    """The scenario tests' Kubernetes API double, holding one revision whose
+    private endpoints are `pods` (ip, port)."""
+    import json, urllib.request
+    port = free_port()
+    start(["/usr/bin/python3", os.path.join(ROOT, "tests", "scenario", "kube_api.py"), str(port)],
+          name="kube-api", cpu=LOAD_CPU)
+    wait_port(port)
+
+    def apply(kind, obj):
+        req = urllib.request.Request("http://127.0.0.1:%d/_test/apply" % port, method="POST",
+                                     data=json.dumps({"kind": kind, "object": obj}).encode())
+        urllib.request.urlopen(req).read()
+    apply("Revision", {"metadata": {"namespace": "bench", "name": "bench-00001"},
+                       "spec": {"containerConcurrency": 0, "timeoutSeconds": 300}})
+    apply("Endpoints", {"metadata": {"namespace": "bench", "name": "bench-00001-private", "labels": {
+        "serving.knative.dev/revision": "bench-00001", "networking.internal.knative.dev/serviceType": "Private"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": p}]} for ip, p in pods]})
+    return port
+
+
+def start_activator(kube_port):
+    a_port = free_port()
+    env = {"POD_NAME": "activator-bench", "POD_IP": "127.0.0.1", "KUBE_API_URL": "http://127.0.0.1:%d" % kube_port,
+           "KUBE_TOKEN_FILE": "/nonexistent", "ACTIVATOR_HTTP_PORT": str(a_port),
+           "ACTIVATOR_H2C_PORT": str(free_port()), "AUTOSCALER_URL": "ws://127.0.0.1:1",
+           "COLDBREW_LISTEN_HOST": "127.0.0.1"}
+    p = start([os.path.join(BIN, "activator")], env, name="activator")
+    wait_port(a_port)
+    return p, a_port
+
+
+def activator_rows(results, o_port):
+    """One hop: activator -> origin (the origin answers the probe as a queue-proxy would).
+    Two hops: activator -> queue-proxy -> origin, against nginx -> nginx -> origin."""
+    hdr = ["-H", "Knative-Serving-Namespace: bench", "-H", "Knative-Serving-Revision: bench-00001"]
+    k1 = kube_api_with([("127.0.0.1", o_port)])
+    act, a_port = start_activator(k1)
+    time.sleep(0.5)
+    results["activator (1 hop)"] = measure("activator (1 hop)", a_port, act.pid, hdr)
+    stop(act)
+    # two hops
+    q_port = free_port()
+    env = {"SERVING_NAMESPACE": "bench", "SERVING_SERVICE": "bench", "SERVING_CONFIGURATION": "bench",
+           "SERVING_REVISION": "bench-00001", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
+           "QUEUE_SERVING_PORT": str(q_port), "QUEUE_SERVING_TLS_PORT": "8112", "USER_PORT": str(o_port),
+           "CONTAINER_CONCURRENCY": "0", "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
+           "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(free_port()),
+           "QUEUE_METRICS_PORT": str(free_port()), "COLDBREW_LISTEN_HOST": "127.0.0.1"}
+    qp = start([os.path.join(BIN, "queue-proxy")], env, name="qp-2hop")
+    wait_port(q_port)
+    k2 = kube_api_with([("127.0.0.1", q_port)])
+    act, a_port = start_activator(k2)
+    time.sleep(0.5)
+    results["activator -> queue-proxy"] = measure("activator -> queue-proxy", a_port, act.pid, hdr)
+    stop(act)
+    stop(qp)
+    n1, n2 = free_port(), free_port()
+    ng2 = start(["/usr/sbin/nginx", "-c", nginx_conf("hop2",
+        "upstream origin { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
+        "location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (o_port, n2))], name="nginx-hop2")
+    ng1 = start(["/usr/sbin/nginx", "-c", nginx_conf("hop1",
+        "upstream hop2 { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
+        "location / { proxy_pass http://hop2; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (n2, n1))], name="nginx-hop1")
+    wait_port(n1)
+    wait_port(n2)
+    time.sleep(0.3)
+    results["nginx -> nginx"] = measure("nginx -> nginx", n1, children(ng1.pid)[0])
+    stop(ng1)
+    stop(ng2)
 
 
 def write_results(res):
@@ -217,10 +293,15 @@ def write_results(res):
              "| path | req/s | × nginx | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | VmRSS idle kB | RssAnon 1k conns kB | VmRSS 1k conns kB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in res.items():
+        # Two-hop rows compare with the two-hop nginx chain; the rest with one nginx.
+        base = res.get("nginx -> nginx", ng) if name in ("activator -> queue-proxy", "nginx -> nginx") else ng
         lines.append("| %s | %.0f | %.2f | %.3f | %.3f | %.1f | %d | %d | %d | %d |" % (
-            name, r["rps"], r["rps"] / ng["rps"], r["p50"], r["p99"], r["cpu_us"],
+            name, r["rps"], r["rps"] / base["rps"], r["p50"], r["p99"], r["cpu_us"],
             r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]))
-    lines += ["", "Direct = wrk straight to the origin (no proxy); its CPU and memory are the origin nginx worker's.", ""]
+    lines += ["", "Direct = wrk straight to the origin (no proxy); its CPU and memory are the origin nginx worker's. "
+              "The two-hop rows (activator -> queue-proxy -> origin, nginx -> nginx -> origin) are compared with "
+              "each other; their CPU and memory are the first hop's (the activator, the first nginx worker), and the "
+              "second hop runs on CPU 1 beside it.", ""]
     extra = os.environ.get("BENCH_NOTES_FILE")
     if extra and os.path.exists(extra):
         lines += [open(extra).read()]

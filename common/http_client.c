@@ -59,7 +59,8 @@ static bool send_on(struct http_call *c, bool fresh)
 {
     struct upconn *uc = upstream_checkout(c->up, fresh, &client_ops, c);
     if (!uc) {
-        snprintf(c->err, sizeof c->err, "dial tcp %s: connect: %s", c->up->addr.text, strerror(errno));
+        snprintf(c->err, sizeof c->err, "dial tcp %s: connect: %s", c->up->addr.text,
+                 strerror(errno));
         return false;
     }
     c->uc = uc;

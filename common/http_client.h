@@ -34,13 +34,13 @@ struct http_call {
     http_call_done_cb done;
     http_call_data_cb on_data;
     void *arg;
-    size_t max_body;  /* collected bodies past this fail the call; default 4 MiB */
+    size_t max_body; /* collected bodies past this fail the call; default 4 MiB */
     bool running;
     bool head_done;
     bool retried;
     bool idempotent;
-    bool failed;      /* set by http_call_fail() from on_data */
-    char *req;        /* the serialized request, kept for one retry */
+    bool failed; /* set by http_call_fail() from on_data */
+    char *req;   /* the serialized request, kept for one retry */
     size_t req_len;
     struct event timer;
     char err[256];

@@ -10,7 +10,7 @@
 #include "env.h"
 #include "log.h"
 
-#define PAGE_LIMIT 500
+#define PAGE_LIMIT    500
 #define BACKOFF_START 0.1
 
 struct k8s_object {
@@ -88,8 +88,9 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
     const char *url = getenv("KUBE_API_URL");
     if (!url || !*url) {
         if (getenv("KUBERNETES_SERVICE_HOST"))
-            snprintf(err, cap, "the in-cluster API server needs TLS, which is not built yet; "
-                               "set KUBE_API_URL=http://host:port (e.g. kubectl proxy)");
+            snprintf(err, cap,
+                     "the in-cluster API server needs TLS, which is not built yet; "
+                     "set KUBE_API_URL=http://host:port (e.g. kubectl proxy)");
         else
             snprintf(err, cap, "no Kubernetes API: set KUBE_API_URL=http://host:port");
         return false;
@@ -105,7 +106,8 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
         return false;
     }
     snprintf(k->host, sizeof k->host, "%s:%d", host, port);
-    const char *tf = env_str("KUBE_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token");
+    const char *tf =
+        env_str("KUBE_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token");
     FILE *f = fopen(tf, "r");
     if (f) {
         char tok[2048];
@@ -120,9 +122,15 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
     return true;
 }
 
-void k8s_client_free(struct k8s_client *k) { upstream_close_idle(&k->api); }
+void k8s_client_free(struct k8s_client *k)
+{
+    upstream_close_idle(&k->api);
+}
 
-const char *k8s_watch_version(const struct k8s_watch *w) { return w->rv; }
+const char *k8s_watch_version(const struct k8s_watch *w)
+{
+    return w->rv;
+}
 
 static void start_list(struct k8s_watch *w);
 static void start_watch(struct k8s_watch *w);

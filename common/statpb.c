@@ -2,6 +2,7 @@
 #include "statpb.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "stat.pb-c.h"
@@ -43,4 +44,32 @@ int statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name
     out->timestamp = m->timestamp;
     metrics__stat__free_unpacked(m, NULL);
     return 0;
+}
+
+size_t statpb_encode_wire(const struct statpb_wire *msgs, size_t n, uint8_t *buf, size_t cap)
+{
+    Metrics__WireStatMessage *items = calloc(n ? n : 1, sizeof *items);
+    Metrics__WireStatMessage **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    Metrics__Stat *stats = calloc(n ? n : 1, sizeof *stats);
+    for (size_t i = 0; i < n; i++) {
+        metrics__wire_stat_message__init(&items[i]);
+        items[i].namespace_ = (char *)msgs[i].namespace_;
+        items[i].name = (char *)msgs[i].name;
+        to_msg(&msgs[i].stat, &stats[i]);
+        items[i].stat = &stats[i];
+        ptrs[i] = &items[i];
+    }
+    Metrics__WireStatMessages batch;
+    metrics__wire_stat_messages__init(&batch);
+    batch.n_messages = n;
+    batch.messages = ptrs;
+    size_t len = metrics__wire_stat_messages__get_packed_size(&batch);
+    if (len <= cap)
+        len = metrics__wire_stat_messages__pack(&batch, buf);
+    else
+        len = 0;
+    free(stats);
+    free(ptrs);
+    free(items);
+    return len;
 }

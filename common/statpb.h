@@ -21,6 +21,13 @@ struct statpb {
 
 /* Encodes into buf; returns the length, or 0 if cap is too small. */
 size_t statpb_encode(const struct statpb *s, uint8_t *buf, size_t cap);
+/* One revision's stat in a WireStatMessages batch (the activator's reports). */
+struct statpb_wire {
+    const char *namespace_, *name;
+    struct statpb stat;
+};
+/* Encodes a WireStatMessages batch; returns the length, 0 if cap is too small. */
+size_t statpb_encode_wire(const struct statpb_wire *msgs, size_t n, uint8_t *buf, size_t cap);
 /* Decodes (tests, the autoscaler); pod name copied into name_buf. */
 int statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name_buf, size_t cap);
 

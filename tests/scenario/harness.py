@@ -326,3 +326,97 @@ class Pod:
         self.origin = Origin()
         self.qp = QueueProxy(self.origin.port, **qp_env)
         self.addr = ("127.0.0.1", self.qp.port)
+
+
+def pb_read_varint(b, i):
+    v = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return v, i
+
+
+def pb_fields(b):
+    """(field number, wire type, value) for each field of a protobuf message."""
+    import struct
+    i = 0
+    while i < len(b):
+        tag, i = pb_read_varint(b, i)
+        f, wt = tag >> 3, tag & 7
+        if wt == 0:
+            v, i = pb_read_varint(b, i)
+        elif wt == 1:
+            v = struct.unpack("<d", b[i:i + 8])[0]
+            i += 8
+        elif wt == 2:
+            n, i = pb_read_varint(b, i)
+            v = b[i:i + n]
+            i += n
+        else:
+            raise AssertionError("wire type %d" % wt)
+        yield f, wt, v
+
+
+def decode_wire_stats(b):
+    """WireStatMessages -> [{"namespace", "name", "stat": {...}}] (Knative's stat.proto)."""
+    names = {1: "pod_name", 2: "average_concurrent_requests", 3: "average_proxied_concurrent_requests",
+             4: "request_count", 5: "proxied_request_count", 6: "process_uptime", 7: "timestamp"}
+    out = []
+    for f, _, m in pb_fields(b):
+        assert f == 1
+        msg = {}
+        for g, _, v in pb_fields(m):
+            if g == 1:
+                msg["namespace"] = v.decode()
+            elif g == 2:
+                msg["name"] = v.decode()
+            elif g == 3:
+                msg["stat"] = {names[h]: (w.decode() if h == 1 else w) for h, _, w in pb_fields(v)}
+        out.append(msg)
+    return out
+
+
+class Autoscaler:
+    """The autoscaler's stat server test double: accepts the activator's
+    WebSocket (any path) and decodes each binary frame as WireStatMessages."""
+
+    def __init__(self, port=None):
+        import asyncio
+        import websockets
+        self.port = port or free_port()
+        self.batches = []  # (time, raw bytes, decoded)
+        self.connections = 0
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+
+        async def handler(ws, path=None):
+            self.connections += 1
+            try:
+                async for msg in ws:
+                    if isinstance(msg, bytes):
+                        self.batches.append((time.time(), msg, decode_wire_stats(msg)))
+            except websockets.exceptions.ConnectionClosed:
+                pass  # a peer that vanishes is part of what we test
+
+        async def main():
+            self.stop_future = self.loop.create_future()
+            async with websockets.serve(handler, "127.0.0.1", self.port):
+                self.ready.set()
+                await self.stop_future
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
+        self.thread.start()
+        self.ready.wait(5)
+
+    def messages(self):
+        return [(t, m) for t, _, ms in self.batches for m in ms]
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(lambda: self.stop_future.done() or self.stop_future.set_result(None))
+        self.thread.join(5)
+
+
+import threading  # noqa: E402  (used by Autoscaler)

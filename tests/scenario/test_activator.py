@@ -257,6 +257,66 @@ def activator_drain_under_load():
     eq(a.wait(5), 0, "exit 0 after drain")
 
 
+
+
+def activator_with_autoscaler(k, **env):
+    asc = Autoscaler()
+    a = Activator(k, AUTOSCALER_URL="ws://127.0.0.1:%d" % asc.port, **env)
+    wait_for(lambda: get(a.port, "/", {"User-Agent": "kube-probe/1.30"})[0] == 200, 5, "ready once linked")
+    return a, asc
+
+
+@test
+def activator_ready_only_with_autoscaler_link():
+    k = KubeAPI()
+    port = free_port()
+    a = Activator(k, AUTOSCALER_URL="ws://127.0.0.1:%d" % port, COLDBREW_WS_PING_SECONDS=0.2,
+                  COLDBREW_WS_READ_TIMEOUT_SECONDS=1)
+    eq(get(a.port, "/", {"User-Agent": "kube-probe/1.30"})[0], 500, "not ready before the link")
+    asc = Autoscaler(port)
+    wait_for(lambda: get(a.port, "/", {"User-Agent": "kube-probe/1.30"})[0] == 200, 5, "ready once linked")
+    asc.stop()
+    wait_for(lambda: get(a.port, "/", {"User-Agent": "kube-probe/1.30"})[0] == 500, 5, "not ready once lost")
+    asc2 = Autoscaler(port)
+    wait_for(lambda: get(a.port, "/", {"User-Agent": "kube-probe/1.30"})[0] == 200, 10, "reconnected")
+    asc2.stop()
+
+
+@test
+def activator_pokes_autoscaler_then_reports():
+    k = KubeAPI()
+    k.revision(NS, "hello-00001", cc=0, timeout=5)
+    a, asc = activator_with_autoscaler(k)
+    res = [None]
+    t0 = time.time()
+    th = threading.Thread(target=lambda: res.__setitem__(0, get(a.port, "/", rev_headers("hello-00001"))))
+    th.start()
+    wait_for(lambda: asc.messages(), 2, "the poke")
+    t_poke, first = asc.messages()[0]
+    print("    poke seen %.1f ms after the request was sent" % ((t_poke - t0) * 1000))
+    eq(first, {"namespace": NS, "name": "hello-00001",
+               "stat": {"pod_name": "activator-test-0", "average_concurrent_requests": 1.0, "request_count": 1.0}},
+       "the poke")
+    import struct
+    pod = b"activator-test-0"
+    stat = b"\x0a" + bytes([len(pod)]) + pod + b"\x11" + struct.pack("<d", 1) + b"\x21" + struct.pack("<d", 1)
+    msg = b"\x0a\x07default\x12\x0bhello-00001\x1a" + bytes([len(stat)]) + stat
+    eq(asc.batches[0][1], b"\x0a" + bytes([len(msg)]) + msg, "the poke's bytes (shape of the contract's example)")
+    # The request is held (no pod); the next one-second report says so, adjusted for the poke.
+    wait_for(lambda: len(asc.messages()) >= 2, 3, "a periodic report")
+    _, report = asc.messages()[1]
+    avg = report["stat"].get("average_concurrent_requests", 0)
+    ok(0 <= avg <= 0.05, "first report subtracts the poke's 1 (got %r)" % report)
+    ok("request_count" not in report["stat"], "count 1 - 1 = 0, omitted: %r" % report)
+    wait_for(lambda: len(asc.messages()) >= 3, 3, "a second report")
+    _, second = asc.messages()[2]
+    ok(0.9 < second["stat"].get("average_concurrent_requests", 0) <= 1.0, "held request counts: %r" % second)
+    pod = Pod()
+    k.private_endpoints(NS, "hello-00001", ready=[pod.addr])
+    th.join(10)
+    eq(res[0][0], 200, "served")
+
+
 if __name__ == "__main__":
     import sys
     p, f = run_all(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -1,0 +1,40 @@
+/* ws_client.h — a persistent WebSocket client (RFC 6455): the activator's
+ * link to the autoscaler (Knative §5.1).
+ *
+ * Framing is wslay's; the HTTP upgrade is ours (GET <path>, no subprotocol,
+ * no compression, no Origin, as gorilla's Dialer sends it) and the server's
+ * Sec-WebSocket-Accept is checked. Once open, a ping goes out every
+ * ping_interval (Knative: 10 s / 3) and the link is declared dead when
+ * nothing (pong or data) arrived for read_timeout (10 s). A failed connect,
+ * handshake, or link reconnects after an exponential backoff (100 ms × 1.3,
+ * with jitter, capped at 5 s), forever.
+ *
+ * Host names are resolved asynchronously (libevent's evdns, from
+ * /etc/resolv.conf); IP literals skip DNS.
+ *
+ * Ownership: the client owns its socket and buffers; messages passed to
+ * ws_client_send are copied. on_state runs on every open/close transition. */
+#ifndef COLDBREW_WS_CLIENT_H
+#define COLDBREW_WS_CLIENT_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ws_client;
+
+typedef void (*ws_state_cb)(void *arg, bool open);
+
+/* url: ws://host:port[/path]. NULL with err set when it is not one. */
+struct ws_client *ws_client_new(struct event_base *base, const char *url, ws_state_cb on_state,
+                                void *arg, char *err, size_t cap);
+void ws_client_start(struct ws_client *ws);
+bool ws_client_is_open(const struct ws_client *ws);
+/* Queues one binary message; false (and nothing queued) when not open. */
+bool ws_client_send_binary(struct ws_client *ws, const uint8_t *data, size_t len);
+/* Counters for tests and metrics. */
+unsigned ws_client_connects(const struct ws_client *ws);
+void ws_client_free(struct ws_client *ws);
+
+#endif
