@@ -35,7 +35,7 @@ CFLAGS  += $(OPT) $(SANFLAGS) -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_
 LDFLAGS += $(SANFLAGS)
 LIBS    := -levent_core -ljansson -lprotobuf-c $(MALLOC_LIB) -lm
 # The activator also speaks WebSocket (wslay, OpenSSL for the handshake's SHA-1) and resolves names (evdns).
-AC_LIBS := -levent_extra -lwslay -lcrypto
+AC_LIBS := -levent_extra -lwslay -lssl -lcrypto
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o
@@ -121,7 +121,11 @@ run: deps all
 	@bash examples/run-coffee.sh $(BUILD)
 
 # ---------------------------------------------------------------- bench
-bench: deps all
+build/bench/loadgen: bench/loadgen.c
+	@mkdir -p build/bench
+	$(CC) -O2 -Wall -Wextra -o $@ $< -levent_core
+
+bench: deps all build/bench/loadgen
 	@bash bench/run.sh
 
 # ---------------------------------------------------------------- fuzz
@@ -133,7 +137,7 @@ build/fuzz/gen/stat.pb-c.c: common/proto/stat.proto
 	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen common/proto/stat.proto
 build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c
 	@mkdir -p build/fuzz
-	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lcrypto -ljansson -lprotobuf-c -lm
+	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lssl -lcrypto -ljansson -lprotobuf-c -lm
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "fuzz: $$n for $${FUZZ_SECONDS:-20}s"; \
 	  mkdir -p build/fuzz/corpus-$$n; \

@@ -46,13 +46,17 @@ void reporter_request_in(struct revision *r)
         return;
     r->reporting = true;
     r->poked = true;
-    struct statpb_wire m = {r->ns, r->name,
-                            {.pod_name = act->cfg.pod_name, .average_concurrent_requests = 1,
-                             .request_count = 1}};
+    struct statpb_wire m = {
+        r->ns,
+        r->name,
+        {.pod_name = act->cfg.pod_name, .average_concurrent_requests = 1, .request_count = 1}};
     send_batch(&m, 1);
 }
 
-void reporter_request_out(struct revision *r) { stats_out(&r->stats, clock_now_ns(), false); }
+void reporter_request_out(struct revision *r)
+{
+    stats_out(&r->stats, clock_now_ns(), false);
+}
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {

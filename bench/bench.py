@@ -21,6 +21,7 @@ CONNS = int(os.environ.get("BENCH_CONNS", "64"))
 TMP = tempfile.mkdtemp(prefix="coldbrew-bench-")
 CLK = os.sysconf("SC_CLK_TCK")
 procs = []
+LATENCY = {}
 
 
 def free_port():
@@ -158,6 +159,7 @@ def main():
     time.sleep(0.3)
     o_worker = children(origin.pid)[0]
     results["direct"] = measure("direct", o_port, o_worker)
+    LATENCY["direct"] = fixed_rate(o_port)
 
     n_port = free_port()
     ng = start(["/usr/sbin/nginx", "-c", nginx_conf("proxy",
@@ -165,6 +167,7 @@ def main():
         "location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (o_port, n_port))], name="nginx")
     wait_port(n_port); time.sleep(0.3)
     results["nginx"] = measure("nginx", n_port, children(ng.pid)[0])
+    LATENCY["nginx"] = fixed_rate(n_port)
     stop(ng)
 
     h_port = free_port()
@@ -208,6 +211,23 @@ backend be
     write_results(results)
 
 
+LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
+
+
+def fixed_rate(port, headers=(), seconds=None):
+    """Open-loop latency at RATE req/s (bench/loadgen.c): p50, p99, p99.9, max in ms."""
+    args = ["taskset", "-c", LOAD_CPU, LOADGEN, "-p", str(port), "-r", str(RATE), "-d", str(seconds or SECONDS), "-c", "32"]
+    for i in range(1, len(headers), 2):
+        args += ["-H", headers[i]]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    m = re.search(r"sent (\d+) ok (\d+) errors (\d+) p50 ([\d.]+) p90 ([\d.]+) p99 ([\d.]+) p999 ([\d.]+) max ([\d.]+)", out)
+    if not m:
+        raise SystemExit("loadgen failed: " + out)
+    v = [float(x) for x in m.groups()]
+    return {"sent": int(v[0]), "ok": int(v[1]), "errors": int(v[2]), "p50": v[3], "p99": v[5], "p999": v[6], "max": v[7]}
+
+
 def kube_api_with(pods):
     """The scenario tests' Kubernetes API double, holding one revision whose
     private endpoints are `pods` (ip, port)."""
@@ -248,6 +268,7 @@ def activator_rows(results, o_port):
     act, a_port = start_activator(k1)
     time.sleep(0.5)
     results["activator (1 hop)"] = measure("activator (1 hop)", a_port, act.pid, hdr)
+    LATENCY["activator (1 hop)"] = fixed_rate(a_port, hdr)
     stop(act)
     # two hops
     q_port = free_port()
@@ -263,6 +284,8 @@ def activator_rows(results, o_port):
     act, a_port = start_activator(k2)
     time.sleep(0.5)
     results["activator -> queue-proxy"] = measure("activator -> queue-proxy", a_port, act.pid, hdr)
+    LATENCY["activator -> queue-proxy"] = fixed_rate(a_port, hdr)
+    LATENCY["queue-proxy alone"] = fixed_rate(q_port)
     stop(act)
     stop(qp)
     n1, n2 = free_port(), free_port()
@@ -298,6 +321,22 @@ def write_results(res):
         lines.append("| %s | %.0f | %.2f | %.3f | %.3f | %.1f | %d | %d | %d | %d |" % (
             name, r["rps"], r["rps"] / base["rps"], r["p50"], r["p99"], r["cpu_us"],
             r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]))
+    if LATENCY:
+        d = LATENCY.get("direct", {"p50": 0, "p99": 0})
+        lines += ["", "### Latency at a fixed %d req/s (open loop)" % RATE, "",
+                  "bench/loadgen.c schedules requests every 1/%d s whatever the responses (no coordinated "
+                  "omission), 32 keep-alive connections, %d s, pinned like the rows above. \"Added\" is the "
+                  "path's p99 minus the direct path's p99; for the activator it is the latency it adds in front "
+                  "of a pod (the activator -> queue-proxy row minus the queue-proxy-alone row)." % (RATE, SECONDS), "",
+                  "| path | ok | errors | p50 ms | p99 ms | p99.9 ms | max ms | added p99 ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, v in LATENCY.items():
+            if name == "activator -> queue-proxy" and "queue-proxy alone" in LATENCY:
+                added = v["p99"] - LATENCY["queue-proxy alone"]["p99"]
+            else:
+                added = v["p99"] - d["p99"]
+            lines.append("| %s | %d | %d | %.3f | %.3f | %.3f | %.3f | %+.3f |" % (
+                name, v["ok"], v["errors"], v["p50"], v["p99"], v["p999"], v["max"], added))
     lines += ["", "Direct = wrk straight to the origin (no proxy); its CPU and memory are the origin nginx worker's. "
               "The two-hop rows (activator -> queue-proxy -> origin, nginx -> nginx -> origin) are compared with "
               "each other; their CPU and memory are the first hop's (the activator, the first nginx worker), and the "

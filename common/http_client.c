@@ -73,7 +73,7 @@ static bool send_on(struct http_call *c, bool fresh)
     h1_parser_begin(&uc->parser, uc->head);
     uc->got_bytes = false;
     evbuffer_add(uc->out, c->req, c->req_len);
-    if (!uc->connecting)
+    if (!uc->connecting && !uc->handshaking)
         on_writable(uc);
     return true;
 }
@@ -137,7 +137,7 @@ static void on_connect_failed(struct upconn *uc, int err)
 static void on_writable(struct upconn *uc)
 {
     struct http_call *c = uc->owner;
-    if (io_write(uc->out, uc->fd) == IO_ERROR) {
+    if (upconn_write(uc) == IO_ERROR) {
         snprintf(c->err, sizeof c->err, "write tcp %s: %s", c->up->addr.text, strerror(errno));
         finish(c, c->err, false);
         return;
@@ -159,7 +159,7 @@ static bool retry(struct http_call *c)
 static void on_readable(struct upconn *uc)
 {
     struct http_call *c = uc->owner;
-    enum io_status st = io_read(uc->in, uc->fd);
+    enum io_status st = upconn_read(uc);
     if (st == IO_AGAIN)
         return;
     if (st == IO_OK)

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define HEAD_ARENA_INITIAL 2048
+#define HEAD_ARENA_INITIAL 1024 /* a typical request head is 200-500 bytes; it grows on demand */
 #define HEAD_POOL_MAX      256
 
 static struct http_head *head_pool;

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "env.h"
 #include "log.h"
+#include "tls.h"
 
 #define PAGE_LIMIT    500
 #define BACKOFF_START 0.1
@@ -85,27 +86,41 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
     memset(k, 0, sizeof *k);
     k->base = base;
     k->backoff_max = env_double("COLDBREW_K8S_BACKOFF_MAX_SECONDS", 5, NULL);
-    const char *url = getenv("KUBE_API_URL");
-    if (!url || !*url) {
-        if (getenv("KUBERNETES_SERVICE_HOST"))
-            snprintf(err, cap,
-                     "the in-cluster API server needs TLS, which is not built yet; "
-                     "set KUBE_API_URL=http://host:port (e.g. kubectl proxy)");
-        else
-            snprintf(err, cap, "no Kubernetes API: set KUBE_API_URL=http://host:port");
-        return false;
-    }
     char host[128];
-    int port = 80;
-    if (strncmp(url, "http://", 7) || sscanf(url + 7, "%127[^:/]:%d", host, &port) < 1) {
-        snprintf(err, cap, "KUBE_API_URL must be http://<ip>:<port>, got %s", url);
+    int port = 443;
+    bool tls;
+    const char *url = getenv("KUBE_API_URL");
+    if (url && *url) {
+        tls = !strncmp(url, "https://", 8);
+        port = tls ? 443 : 80;
+        const char *rest = url + (tls ? 8 : 7);
+        if ((!tls && strncmp(url, "http://", 7)) || sscanf(rest, "%127[^:/]:%d", host, &port) < 1) {
+            snprintf(err, cap, "KUBE_API_URL must be http(s)://<ip>:<port>, got %s", url);
+            return false;
+        }
+    } else if (getenv("KUBERNETES_SERVICE_HOST")) {
+        /* In-cluster: the API's service IP, its CA and our service-account token. */
+        tls = true;
+        snprintf(host, sizeof host, "%s", getenv("KUBERNETES_SERVICE_HOST"));
+        port = (int)env_long("KUBERNETES_SERVICE_PORT", 443, NULL);
+    } else {
+        snprintf(err, cap,
+                 "no Kubernetes API: not in a cluster (KUBERNETES_SERVICE_HOST) and no "
+                 "KUBE_API_URL=http(s)://host:port");
         return false;
     }
     if (!upstream_init(&k->api, base, host, port, 16, 30)) {
-        snprintf(err, cap, "KUBE_API_URL host must be an IP address, got %s", host);
+        snprintf(err, cap, "the Kubernetes API host must be an IP address, got %s", host);
         return false;
     }
-    snprintf(k->host, sizeof k->host, "%s:%d", host, port);
+    if (tls) {
+        const char *ca =
+            env_str("KUBE_CA_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt");
+        k->api.tls = tls_client_new(ca, host, err, cap);
+        if (!k->api.tls)
+            return false;
+    }
+    snprintf(k->host, sizeof k->host, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     const char *tf =
         env_str("KUBE_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token");
     FILE *f = fopen(tf, "r");
@@ -125,6 +140,8 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
 void k8s_client_free(struct k8s_client *k)
 {
     upstream_close_idle(&k->api);
+    tls_client_free(k->api.tls);
+    k->api.tls = NULL;
 }
 
 const char *k8s_watch_version(const struct k8s_watch *w)

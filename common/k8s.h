@@ -12,10 +12,11 @@
  * Selectors are applied server side (labelSelector), so the activator holds
  * only the Endpoints it needs rather than the cluster's.
  *
- * The API is reached over plain HTTP when KUBE_API_URL=http://host:port
- * is set (the local platform and the tests); a bearer token is sent when
- * KUBE_TOKEN_FILE (default: the service-account token path) exists. The
- * in-cluster path over TLS (KUBERNETES_SERVICE_HOST) is not built yet.
+ * Where the API is: KUBE_API_URL=http(s)://<ip>:<port> when set (plain HTTP
+ * for the local platform and tests), else in-cluster: https to
+ * KUBERNETES_SERVICE_HOST:KUBERNETES_SERVICE_PORT, verified against the
+ * service account's CA (KUBE_CA_FILE overrides the path). A bearer token is
+ * sent when KUBE_TOKEN_FILE (default: the service-account token) exists.
  *
  * Ownership: objects handed to the callback are borrowed (valid during the
  * call); keep a json_incref'd reference to hold one longer. */
@@ -42,7 +43,7 @@ struct k8s_client {
 struct k8s_object;
 struct k8s_watch;
 
-/* From KUBE_API_URL (http://host:port, numeric host). False with err set. */
+/* From KUBE_API_URL or the in-cluster environment. False with err set. */
 bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, size_t cap);
 void k8s_client_free(struct k8s_client *k);
 

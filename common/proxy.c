@@ -404,10 +404,10 @@ static void up_flush(struct upconn *uc)
         pump_request_body(uc);
         if (uc->dead || !uc->req)
             return;
-        if (uc->connecting)
+        if (uc->connecting || uc->handshaking)
             return;
         size_t before = evbuffer_get_length(uc->out);
-        if (io_write(uc->out, uc->fd) == IO_ERROR) {
+        if (upconn_write(uc) == IO_ERROR) {
             fail_errno(uc, "write", errno);
             return;
         }
@@ -450,7 +450,7 @@ static void on_client_input(struct request *req)
 static void on_client_drain(struct request *req)
 {
     struct upconn *uc = req->holder;
-    if (!uc->reading && !uc->connecting)
+    if (!uc->reading && !uc->connecting && !uc->handshaking)
         set_reading(uc, true);
     if (evbuffer_get_length(uc->in) || uc->eof)
         up_process(uc);
@@ -614,7 +614,7 @@ static void up_process(struct upconn *uc)
 
 static void on_up_readable(struct upconn *uc)
 {
-    switch (io_read(uc->in, uc->fd)) {
+    switch (upconn_read(uc)) {
     case IO_OK:
         uc->got_bytes = true;
         break;

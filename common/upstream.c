@@ -9,6 +9,7 @@
 
 #include "io.h"
 #include "loop.h"
+#include "tls.h"
 
 void upconn_want_read(struct upconn *uc, bool on)
 {
@@ -23,18 +24,60 @@ void upconn_want_write(struct upconn *uc, bool on)
         io_arm(&uc->wev, &uc->writing, on);
 }
 
+enum io_status upconn_read(struct upconn *uc)
+{
+    return uc->up->tls ? uc->up->tls->read(uc) : io_read(uc->in, uc->fd);
+}
+
+enum io_status upconn_write(struct upconn *uc)
+{
+    return uc->up->tls ? uc->up->tls->write(uc) : io_write(uc->out, uc->fd);
+}
+
+static void connect_failed(struct upconn *uc, int err)
+{
+    if (uc->ops && uc->ops->on_connect_failed)
+        uc->ops->on_connect_failed(uc, err);
+    else
+        upconn_close(uc);
+}
+
+/* Drives the TLS handshake; true once it is done (the connection is usable). */
+static bool tls_step(struct upconn *uc)
+{
+    int r = uc->up->tls->handshake(uc);
+    if (r < 0) {
+        connect_failed(uc, EPROTO);
+        return false;
+    }
+    if (r == 0) {
+        io_arm(&uc->rev, &uc->reading, !uc->tls_want_write);
+        io_arm(&uc->wev, &uc->writing, uc->tls_want_write);
+        return false;
+    }
+    uc->handshaking = false;
+    io_arm(&uc->wev, &uc->writing, false);
+    upconn_want_read(uc, true);
+    return true;
+}
+
 /* The connect finished (writable, or an error reported as readable). */
 static bool connect_done(struct upconn *uc)
 {
     int err = net_connect_result(uc->fd);
     if (err) {
-        if (uc->ops && uc->ops->on_connect_failed)
-            uc->ops->on_connect_failed(uc, err);
-        else
-            upconn_close(uc);
+        connect_failed(uc, err);
         return false;
     }
     uc->connecting = false;
+    if (uc->up->tls) {
+        if (!uc->up->tls->start(uc)) {
+            connect_failed(uc, ENOMEM);
+            return false;
+        }
+        uc->handshaking = true;
+        return tls_step(uc);
+    }
     upconn_want_read(uc, true);
     return true;
 }
@@ -45,6 +88,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     struct upconn *uc = arg;
     if (uc->connecting && !connect_done(uc))
         return;
+    if (uc->handshaking) {
+        if (tls_step(uc) && uc->ops)
+            uc->ops->on_writable(uc); /* now the request can go */
+        return;
+    }
     if (uc->ops) {
         uc->ops->on_readable(uc);
         return;
@@ -62,6 +110,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     struct upconn *uc = arg;
     if (uc->connecting && !connect_done(uc))
+        return;
+    if (uc->handshaking && !tls_step(uc))
         return;
     if (uc->ops)
         uc->ops->on_writable(uc);
@@ -196,6 +246,8 @@ void upconn_close(struct upconn *uc)
     event_del(&uc->rev);
     event_del(&uc->wev);
     event_del(&uc->tev);
+    if (uc->tls_session)
+        u->tls->end(uc);
     close(uc->fd);
     uc->fd = -1;
     u->nconns--;

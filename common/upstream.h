@@ -19,11 +19,13 @@
 #include <sys/queue.h>
 
 #include "h1_parser.h"
+#include "io.h"
 #include "net.h"
 
 struct request;
 struct proxy_edit;
 struct upconn;
+struct upstream_tls;
 
 /* What the holder of a connection does with its events. A connection with no
  * ops is idle in the pool. */
@@ -40,8 +42,9 @@ struct upstream {
     int port;
     TAILQ_HEAD(, upconn) idle;
     unsigned nidle, max_idle;
-    struct timeval idle_tv; /* a libevent common timeout */
-    unsigned nconns;        /* open connections, idle or busy */
+    struct timeval idle_tv;   /* a libevent common timeout */
+    unsigned nconns;          /* open connections, idle or busy */
+    struct upstream_tls *tls; /* NULL: plain TCP (see tls.h) */
 };
 
 struct upconn {
@@ -66,11 +69,16 @@ struct upconn {
     bool resp_head_done; /* final (non-1xx) response head forwarded */
     bool tunnel;
     bool retried;
+    void *tls_session; /* SSL, when the pool is TLS */
+    bool handshaking, tls_want_write;
 };
 
 /* host must be an IP literal. max_idle 0 means 1000 (Knative's default for CC=0). */
 bool upstream_init(struct upstream *u, struct event_base *base, const char *host, int port,
                    unsigned max_idle, double idle_seconds);
+/* Read into uc->in / write uc->out, through TLS when the pool has it. */
+enum io_status upconn_read(struct upconn *uc);
+enum io_status upconn_write(struct upconn *uc);
 /* Arm or disarm reading / writing on an attached connection. */
 void upconn_want_read(struct upconn *uc, bool on);
 void upconn_want_write(struct upconn *uc, bool on);

@@ -28,7 +28,7 @@
 #include "log.h"
 #include "net.h"
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MAX_HANDSHAKE 8192
 
 enum ws_state { WS_IDLE, WS_RESOLVING, WS_CONNECTING, WS_HANDSHAKE, WS_OPEN };
@@ -365,8 +365,8 @@ struct ws_client *ws_client_new(struct event_base *base, const char *url, ws_sta
 {
     struct ws_client *ws = calloc(1, sizeof *ws);
     ws->port = 80;
-    if (strncmp(url, "ws://", 5) ||
-        sscanf(url + 5, "%255[^:/]:%d", ws->host, &ws->port) < 1 || ws->port <= 0 || ws->port > 65535) {
+    if (strncmp(url, "ws://", 5) || sscanf(url + 5, "%255[^:/]:%d", ws->host, &ws->port) < 1 ||
+        ws->port <= 0 || ws->port > 65535) {
         snprintf(err, cap, "not a ws:// URL: %s", url);
         free(ws);
         return NULL;
@@ -389,11 +389,20 @@ struct ws_client *ws_client_new(struct event_base *base, const char *url, ws_sta
     return ws;
 }
 
-void ws_client_start(struct ws_client *ws) { dial(ws); }
+void ws_client_start(struct ws_client *ws)
+{
+    dial(ws);
+}
 
-bool ws_client_is_open(const struct ws_client *ws) { return ws && ws->state == WS_OPEN; }
+bool ws_client_is_open(const struct ws_client *ws)
+{
+    return ws && ws->state == WS_OPEN;
+}
 
-unsigned ws_client_connects(const struct ws_client *ws) { return ws->connects; }
+unsigned ws_client_connects(const struct ws_client *ws)
+{
+    return ws->connects;
+}
 
 bool ws_client_send_binary(struct ws_client *ws, const uint8_t *data, size_t len)
 {

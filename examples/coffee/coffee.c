@@ -24,10 +24,23 @@
 static const char *version, *revision;
 static struct event_base *base;
 
+/* Requests parked on ?sleep= timers, so a SIGTERM can free them. */
 struct delayed {
     struct evhttp_request *req;
     struct event *ev;
+    struct delayed *prev, *next;
 };
+static struct delayed *parked;
+
+static void unpark(struct delayed *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        parked = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+}
 
 static void reply(struct evhttp_request *req)
 {
@@ -42,6 +55,7 @@ static void on_delay(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct delayed *d = arg;
+    unpark(d);
     reply(d->req);
     event_free(d->ev);
     free(d);
@@ -88,9 +102,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     long sleep_ms = query_ms(req, "sleep");
     if (sleep_ms) {
-        struct delayed *d = malloc(sizeof *d);
+        struct delayed *d = calloc(1, sizeof *d);
         d->req = req;
         d->ev = evtimer_new(base, on_delay, d);
+        d->next = parked;
+        if (parked)
+            parked->prev = d;
+        parked = d;
         struct timeval tv = {sleep_ms / 1000, (sleep_ms % 1000) * 1000};
         evtimer_add(d->ev, &tv);
         return;
@@ -128,6 +146,12 @@ int main(void)
     fprintf(stderr, "coffee %s listening on 127.0.0.1:%s\n", version, port);
     event_base_dispatch(base);
     event_free(term);
+    while (parked) {
+        struct delayed *d = parked;
+        unpark(d);
+        event_free(d->ev);
+        free(d);
+    }
     evhttp_free(http);
     event_base_free(base);
     return 0;

@@ -15,18 +15,38 @@ LOGDIR = tempfile.mkdtemp(prefix="coldbrew-scenario-")
 _tests = []
 _procs = []
 
+# Children inherit this: the held-requests test needs 10,000+ descriptors.
+import resource  # noqa: E402
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+
 
 def test(fn):
     _tests.append(fn)
     return fn
 
 
+_rng = __import__("random").Random(os.getpid())
+_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A free port below the kernel's ephemeral range (32768+), so the many
+    outgoing connections of a test cannot take it between here and bind."""
+    for _ in range(1000):
+        p = _rng.randrange(20000, 32768)
+        if p in _given:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _given.add(p)
+        return p
+    raise AssertionError("no free port")
 
 
 def wait_port(port, timeout=5.0, proc=None):
@@ -249,14 +269,30 @@ SANITIZE = os.environ.get("SANITIZE") == "1"
 class KubeAPI(Proc):
     """The Kubernetes API test double (kube_api.py): list/watch in Kubernetes' JSON shapes."""
 
-    def __init__(self, page=2):
+    def __init__(self, page=2, tls=None, token=None):
         self.port = free_port()
-        super().__init__("kube-api", [PY, os.path.join(HERE, "kube_api.py"), str(self.port), str(page)])
+        self.tls = tls
+        argv = [PY, os.path.join(HERE, "kube_api.py"), str(self.port), str(page)]
+        if tls:
+            argv += ["--tls", tls[0], tls[1]]
+        if token:
+            argv += ["--token", token]
+        self.token = token
+        super().__init__("kube-api", argv, {})
         wait_port(self.port, proc=self.p)
 
     def post(self, what, body=None):
-        st, _, data = get(self.port, "/_test/" + what, method="POST", body=json.dumps(body or {}),
-                          headers={"Content-Type": "application/json"})
+        if self.tls:
+            import http.client, ssl
+            ctx = ssl.create_default_context(cafile=self.tls[2])
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
+            c.request("POST", "/_test/" + what, body=json.dumps(body or {}))
+            r = c.getresponse()
+            st, data = r.status, r.read()
+            c.close()
+        else:
+            st, _, data = get(self.port, "/_test/" + what, method="POST", body=json.dumps(body or {}),
+                              headers={"Content-Type": "application/json"})
         ok(st == 200, "kube api %s: %s" % (what, data))
         return json.loads(data)
 
@@ -326,6 +362,21 @@ class Pod:
         self.origin = Origin()
         self.qp = QueueProxy(self.origin.port, **qp_env)
         self.addr = ("127.0.0.1", self.qp.port)
+
+
+def make_test_ca(dirpath, ip="127.0.0.1"):
+    """A CA and a server certificate for `ip`, made with the openssl CLI:
+    returns (server cert, server key, CA cert)."""
+    def run(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=dirpath)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=coldbrew-test-ca")
+    run("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=kube-api")
+    with open(os.path.join(dirpath, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:%s\n" % ip)
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "srv.crt", "-days", "2", "-extfile", "san.ext")
+    return tuple(os.path.join(dirpath, f) for f in ("srv.crt", "srv.key", "ca.crt"))
 
 
 def pb_read_varint(b, i):

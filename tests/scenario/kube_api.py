@@ -17,7 +17,9 @@ Test hooks (POST, JSON body):
   /_test/garbage {}  send a line that is not JSON on every watch
   /_test/compact {}  forget history: watches from older versions get 410
   /_test/stats   GET: {"lists": n, "watches": n}
-Usage: kube_api.py PORT [PAGE_SIZE]
+Usage: kube_api.py PORT [PAGE_SIZE] [--tls CERT KEY] [--token TOKEN]
+  --tls     serve HTTPS with that certificate (the in-cluster path)
+  --token   require "Authorization: Bearer TOKEN" on API calls (401 otherwise)
 """
 import asyncio, json, sys, urllib.parse
 
@@ -25,7 +27,10 @@ KINDS = {"Revision": "/apis/serving.knative.dev/v1/revisions",
          "Endpoints": "/api/v1/endpoints", "Service": "/api/v1/services"}
 STATE = {"rv": 100, "compacted": 0, "objects": {}, "events": [], "watchers": set(),
          "lists": 0, "watches": 0}
-PAGE = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+ARGS = sys.argv[1:]
+PAGE = int(ARGS[1]) if len(ARGS) > 1 and not ARGS[1].startswith("--") else 2
+TLS = ARGS[ARGS.index("--tls") + 1:ARGS.index("--tls") + 3] if "--tls" in ARGS else None
+TOKEN = ARGS[ARGS.index("--token") + 1] if "--token" in ARGS else None
 
 
 def key(o):
@@ -76,6 +81,9 @@ async def handle(reader, writer):
             q = dict(urllib.parse.parse_qsl(url.query))
             if url.path.startswith("/_test/"):
                 await test_hook(writer, url.path[7:], json.loads(body or b"{}"))
+                continue
+            if TOKEN and hdrs.get("authorization") != "Bearer " + TOKEN:
+                await respond(writer, 401, {"kind": "Status", "code": 401, "message": "Unauthorized"})
                 continue
             kind = next((k for k, p in KINDS.items() if p == url.path), None)
             if not kind:
@@ -165,7 +173,12 @@ async def test_hook(writer, what, body):
 
 
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), limit=1 << 20)
+    ctx = None
+    if TLS:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(TLS[0], TLS[1])
+    server = await asyncio.start_server(handle, "127.0.0.1", int(ARGS[0]), limit=1 << 20, ssl=ctx)
     async with server:
         await server.serve_forever()
 

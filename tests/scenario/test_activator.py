@@ -317,6 +317,111 @@ def activator_pokes_autoscaler_then_reports():
     eq(res[0][0], 200, "served")
 
 
+@test
+def activator_ten_thousand_held_requests():
+    """10,000 requests held for a revision with no pod: bounded memory, and
+    every one answered once a pod is ready."""
+    import asyncio, resource
+    n = 2000 if SANITIZE else 10000
+    k = KubeAPI()
+    k.revision(NS, "held-00001", cc=100)
+    a = Activator(k)
+
+    def rss():
+        for l in open("/proc/%d/status" % a.p.pid):
+            if l.startswith("VmRSS:"):
+                return int(l.split()[1])
+    before = rss()
+    results = []
+    req = ("GET / HTTP/1.1\r\nHost: held.example\r\nKnative-Serving-Namespace: default\r\n"
+           "Knative-Serving-Revision: held-00001\r\nUser-Agent: held-test\r\n\r\n").encode()
+
+    async def one(i, opened):
+        r, w = await asyncio.open_connection("127.0.0.1", a.port)
+        w.write(req)
+        await w.drain()
+        opened.append(i)
+        line = await asyncio.wait_for(r.readline(), 60)
+        results.append(line[9:12])
+        w.close()
+
+    async def go():
+        opened = []
+        tasks = []
+        for i in range(n):
+            tasks.append(asyncio.create_task(one(i, opened)))
+            if i % 500 == 499:
+                await asyncio.sleep(0.05)
+        while len(opened) < n:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # let the activator read every head
+        held = rss()
+        ok(not results, "nothing answered while no pod exists")
+        pod = Pod(CONTAINER_CONCURRENCY=100)
+        t0 = time.time()
+        k.private_endpoints(NS, "held-00001", ready=[pod.addr])
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        return held, time.time() - t0
+
+    held, drain = asyncio.run(go())
+    per = (held - before) * 1024.0 / n
+    print("    %d held: RSS %d kB -> %d kB (%.0f bytes each); all answered %.2f s after the pod appeared"
+          % (n, before, held, per, drain))
+    eq(sorted(set(results)), [b"200"], "every held request answered 200")
+    eq(len(results), n, "all answered")
+    if not SANITIZE:
+        ok(held - before <= 40 * 1024, "10,000 held cost at most 40 MiB (%d kB)" % (held - before))
+        ok(per <= 4096, "at most 4 KiB each (%.0f bytes)" % per)
+
+
+def in_cluster_env(kube, ca, token_file):
+    return {"KUBE_API_URL": None, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(kube.port), "KUBE_CA_FILE": ca, "KUBE_TOKEN_FILE": token_file}
+
+
+@test
+def activator_in_cluster_tls_api_with_ca_and_token():
+    import tempfile
+    d = tempfile.mkdtemp(dir=LOGDIR)
+    cert, key, ca = make_test_ca(d)
+    token_file = os.path.join(d, "token")
+    open(token_file, "w").write("s3cret-token\n")
+    k = KubeAPI(tls=(cert, key, ca), token="s3cret-token")
+    k.revision(NS, "tls-00001", cc=0)
+    pod = Pod()
+    k.private_endpoints(NS, "tls-00001", ready=[pod.addr])
+    a = Activator(k, **in_cluster_env(k, ca, token_file))
+    eq(get(a.port, "/", rev_headers("tls-00001"))[0], 200, "served via the TLS API")
+    k.revision(NS, "tls-00002", cc=0)
+    k.private_endpoints(NS, "tls-00002", ready=[pod.addr])
+    wait_for(lambda: get(a.port, "/", rev_headers("tls-00002"))[0] == 200, 5, "watch over TLS")
+
+
+@test
+def activator_rejects_untrusted_api_and_bad_token():
+    import tempfile
+    d1, d2 = tempfile.mkdtemp(dir=LOGDIR), tempfile.mkdtemp(dir=LOGDIR)
+    cert, key, ca = make_test_ca(d1)
+    _, _, other_ca = make_test_ca(d2)
+    token_file = os.path.join(d1, "token")
+    open(token_file, "w").write("right")
+    k = KubeAPI(tls=(cert, key, ca), token="right")
+    a = Activator(k, wait=False, **in_cluster_env(k, other_ca, token_file))
+    time.sleep(1.0)
+    ok(a.p.poll() is None, "keeps running")
+    try:
+        socket.create_connection(("127.0.0.1", a.port), 0.3).close()
+        ok(False, "must not serve before its caches sync")
+    except OSError:
+        pass
+    ok("handshake failed" in a.output(), "says why: " + a.output()[-500:])
+    bad = os.path.join(d1, "badtoken")
+    open(bad, "w").write("wrong")
+    b = Activator(k, wait=False, **in_cluster_env(k, ca, bad))
+    time.sleep(1.0)
+    ok("status 401" in b.output(), "logs the 401: " + b.output()[-500:])
+
+
 if __name__ == "__main__":
     import sys
     p, f = run_all(sys.argv[1] if len(sys.argv) > 1 else None)
