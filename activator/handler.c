@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "../common/clock.h"
+#include "../common/freelist.h"
 #include "../common/log.h"
 #include "../common/proxy.h"
 #include "activator.h"
@@ -27,40 +28,25 @@ struct act_ctx {
     struct proxy_edit edit;
     bool queued;
     char extra[320];
-    struct act_ctx *next_free;
 };
 
-static struct act_ctx *ctx_pool;
-static unsigned ctx_pool_len;
+static struct freelist ctx_pool = FREELIST_INIT(struct act_ctx);
 
 static struct act_ctx *ctx_acquire(void)
 {
-    struct act_ctx *c = ctx_pool;
-    if (c) {
-        ctx_pool = c->next_free;
-        ctx_pool_len--;
-    } else if (!(c = malloc(sizeof *c))) {
-        abort();
-    }
+    struct act_ctx *c = freelist_get(&ctx_pool);
     memset(c, 0, offsetof(struct act_ctx, extra));
     return c;
 }
 
 static void ctx_release(struct act_ctx *c)
 {
-    c->next_free = ctx_pool;
-    ctx_pool = c;
-    ctx_pool_len++;
+    freelist_put(&ctx_pool, c);
 }
 
 void act_ctx_pool_trim(unsigned keep)
 {
-    while (ctx_pool && ctx_pool_len > keep) {
-        struct act_ctx *c = ctx_pool;
-        ctx_pool = c->next_free;
-        ctx_pool_len--;
-        free(c);
-    }
+    freelist_trim(&ctx_pool, keep);
 }
 
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",

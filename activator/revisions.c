@@ -95,17 +95,8 @@ void revisions_free_all(void)
 
 static long json_long(json_t *o, const char *path, long def)
 {
-    char part[64];
-    const char *p = path;
-    json_t *cur = o;
-    while (cur && *p) {
-        const char *dot = strchr(p, '.');
-        size_t n = dot ? (size_t)(dot - p) : strlen(p);
-        snprintf(part, sizeof part, "%.*s", (int)n, p);
-        cur = json_object_get(cur, part);
-        p = dot ? dot + 1 : p + n;
-    }
-    return json_is_integer(cur) ? (long)json_integer_value(cur) : def;
+    json_t *v = k8s_get(o, path);
+    return json_is_integer(v) ? (long)json_integer_value(v) : def;
 }
 
 void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj)

@@ -16,7 +16,9 @@ import os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "bin"))
-SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))  # the median round is reported: this VM is noisy
+LAT_ROUNDS = int(os.environ.get("BENCH_LATENCY_ROUNDS", "3"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
 TMP = tempfile.mkdtemp(prefix="coldbrew-bench-")
 CLK = os.sysconf("SC_CLK_TCK")
@@ -125,25 +127,69 @@ def hold_connections(port, n=1000, headers=()):
     return socks
 
 
-def measure(name, port, pid, headers=()):
-    wrk(port, 2, headers=headers)  # warm-up
+class Row:
+    """One path under test: where to send load, which process to account."""
+
+    def __init__(self, name, port, pid, headers=()):
+        self.name, self.port, self.pid, self.headers = name, port, pid, headers
+        self.rounds, self.ticks, self.total = [], 0, 0
+
+
+def measure_all(rows):
+    """Warm every row, then ROUNDS rounds with the rows interleaved (each
+    slow or fast phase of the machine hits every row alike); the median
+    round is reported, and CPU per request over all rounds. Then idle memory
+    and memory with 1,000 open keep-alive connections, row by row."""
+    for r in rows:
+        wrk(r.port, 2, headers=r.headers)
+    for i in range(ROUNDS):
+        for r in rows:
+            c0 = cpu_ticks(r.pid)
+            one = wrk(r.port, headers=r.headers)
+            r.ticks += cpu_ticks(r.pid) - c0
+            r.total += one["total"]
+            r.rounds.append(one)
+            print("  round %d %-26s %8.0f req/s" % (i + 1, r.name, one["rps"]), flush=True)
     time.sleep(2.5)  # idle: traffic stopped a while ago
-    idle = mem(pid)
-    c0 = cpu_ticks(pid)
-    r = wrk(port, headers=headers)
-    c1 = cpu_ticks(pid)
-    r["cpu_us"] = (c1 - c0) * 1e6 / CLK / max(r["total"], 1)
-    time.sleep(0.3)
-    socks = hold_connections(port, headers=headers)
-    time.sleep(0.3)
-    loaded = mem(pid)
-    for s in socks:
-        s.close()
-    r.update(idle_anon=idle.get("RssAnon", 0), idle_rss=idle.get("VmRSS", 0),
-             k_anon=loaded.get("RssAnon", 0), k_rss=loaded.get("VmRSS", 0))
-    print("%-16s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %5.1f us/req  idle %5d/%5d kB  1k conns %6d/%6d kB" % (
-        name, r["rps"], r["p50"], r["p99"], r["cpu_us"], r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]), flush=True)
-    return r
+    results = {}
+    for r in rows:
+        idle = mem(r.pid)
+        socks = hold_connections(r.port, headers=r.headers)
+        time.sleep(0.3)
+        loaded = mem(r.pid)
+        for sk in socks:
+            sk.close()
+        rounds = sorted(r.rounds, key=lambda x: x["rps"])
+        m = dict(rounds[len(rounds) // 2])
+        m["all_rps"] = [x["rps"] for x in r.rounds]
+        m["cpu_us"] = r.ticks * 1e6 / CLK / max(r.total, 1)
+        m.update(idle_anon=idle.get("RssAnon", 0), idle_rss=idle.get("VmRSS", 0),
+                 k_anon=loaded.get("RssAnon", 0), k_rss=loaded.get("VmRSS", 0))
+        results[r.name] = m
+        print("%-26s %9.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %5.1f us/req  idle %5d/%5d kB  1k conns %6d/%6d kB" % (
+            r.name, m["rps"], m["p50"], m["p99"], m["cpu_us"], m["idle_anon"], m["idle_rss"], m["k_anon"], m["k_rss"]),
+            flush=True)
+        time.sleep(1.0)
+    return results
+
+
+def qp_env(q_port, user_port, cc):
+    return {"SERVING_NAMESPACE": "bench", "SERVING_SERVICE": "bench", "SERVING_CONFIGURATION": "bench",
+            "SERVING_REVISION": "bench-00001", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
+            "QUEUE_SERVING_PORT": str(q_port), "QUEUE_SERVING_TLS_PORT": "8112", "USER_PORT": str(user_port),
+            "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
+            "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(free_port()),
+            "QUEUE_METRICS_PORT": str(free_port()), "COLDBREW_LISTEN_HOST": "127.0.0.1"}
+
+
+def nginx_proxy(name, listen, upstream):
+    p = start(["/usr/sbin/nginx", "-c", nginx_conf(name,
+        "upstream up { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
+        "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (upstream, listen))],
+        name=name)
+    wait_port(listen)
+    time.sleep(0.2)
+    return children(p.pid)[0]
 
 
 def main():
@@ -155,20 +201,11 @@ def main():
         'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; return 200 "hello from the origin\\n"; } '
         'location /healthz { default_type text/plain; return 200 "queue"; } }' % o_port)], name="origin", cpu=LOAD_CPU)
     wait_port(o_port)
-    results = {}
     time.sleep(0.3)
-    o_worker = children(origin.pid)[0]
-    results["direct"] = measure("direct", o_port, o_worker)
-    LATENCY["direct"] = fixed_rate(o_port)
+    rows = [Row("direct", o_port, children(origin.pid)[0])]
 
     n_port = free_port()
-    ng = start(["/usr/sbin/nginx", "-c", nginx_conf("proxy",
-        "upstream origin { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
-        "location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (o_port, n_port))], name="nginx")
-    wait_port(n_port); time.sleep(0.3)
-    results["nginx"] = measure("nginx", n_port, children(ng.pid)[0])
-    LATENCY["nginx"] = fixed_rate(n_port)
-    stop(ng)
+    rows.append(Row("nginx", n_port, nginx_proxy("proxy", n_port, o_port)))
 
     h_port = free_port()
     hcfg = os.path.join(TMP, "haproxy.cfg")
@@ -189,25 +226,43 @@ backend be
   server o 127.0.0.1:%d
 """ % (h_port, o_port))
     hp = start(["/usr/sbin/haproxy", "-db", "-f", hcfg], name="haproxy")
-    wait_port(h_port); time.sleep(0.3)
-    results["haproxy"] = measure("haproxy", h_port, hp.pid)
-    stop(hp)
+    wait_port(h_port)
+    rows.append(Row("haproxy", h_port, hp.pid))
 
     for cc in (0, 100):
         q_port = free_port()
-        env = {"SERVING_NAMESPACE": "bench", "SERVING_SERVICE": "bench", "SERVING_CONFIGURATION": "bench",
-               "SERVING_REVISION": "bench-00001", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
-               "QUEUE_SERVING_PORT": str(q_port), "QUEUE_SERVING_TLS_PORT": "8112", "USER_PORT": str(o_port),
-               "CONTAINER_CONCURRENCY": str(cc), "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
-               "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(free_port()),
-               "QUEUE_METRICS_PORT": str(free_port()), "COLDBREW_LISTEN_HOST": "127.0.0.1"}
-        qp = start([os.path.join(BIN, "queue-proxy")], env, name="qp%d" % cc)
-        wait_port(q_port); time.sleep(0.3)
-        results["coldbrew cc=%d" % cc] = measure("coldbrew cc=%d" % cc, q_port, qp.pid)
-        stop(qp)
+        qp = start([os.path.join(BIN, "queue-proxy")], qp_env(q_port, o_port, cc), name="qp%d" % cc)
+        wait_port(q_port)
+        rows.append(Row("coldbrew cc=%d" % cc, q_port, qp.pid))
+
+    qp2_port = None
     if os.path.exists(os.path.join(BIN, "activator")):
-        activator_rows(results, o_port)
-    stop(origin)
+        hdr = ["-H", "Knative-Serving-Namespace: bench", "-H", "Knative-Serving-Revision: bench-00001"]
+        act1, a1 = start_activator(kube_api_with([("127.0.0.1", o_port)]))
+        rows.append(Row("activator (1 hop)", a1, act1.pid, hdr))
+        qp2_port = free_port()
+        start([os.path.join(BIN, "queue-proxy")], qp_env(qp2_port, o_port, 0), name="qp-2hop")
+        wait_port(qp2_port)
+        act2, a2 = start_activator(kube_api_with([("127.0.0.1", qp2_port)]))
+        rows.append(Row("activator -> queue-proxy", a2, act2.pid, hdr))
+        n2, n1 = free_port(), free_port()
+        nginx_proxy("hop2", n2, o_port)
+        rows.append(Row("nginx -> nginx", n1, nginx_proxy("hop1", n1, n2)))
+    time.sleep(0.5)
+    results = measure_all(rows)
+
+    # Open-loop latency at a fixed rate: rounds interleaved across the paths,
+    # the round with the median p99 reported for each.
+    lat_rows = [(r.name, r.port, r.headers) for r in rows]
+    if qp2_port:
+        lat_rows.append(("queue-proxy alone", qp2_port, ()))
+    runs = {name: [] for name, _, _ in lat_rows}
+    for i in range(LAT_ROUNDS):
+        for name, port, headers in lat_rows:
+            runs[name].append(fixed_rate(port, headers))
+    for name, rs in runs.items():
+        rs.sort(key=lambda x: x["p99"])
+        LATENCY[name] = rs[len(rs) // 2]
     write_results(results)
 
 
@@ -260,59 +315,16 @@ def start_activator(kube_port):
     return p, a_port
 
 
-def activator_rows(results, o_port):
-    """One hop: activator -> origin (the origin answers the probe as a queue-proxy would).
-    Two hops: activator -> queue-proxy -> origin, against nginx -> nginx -> origin."""
-    hdr = ["-H", "Knative-Serving-Namespace: bench", "-H", "Knative-Serving-Revision: bench-00001"]
-    k1 = kube_api_with([("127.0.0.1", o_port)])
-    act, a_port = start_activator(k1)
-    time.sleep(0.5)
-    results["activator (1 hop)"] = measure("activator (1 hop)", a_port, act.pid, hdr)
-    LATENCY["activator (1 hop)"] = fixed_rate(a_port, hdr)
-    stop(act)
-    # two hops
-    q_port = free_port()
-    env = {"SERVING_NAMESPACE": "bench", "SERVING_SERVICE": "bench", "SERVING_CONFIGURATION": "bench",
-           "SERVING_REVISION": "bench-00001", "SERVING_POD": "bench-pod", "SERVING_POD_IP": "127.0.0.1",
-           "QUEUE_SERVING_PORT": str(q_port), "QUEUE_SERVING_TLS_PORT": "8112", "USER_PORT": str(o_port),
-           "CONTAINER_CONCURRENCY": "0", "REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_CONFIG": "",
-           "SERVING_LOGGING_LEVEL": "info", "QUEUE_ADMIN_PORT": str(free_port()),
-           "QUEUE_METRICS_PORT": str(free_port()), "COLDBREW_LISTEN_HOST": "127.0.0.1"}
-    qp = start([os.path.join(BIN, "queue-proxy")], env, name="qp-2hop")
-    wait_port(q_port)
-    k2 = kube_api_with([("127.0.0.1", q_port)])
-    act, a_port = start_activator(k2)
-    time.sleep(0.5)
-    results["activator -> queue-proxy"] = measure("activator -> queue-proxy", a_port, act.pid, hdr)
-    LATENCY["activator -> queue-proxy"] = fixed_rate(a_port, hdr)
-    LATENCY["queue-proxy alone"] = fixed_rate(q_port)
-    stop(act)
-    stop(qp)
-    n1, n2 = free_port(), free_port()
-    ng2 = start(["/usr/sbin/nginx", "-c", nginx_conf("hop2",
-        "upstream origin { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
-        "location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (o_port, n2))], name="nginx-hop2")
-    ng1 = start(["/usr/sbin/nginx", "-c", nginx_conf("hop1",
-        "upstream hop2 { server 127.0.0.1:%d; keepalive 256; } server { listen 127.0.0.1:%d backlog=4096; "
-        "location / { proxy_pass http://hop2; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }" % (n2, n1))], name="nginx-hop1")
-    wait_port(n1)
-    wait_port(n2)
-    time.sleep(0.3)
-    results["nginx -> nginx"] = measure("nginx -> nginx", n1, children(ng1.pid)[0])
-    stop(ng1)
-    stop(ng2)
-
-
 def write_results(res):
     ng = res["nginx"]
     lines = ["# coldbrew benchmark results", "",
              "Produced by `make bench` (`bench/run.sh` → `bench/bench.py`) on %s, %d cores; "
-             "wrk -t1 -c%d -d%ds --latency per row, one row at a time, all against the same nginx origin "
+             "wrk -t1 -c%d -d%ds --latency; every path runs at once and the %d rounds are interleaved across the rows, so the machine's slow and fast phases hit every row alike (the median round is shown, every round is listed below; CPU is summed over all rounds); all against the same nginx origin "
              "(1 worker, 22-byte body). wrk and the origin are pinned to CPU 0, the proxy under test to "
              "CPU 1 (taskset), the same for every row; the direct row is wrk and the origin alone. CPU is the proxy process's utime+stime over the wrk run divided by "
              "the requests served; memory is /proc/PID/status (RssAnon = private, VmRSS = total), "
              "idle (2.5 s after the warm-up's traffic stopped) and with 1,000 open keep-alive connections. Ratios are against nginx "
-             "as a reverse proxy in the same run." % (time.strftime("%Y-%m-%d"), os.cpu_count(), CONNS, SECONDS), "",
+             "as a reverse proxy in the same run." % (time.strftime("%Y-%m-%d"), os.cpu_count(), CONNS, SECONDS, ROUNDS), "",
              "| path | req/s | × nginx | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | VmRSS idle kB | RssAnon 1k conns kB | VmRSS 1k conns kB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in res.items():
@@ -321,11 +333,14 @@ def write_results(res):
         lines.append("| %s | %.0f | %.2f | %.3f | %.3f | %.1f | %d | %d | %d | %d |" % (
             name, r["rps"], r["rps"] / base["rps"], r["p50"], r["p99"], r["cpu_us"],
             r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]))
+    lines += ["", "Rounds (req/s): " + "; ".join("%s %s" % (n, "/".join("%.0f" % x for x in r.get("all_rps", [r["rps"]])))
+                                           for n, r in res.items())]
     if LATENCY:
         d = LATENCY.get("direct", {"p50": 0, "p99": 0})
         lines += ["", "### Latency at a fixed %d req/s (open loop)" % RATE, "",
                   "bench/loadgen.c schedules requests every 1/%d s whatever the responses (no coordinated "
-                  "omission), 32 keep-alive connections, %d s, pinned like the rows above. \"Added\" is the "
+                  "omission), 32 keep-alive connections, %d s per round, rounds interleaved across the paths, "
+                  "the round with the median p99 shown; pinned like the rows above. \"Added\" is the "
                   "path's p99 minus the direct path's p99; for the activator it is the latency it adds in front "
                   "of a pod (the activator -> queue-proxy row minus the queue-proxy-alone row)." % (RATE, SECONDS), "",
                   "| path | ok | errors | p50 ms | p99 ms | p99.9 ms | max ms | added p99 ms |",

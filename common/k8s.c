@@ -37,7 +37,7 @@ struct k8s_watch {
     struct k8s_object *known;
 };
 
-const char *k8s_str(json_t *obj, const char *path)
+json_t *k8s_get(json_t *obj, const char *path)
 {
     char part[64];
     const char *p = path;
@@ -52,7 +52,13 @@ const char *k8s_str(json_t *obj, const char *path)
         cur = json_object_get(cur, part);
         p = dot ? dot + 1 : p + n;
     }
-    return json_is_string(cur) ? json_string_value(cur) : NULL;
+    return cur;
+}
+
+const char *k8s_str(json_t *obj, const char *path)
+{
+    json_t *v = k8s_get(obj, path);
+    return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 const char *k8s_key(json_t *obj, char *buf, size_t cap)

@@ -57,6 +57,7 @@ const char *k8s_watch_version(const struct k8s_watch *w);
 
 /* Helpers for objects: metadata.namespace + "/" + metadata.name into buf. */
 const char *k8s_key(json_t *obj, char *buf, size_t cap);
-const char *k8s_str(json_t *obj, const char *path); /* dotted path, e.g. "metadata.name" */
+json_t *k8s_get(json_t *obj, const char *path);     /* dotted path, e.g. "spec.timeoutSeconds" */
+const char *k8s_str(json_t *obj, const char *path); /* the same, when it is a string */
 
 #endif

@@ -492,6 +492,18 @@ static bool upgrade_matches(struct upconn *uc)
     return q && r && ql == rl && !strncasecmp(q, r, ql);
 }
 
+/* The response broke after it started: send what we have, then close the
+ * client connection, never a short body that looks complete. */
+static void cut_off(struct upconn *uc)
+{
+    struct request *req = uc->req;
+    detach(uc);
+    upconn_close(uc);
+    request_flush(req);
+    if (req->state != REQ_IDLE)
+        request_end(req, true);
+}
+
 static void up_process(struct upconn *uc)
 {
     struct request *req = uc->req;
@@ -579,11 +591,7 @@ static void up_process(struct upconn *uc)
     if (r == H1_ERROR) {
         log_error("error reverse proxying request: malformed response body: %s",
                   uc->parser.err ? uc->parser.err : "?");
-        detach(uc);
-        upconn_close(uc);
-        request_flush(req);
-        if (req->state != REQ_IDLE)
-            request_end(req, true);
+        cut_off(uc);
         return;
     }
     if (r == H1_DONE) {
@@ -595,14 +603,9 @@ static void up_process(struct upconn *uc)
             finish(uc);
             return;
         }
-        /* The backend died mid-response: cut the client off, never fake an end. */
         log_error("error reverse proxying request: upstream %s closed mid-response",
                   uc->up->addr.text);
-        detach(uc);
-        upconn_close(uc);
-        request_flush(req);
-        if (req->state != REQ_IDLE)
-            request_end(req, true);
+        cut_off(uc);
         return;
     }
     if (n)

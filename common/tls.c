@@ -32,7 +32,8 @@ static bool start(struct upconn *uc)
     struct in6_addr a6;
     struct in_addr a4;
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
-    if (inet_pton(AF_INET, t->server_name, &a4) == 1 || inet_pton(AF_INET6, t->server_name, &a6) == 1) {
+    if (inet_pton(AF_INET, t->server_name, &a4) == 1 ||
+        inet_pton(AF_INET6, t->server_name, &a6) == 1) {
         X509_VERIFY_PARAM_set1_ip_asc(param, t->server_name);
     } else {
         SSL_set_tlsext_host_name(ssl, t->server_name);

@@ -23,11 +23,11 @@ struct upstream_tls {
     void *ctx; /* SSL_CTX */
     char server_name[256];
     /* Called by upstream.c: */
-    bool (*start)(struct upconn *uc);     /* after the TCP connect */
-    int (*handshake)(struct upconn *uc);  /* 1 done, 0 again (see want_write), -1 failed */
+    bool (*start)(struct upconn *uc);    /* after the TCP connect */
+    int (*handshake)(struct upconn *uc); /* 1 done, 0 again (see want_write), -1 failed */
     enum io_status (*read)(struct upconn *uc);
     enum io_status (*write)(struct upconn *uc);
-    void (*end)(struct upconn *uc);       /* free the session */
+    void (*end)(struct upconn *uc); /* free the session */
 };
 
 /* A TLS client configuration verifying peers against ca_file (PEM) and the

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "../common/clock.h"
+#include "../common/freelist.h"
 #include "../common/forwarded.h"
 #include "../common/log.h"
 #include "qp.h"
@@ -34,21 +35,13 @@ struct qp_ctx {
     bool kubelet, probe, proxied, holds_slot, counted;
     char *fwd_heap; /* a Forwarded line too long for fwd[] */
     char fwd[CTX_FORWARDED];
-    struct qp_ctx *next_free;
 };
 
-static struct qp_ctx *ctx_pool;
-static unsigned ctx_pool_len;
+static struct freelist ctx_pool = FREELIST_INIT(struct qp_ctx);
 
 static struct qp_ctx *ctx_acquire(void)
 {
-    struct qp_ctx *c = ctx_pool;
-    if (c) {
-        ctx_pool = c->next_free;
-        ctx_pool_len--;
-    } else if (!(c = malloc(sizeof *c))) {
-        abort();
-    }
+    struct qp_ctx *c = freelist_get(&ctx_pool);
     memset(c, 0, offsetof(struct qp_ctx, fwd));
     return c;
 }
@@ -57,19 +50,12 @@ static void ctx_release(struct qp_ctx *c)
 {
     free(c->fwd_heap);
     c->fwd_heap = NULL;
-    c->next_free = ctx_pool;
-    ctx_pool = c;
-    ctx_pool_len++;
+    freelist_put(&ctx_pool, c);
 }
 
 void qp_ctx_pool_trim(unsigned keep)
 {
-    while (ctx_pool && ctx_pool_len > keep) {
-        struct qp_ctx *c = ctx_pool;
-        ctx_pool = c->next_free;
-        ctx_pool_len--;
-        free(c);
-    }
+    freelist_trim(&ctx_pool, keep);
 }
 
 /* Lower-case ASCII compare of a header name against a lower-case literal. */
