@@ -325,13 +325,18 @@ def write_results(res):
              "the requests served; memory is /proc/PID/status (RssAnon = private, VmRSS = total), "
              "idle (2.5 s after the warm-up's traffic stopped) and with 1,000 open keep-alive connections. Ratios are against nginx "
              "as a reverse proxy in the same run." % (time.strftime("%Y-%m-%d"), os.cpu_count(), CONNS, SECONDS, ROUNDS), "",
-             "| path | req/s | × nginx | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | VmRSS idle kB | RssAnon 1k conns kB | VmRSS 1k conns kB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "The \"× nginx\" column is the median over the rounds of the row's req/s divided by nginx's req/s "
+             "in the same round (paired: neighbouring slots see the same machine), with the lowest and "
+             "highest per-round ratio beside it; two-hop rows are paired with the nginx -> nginx chain.", "",
+             "| path | req/s (median round) | × nginx (paired median) | per-round range | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | VmRSS idle kB | RssAnon 1k conns kB | VmRSS 1k conns kB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in res.items():
         # Two-hop rows compare with the two-hop nginx chain; the rest with one nginx.
         base = res.get("nginx -> nginx", ng) if name in ("activator -> queue-proxy", "nginx -> nginx") else ng
-        lines.append("| %s | %.0f | %.2f | %.3f | %.3f | %.1f | %d | %d | %d | %d |" % (
-            name, r["rps"], r["rps"] / base["rps"], r["p50"], r["p99"], r["cpu_us"],
+        mine, theirs = r.get("all_rps", [r["rps"]]), base.get("all_rps", [base["rps"]])
+        ratios = sorted(a / b for a, b in zip(mine, theirs))
+        lines.append("| %s | %.0f | %.2f | %.2f–%.2f | %.3f | %.3f | %.1f | %d | %d | %d | %d |" % (
+            name, r["rps"], ratios[len(ratios) // 2], ratios[0], ratios[-1], r["p50"], r["p99"], r["cpu_us"],
             r["idle_anon"], r["idle_rss"], r["k_anon"], r["k_rss"]))
     lines += ["", "Rounds (req/s): " + "; ".join("%s %s" % (n, "/".join("%.0f" % x for x in r.get("all_rps", [r["rps"]])))
                                            for n, r in res.items())]

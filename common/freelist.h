@@ -13,7 +13,10 @@ struct freelist {
     size_t size; /* object size, at least sizeof(void *) */
 };
 
-#define FREELIST_INIT(type) {NULL, 0, sizeof(type) < sizeof(void *) ? sizeof(void *) : sizeof(type)}
+#define FREELIST_INIT(type)                                                                        \
+    {                                                                                              \
+        NULL, 0, sizeof(type) < sizeof(void *) ? sizeof(void *) : sizeof(type)                     \
+    }
 
 void *freelist_get(struct freelist *f); /* never NULL: aborts when memory is gone */
 void freelist_put(struct freelist *f, void *obj);
