@@ -92,6 +92,7 @@ extern struct activator *act;
 
 /* revisions.c */
 struct revision *revision_find(const char *ns, const char *name);
+struct revision *revision_find_n(const char *ns, size_t nsl, const char *name, size_t nl);
 void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj);

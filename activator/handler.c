@@ -52,14 +52,6 @@ void act_ctx_pool_trim(unsigned keep)
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
                                             "k-network-hash", "k-proxy-request", NULL};
 
-static const char *get(const struct http_head *h, const char *name, size_t *len)
-{
-    const char *v = http_head_get(h, name, len);
-    if (!v)
-        *len = 0;
-    return v;
-}
-
 /* ---------------------------------------------------------------- finish */
 
 static void on_finish(struct request *req, void *arg)
@@ -140,17 +132,70 @@ void revision_dispatch(struct revision *r)
     r->dispatching = false;
 }
 
-static void build_edit(struct act_ctx *c, const struct http_head *h)
+/* The headers this handler looks at, found in one pass over the head. */
+struct act_headers {
+    const struct http_header *ua, *kkp, *knp, *hash, *ns, *rev, *host, *orig_host;
+};
+
+#define NAME_IS(hd, h, lit)                                                                        \
+    ((hd)->name.len == sizeof(lit) - 1 &&                                                          \
+     !strncasecmp((h)->buf + (hd)->name.off, lit, sizeof(lit) - 1))
+
+static void classify(const struct http_head *h, struct act_headers *q)
 {
-    size_t olen, hlen;
-    get(h, "k-original-host", &olen);
-    const char *host = get(h, "host", &hlen);
-    int n = snprintf(c->extra, sizeof c->extra, "K-Proxy-Request: activator\r\n");
-    if (!olen && hlen && hlen < sizeof c->extra - 64)
-        n += snprintf(c->extra + n, sizeof c->extra - (size_t)n, "K-Original-Host: %.*s\r\n",
-                      (int)hlen, host);
+    memset(q, 0, sizeof *q);
+    for (unsigned i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->hdr[i];
+        switch (h->buf[hd->name.off] | 0x20) {
+        case 'u':
+            if (!q->ua && NAME_IS(hd, h, "user-agent"))
+                q->ua = hd;
+            break;
+        case 'h':
+            if (!q->host && NAME_IS(hd, h, "host"))
+                q->host = hd;
+            break;
+        case 'k':
+            if (!q->rev && NAME_IS(hd, h, "knative-serving-revision"))
+                q->rev = hd;
+            else if (!q->ns && NAME_IS(hd, h, "knative-serving-namespace"))
+                q->ns = hd;
+            else if (!q->knp && NAME_IS(hd, h, "k-network-probe"))
+                q->knp = hd;
+            else if (!q->kkp && NAME_IS(hd, h, "k-kubelet-probe"))
+                q->kkp = hd;
+            else if (!q->hash && NAME_IS(hd, h, "k-network-hash"))
+                q->hash = hd;
+            else if (!q->orig_host && NAME_IS(hd, h, "k-original-host"))
+                q->orig_host = hd;
+            break;
+        }
+    }
+}
+
+static inline const char *val(const struct http_head *h, const struct http_header *hd, size_t *len)
+{
+    *len = hd ? hd->value.len : 0;
+    return hd ? h->buf + hd->value.off : NULL;
+}
+
+static void build_edit(struct act_ctx *c, const struct http_head *h, const struct act_headers *q)
+{
+    static const char kpr[] = "K-Proxy-Request: activator\r\nK-Original-Host: ";
+    size_t hlen;
+    const char *host = val(h, q->host, &hlen);
+    size_t n = sizeof kpr - 1 - 17; /* just the K-Proxy-Request line */
+    memcpy(c->extra, kpr, sizeof kpr - 1);
+    if (!q->orig_host && hlen && hlen + sizeof kpr + 2 < sizeof c->extra) {
+        /* K-Original-Host keeps the name; Host becomes the pod's ip:port. */
+        n = sizeof kpr - 1;
+        memcpy(c->extra + n, host, hlen);
+        n += hlen;
+        memcpy(c->extra + n, "\r\n", 2);
+        n += 2;
+    }
     c->edit.extra = c->extra;
-    c->edit.extra_len = (size_t)n;
+    c->edit.extra_len = n;
     c->edit.drop = strip_headers;
     c->edit.append_xff = true;
 }
@@ -245,10 +290,12 @@ void act_on_request(struct request *req, void *arg)
 {
     (void)arg;
     const struct http_head *h = req->head;
+    struct act_headers q;
+    classify(h, &q);
     size_t ual, kkpl, knpl;
-    const char *ua = get(h, "user-agent", &ual);
-    const char *kkp = get(h, "k-kubelet-probe", &kkpl);
-    const char *knp = get(h, "k-network-probe", &knpl);
+    const char *ua = val(h, q.ua, &ual);
+    const char *kkp = val(h, q.kkp, &kkpl);
+    const char *knp = val(h, q.knp, &knpl);
 
     /* 1. kubelet health: ready iff connected to the autoscaler and no SIGTERM. */
     if (prefix(ua, ual, "kube-probe/") || kkp) {
@@ -263,7 +310,7 @@ void act_on_request(struct request *req, void *arg)
     /* 2. the ingress's readiness probe */
     if (knpl == 5 && !memcmp(knp, "probe", 5)) {
         size_t hl;
-        const char *hash = get(h, "k-network-hash", &hl);
+        const char *hash = val(h, q.hash, &hl);
         if (!hl) {
             request_error(req, 400,
                           "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
@@ -290,17 +337,17 @@ void act_on_request(struct request *req, void *arg)
     /* Revision lookup: the ingress's headers, else the revision service Host. */
     char ns[64] = "", name[190] = "";
     size_t nsl, nml, hl;
-    const char *vns = get(h, "knative-serving-namespace", &nsl);
-    const char *vname = get(h, "knative-serving-revision", &nml);
+    const char *vns = val(h, q.ns, &nsl);
+    const char *vname = val(h, q.rev, &nml);
+    struct revision *r = NULL;
     if (nsl && nml && nsl < sizeof ns && nml < sizeof name) {
-        memcpy(ns, vns, nsl);
-        memcpy(name, vname, nml);
+        r = revision_find_n(vns, nsl, vname, nml);
+        memcpy(name, vname, nml); /* for the 404 text */
     } else {
-        const char *host = get(h, "host", &hl);
-        if (host)
-            revision_from_host(host, hl, ns, sizeof ns, name, sizeof name);
+        const char *host = val(h, q.host, &hl);
+        if (host && revision_from_host(host, hl, ns, sizeof ns, name, sizeof name))
+            r = revision_find(ns, name);
     }
-    struct revision *r = revision_find(ns, name);
     if (!r || !r->exists) {
         char body[400];
         snprintf(body, sizeof body,
@@ -320,7 +367,7 @@ void act_on_request(struct request *req, void *arg)
     r->active++;
     reporter_request_in(r);
     request_set_timeouts(req, r->timeout, r->response_start_timeout, r->idle_timeout);
-    build_edit(c, h);
+    build_edit(c, h, &q);
 
     if (r->nwaiting >= act->cfg.max_waiting_per_revision ||
         act->waiting_total >= act->cfg.max_waiting_total) {

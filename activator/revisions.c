@@ -28,13 +28,31 @@
 
 #define KEY_MAX 256
 
-struct revision *revision_find(const char *ns, const char *name)
+/* "ns/name" into key (KEY_MAX); false when it does not fit. No printf: this runs per request. */
+static bool make_key(char *key, const char *ns, size_t nsl, const char *name, size_t nl)
+{
+    if (nsl + nl + 2 > KEY_MAX)
+        return false;
+    memcpy(key, ns, nsl);
+    key[nsl] = '/';
+    memcpy(key + nsl + 1, name, nl);
+    key[nsl + 1 + nl] = 0;
+    return true;
+}
+
+struct revision *revision_find_n(const char *ns, size_t nsl, const char *name, size_t nl)
 {
     char key[KEY_MAX];
-    snprintf(key, sizeof key, "%s/%s", ns, name);
+    if (!make_key(key, ns, nsl, name, nl))
+        return NULL;
     struct revision *r;
-    HASH_FIND_STR(act->revisions, key, r);
+    HASH_FIND(hh, act->revisions, key, nsl + 1 + nl, r);
     return r;
+}
+
+struct revision *revision_find(const char *ns, const char *name)
+{
+    return revision_find_n(ns, strlen(ns), name, strlen(name));
 }
 
 static void on_probe_tick(evutil_socket_t fd, short what, void *arg);

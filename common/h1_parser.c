@@ -107,6 +107,8 @@ static int on_header_value_complete(llhttp_t *ll)
     while (hd->value.len && (h->buf[hd->value.off + hd->value.len - 1] == ' ' ||
                              h->buf[hd->value.off + hd->value.len - 1] == '\t'))
         hd->value.len--;
+    if (h->connection_idx < 0 && http_header_is(h, hd, "connection"))
+        h->connection_idx = (int16_t)(h->nheaders - 1);
     p->in_value = false;
     return 0;
 }

@@ -38,6 +38,7 @@ struct http_head *http_head_acquire(void)
     h->cap = cap;
     h->hdr = hdr;
     h->hdr_cap = hdr_cap;
+    h->connection_idx = -1;
     return h;
 }
 
@@ -103,12 +104,6 @@ bool http_head_append(struct http_head *h, const char *p, size_t n, size_t limit
     return true;
 }
 
-bool http_header_is(const struct http_head *h, const struct http_header *hd, const char *name)
-{
-    size_t n = strlen(name);
-    return hd->name.len == n && !strncasecmp(h->buf + hd->name.off, name, n);
-}
-
 const struct http_header *http_head_find(const struct http_head *h, const char *name)
 {
     for (unsigned i = 0; i < h->nheaders; i++)
@@ -148,33 +143,30 @@ bool http_token_list_has(const char *v, size_t len, const char *token)
 
 bool http_head_is_hop(const struct http_head *h, const struct http_header *hd)
 {
-    static const char *const hop[] = {"connection",
-                                      "proxy-connection",
-                                      "keep-alive",
-                                      "proxy-authenticate",
-                                      "proxy-authorization",
-                                      "te",
-                                      "trailer",
-                                      "transfer-encoding",
-                                      "upgrade"};
+    static const struct {
+        const char *name;
+        uint32_t len;
+    } hop[] = {{"connection", 10},
+               {"proxy-connection", 16},
+               {"keep-alive", 10},
+               {"proxy-authenticate", 18},
+               {"proxy-authorization", 19},
+               {"te", 2},
+               {"trailer", 7},
+               {"transfer-encoding", 17},
+               {"upgrade", 7}};
+    const char *name = h->buf + hd->name.off;
     for (unsigned i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (http_header_is(h, hd, hop[i]))
+        if (hd->name.len == hop[i].len && !strncasecmp(name, hop[i].name, hop[i].len))
             return true;
-    /* Headers named by Connection are hop-by-hop too. */
-    for (unsigned i = 0; i < h->nheaders; i++) {
-        const struct http_header *c = &h->hdr[i];
-        if (!http_header_is(h, c, "connection"))
-            continue;
-        const char *v = h->buf + c->value.off;
-        char name[64];
-        if (hd->name.len >= sizeof name)
-            continue;
-        memcpy(name, h->buf + hd->name.off, hd->name.len);
-        name[hd->name.len] = 0;
-        if (http_token_list_has(v, c->value.len, name))
-            return true;
-    }
-    return false;
+    /* Headers named by Connection are hop-by-hop too (found once, at parse time). */
+    if (h->connection_idx < 0 || hd->name.len >= 64)
+        return false;
+    const struct http_header *c = &h->hdr[h->connection_idx];
+    char lower[64];
+    memcpy(lower, name, hd->name.len);
+    lower[hd->name.len] = 0;
+    return http_token_list_has(h->buf + c->value.off, c->value.len, lower);
 }
 
 const char *http_status_text(int status)

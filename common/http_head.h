@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <strings.h>
 
 #define HTTP_HEAD_MAX_HEADERS     1024 /* hard ceiling; the configured limit may be lower */
 #define HTTP_HEAD_INITIAL_HEADERS 24   /* header slots before the first growth */
@@ -36,6 +37,7 @@ struct http_head {
     struct http_str reason;
     uint64_t content_length; /* valid when has_content_length */
     bool has_content_length, chunked, upgrade, keep_alive, expect_continue;
+    int16_t connection_idx; /* index of the Connection header, -1 when absent */
     uint16_t hdr_cap;
     struct http_head *next_free;
     struct http_header *hdr; /* hdr_cap slots, grown on demand */
@@ -62,8 +64,14 @@ static inline const char *http_str_ptr(const struct http_head *h, struct http_st
     return h->buf + s.off;
 }
 
-/* Case-insensitive name comparison against a NUL-terminated literal. */
-bool http_header_is(const struct http_head *h, const struct http_header *hd, const char *name);
+/* Case-insensitive name comparison. Inline so that strlen() of a literal
+ * folds to a constant: this runs for every header of every request. */
+static inline bool http_header_is(const struct http_head *h, const struct http_header *hd,
+                                  const char *name)
+{
+    size_t n = __builtin_strlen(name);
+    return hd->name.len == n && !strncasecmp(h->buf + hd->name.off, name, n);
+}
 /* First header with that name, or NULL. */
 const struct http_header *http_head_find(const struct http_head *h, const char *name);
 /* Value of the first header with that name into *len, or NULL. */

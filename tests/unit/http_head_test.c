@@ -12,6 +12,8 @@ static void add(struct http_head *h, const char *name, const char *value)
     hd->value.off = h->len;
     hd->value.len = (uint32_t)strlen(value);
     http_head_append(h, value, strlen(value), 1 << 20);
+    if (h->connection_idx < 0 && http_header_is(h, hd, "connection"))
+        h->connection_idx = (int16_t)(h->nheaders - 1); /* as the parser records it */
 }
 
 static void test_lookup_and_hop(void **state)
