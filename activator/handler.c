@@ -137,10 +137,6 @@ struct act_headers {
     const struct http_header *ua, *kkp, *knp, *hash, *ns, *rev, *host, *orig_host;
 };
 
-#define NAME_IS(hd, h, lit)                                                                        \
-    ((hd)->name.len == sizeof(lit) - 1 &&                                                          \
-     !strncasecmp((h)->buf + (hd)->name.off, lit, sizeof(lit) - 1))
-
 static void classify(const struct http_head *h, struct act_headers *q)
 {
     memset(q, 0, sizeof *q);
@@ -148,42 +144,36 @@ static void classify(const struct http_head *h, struct act_headers *q)
         const struct http_header *hd = &h->hdr[i];
         switch (h->buf[hd->name.off] | 0x20) {
         case 'u':
-            if (!q->ua && NAME_IS(hd, h, "user-agent"))
+            if (!q->ua && HTTP_NAME_IS(h, hd, "user-agent"))
                 q->ua = hd;
             break;
         case 'h':
-            if (!q->host && NAME_IS(hd, h, "host"))
+            if (!q->host && HTTP_NAME_IS(h, hd, "host"))
                 q->host = hd;
             break;
         case 'k':
-            if (!q->rev && NAME_IS(hd, h, "knative-serving-revision"))
+            if (!q->rev && HTTP_NAME_IS(h, hd, "knative-serving-revision"))
                 q->rev = hd;
-            else if (!q->ns && NAME_IS(hd, h, "knative-serving-namespace"))
+            else if (!q->ns && HTTP_NAME_IS(h, hd, "knative-serving-namespace"))
                 q->ns = hd;
-            else if (!q->knp && NAME_IS(hd, h, "k-network-probe"))
+            else if (!q->knp && HTTP_NAME_IS(h, hd, "k-network-probe"))
                 q->knp = hd;
-            else if (!q->kkp && NAME_IS(hd, h, "k-kubelet-probe"))
+            else if (!q->kkp && HTTP_NAME_IS(h, hd, "k-kubelet-probe"))
                 q->kkp = hd;
-            else if (!q->hash && NAME_IS(hd, h, "k-network-hash"))
+            else if (!q->hash && HTTP_NAME_IS(h, hd, "k-network-hash"))
                 q->hash = hd;
-            else if (!q->orig_host && NAME_IS(hd, h, "k-original-host"))
+            else if (!q->orig_host && HTTP_NAME_IS(h, hd, "k-original-host"))
                 q->orig_host = hd;
             break;
         }
     }
 }
 
-static inline const char *val(const struct http_head *h, const struct http_header *hd, size_t *len)
-{
-    *len = hd ? hd->value.len : 0;
-    return hd ? h->buf + hd->value.off : NULL;
-}
-
 static void build_edit(struct act_ctx *c, const struct http_head *h, const struct act_headers *q)
 {
     static const char kpr[] = "K-Proxy-Request: activator\r\nK-Original-Host: ";
     size_t hlen;
-    const char *host = val(h, q->host, &hlen);
+    const char *host = http_header_value(h, q->host, &hlen);
     size_t n = sizeof kpr - 1 - 17; /* just the K-Proxy-Request line */
     memcpy(c->extra, kpr, sizeof kpr - 1);
     if (!q->orig_host && hlen && hlen + sizeof kpr + 2 < sizeof c->extra) {
@@ -293,9 +283,9 @@ void act_on_request(struct request *req, void *arg)
     struct act_headers q;
     classify(h, &q);
     size_t ual, kkpl, knpl;
-    const char *ua = val(h, q.ua, &ual);
-    const char *kkp = val(h, q.kkp, &kkpl);
-    const char *knp = val(h, q.knp, &knpl);
+    const char *ua = http_header_value(h, q.ua, &ual);
+    const char *kkp = http_header_value(h, q.kkp, &kkpl);
+    const char *knp = http_header_value(h, q.knp, &knpl);
 
     /* 1. kubelet health: ready iff connected to the autoscaler and no SIGTERM. */
     if (prefix(ua, ual, "kube-probe/") || kkp) {
@@ -310,7 +300,7 @@ void act_on_request(struct request *req, void *arg)
     /* 2. the ingress's readiness probe */
     if (knpl == 5 && !memcmp(knp, "probe", 5)) {
         size_t hl;
-        const char *hash = val(h, q.hash, &hl);
+        const char *hash = http_header_value(h, q.hash, &hl);
         if (!hl) {
             request_error(req, 400,
                           "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
@@ -337,14 +327,14 @@ void act_on_request(struct request *req, void *arg)
     /* Revision lookup: the ingress's headers, else the revision service Host. */
     char ns[64] = "", name[190] = "";
     size_t nsl, nml, hl;
-    const char *vns = val(h, q.ns, &nsl);
-    const char *vname = val(h, q.rev, &nml);
+    const char *vns = http_header_value(h, q.ns, &nsl);
+    const char *vname = http_header_value(h, q.rev, &nml);
     struct revision *r = NULL;
     if (nsl && nml && nsl < sizeof ns && nml < sizeof name) {
         r = revision_find_n(vns, nsl, vname, nml);
         memcpy(name, vname, nml); /* for the 404 text */
     } else {
-        const char *host = val(h, q.host, &hl);
+        const char *host = http_header_value(h, q.host, &hl);
         if (host && revision_from_host(host, hl, ns, sizeof ns, name, sizeof name))
             r = revision_find(ns, name);
     }

@@ -72,6 +72,19 @@ static inline bool http_header_is(const struct http_head *h, const struct http_h
     size_t n = __builtin_strlen(name);
     return hd->name.len == n && !strncasecmp(h->buf + hd->name.off, name, n);
 }
+/* Name check against a string literal (its length is known at compile time). */
+#define HTTP_NAME_IS(h, hd, lit)                                                                   \
+    ((hd)->name.len == sizeof(lit) - 1 &&                                                          \
+     !strncasecmp((h)->buf + (hd)->name.off, lit, sizeof(lit) - 1))
+
+/* A found header's value and length; NULL and 0 for a header that is not there. */
+static inline const char *http_header_value(const struct http_head *h, const struct http_header *hd,
+                                            size_t *len)
+{
+    *len = hd ? hd->value.len : 0;
+    return hd ? h->buf + hd->value.off : NULL;
+}
+
 /* First header with that name, or NULL. */
 const struct http_header *http_head_find(const struct http_head *h, const char *name);
 /* Value of the first header with that name into *len, or NULL. */

@@ -58,11 +58,6 @@ void qp_ctx_pool_trim(unsigned keep)
     freelist_trim(&ctx_pool, keep);
 }
 
-/* Lower-case ASCII compare of a header name against a lower-case literal. */
-#define NAME_IS(hd, h, lit)                                                                        \
-    ((hd)->name.len == sizeof(lit) - 1 &&                                                          \
-     !strncasecmp((h)->buf + (hd)->name.off, lit, sizeof(lit) - 1))
-
 static void classify(const struct http_head *h, struct qp_headers *q)
 {
     memset(q, 0, sizeof *q);
@@ -70,41 +65,35 @@ static void classify(const struct http_head *h, struct qp_headers *q)
         const struct http_header *hd = &h->hdr[i];
         switch (h->buf[hd->name.off] | 0x20) {
         case 'u':
-            if (!q->ua && NAME_IS(hd, h, "user-agent"))
+            if (!q->ua && HTTP_NAME_IS(h, hd, "user-agent"))
                 q->ua = hd;
             break;
         case 'k':
-            if (!q->knp && NAME_IS(hd, h, "k-network-probe"))
+            if (!q->knp && HTTP_NAME_IS(h, hd, "k-network-probe"))
                 q->knp = hd;
-            else if (!q->kkp && NAME_IS(hd, h, "k-kubelet-probe"))
+            else if (!q->kkp && HTTP_NAME_IS(h, hd, "k-kubelet-probe"))
                 q->kkp = hd;
-            else if (!q->hash && NAME_IS(hd, h, "k-network-hash"))
+            else if (!q->hash && HTTP_NAME_IS(h, hd, "k-network-hash"))
                 q->hash = hd;
-            else if (!q->orig_host && NAME_IS(hd, h, "k-original-host"))
+            else if (!q->orig_host && HTTP_NAME_IS(h, hd, "k-original-host"))
                 q->orig_host = hd;
-            else if (!q->proxy && NAME_IS(hd, h, "k-proxy-request"))
+            else if (!q->proxy && HTTP_NAME_IS(h, hd, "k-proxy-request"))
                 q->proxy = hd;
             break;
         case 'f':
-            if (!q->forwarded && NAME_IS(hd, h, "forwarded"))
+            if (!q->forwarded && HTTP_NAME_IS(h, hd, "forwarded"))
                 q->forwarded = hd;
             break;
         case 'x':
-            if (!q->xff && NAME_IS(hd, h, "x-forwarded-for"))
+            if (!q->xff && HTTP_NAME_IS(h, hd, "x-forwarded-for"))
                 q->xff = hd;
-            else if (!q->xfh && NAME_IS(hd, h, "x-forwarded-host"))
+            else if (!q->xfh && HTTP_NAME_IS(h, hd, "x-forwarded-host"))
                 q->xfh = hd;
-            else if (!q->xfp && NAME_IS(hd, h, "x-forwarded-proto"))
+            else if (!q->xfp && HTTP_NAME_IS(h, hd, "x-forwarded-proto"))
                 q->xfp = hd;
             break;
         }
     }
-}
-
-static inline const char *val(const struct http_head *h, const struct http_header *hd, size_t *len)
-{
-    *len = hd ? hd->value.len : 0;
-    return hd ? h->buf + hd->value.off : NULL;
 }
 
 static bool val_is(const struct http_head *h, const struct http_header *hd, const char *want)
@@ -230,7 +219,7 @@ static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_he
     const struct http_head *h = req->head;
     size_t len;
     /* K-Original-Host becomes Host; its value lives in the head for the whole request. */
-    const char *v = val(h, q->orig_host, &len);
+    const char *v = http_header_value(h, q->orig_host, &len);
     c->edit.host = len && !c->kubelet ? v : NULL;
     c->edit.host_len = len;
     c->edit.drop = strip_headers;
@@ -241,8 +230,9 @@ static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_he
     if (q->forwarded || !(q->xff || q->xfh || q->xfp))
         return;
     size_t xffl, xfhl, xfpl;
-    const char *xff = val(h, q->xff, &xffl), *xfh = val(h, q->xfh, &xfhl),
-               *xfp = val(h, q->xfp, &xfpl);
+    const char *xff = http_header_value(h, q->xff, &xffl),
+               *xfh = http_header_value(h, q->xfh, &xfhl),
+               *xfp = http_header_value(h, q->xfp, &xfpl);
     size_t need = 11 + 3 * (xffl + 16) + xfhl + xfpl + 32; /* generous: quoting grows IPv6 nodes */
     char *buf = c->fwd;
     if (need > sizeof c->fwd) {
@@ -301,7 +291,7 @@ void qp_on_request(struct request *req, void *arg)
     struct qp_headers q;
     classify(h, &q);
     size_t knp_len;
-    const char *knp = val(h, q.knp, &knp_len);
+    const char *knp = http_header_value(h, q.knp, &knp_len);
     c->kubelet = val_prefix(h, q.ua, "kube-probe/") || (q.kkp && q.kkp->value.len);
     c->probe = c->kubelet || knp_len;
 
@@ -329,7 +319,7 @@ void qp_on_request(struct request *req, void *arg)
             return;
         }
         size_t hl;
-        const char *hash = val(h, q.hash, &hl);
+        const char *hash = http_header_value(h, q.hash, &hl);
         if (!hl) {
             request_error(req, 400,
                           "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
