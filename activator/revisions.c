@@ -27,6 +27,10 @@
 #include "activator.h"
 
 #define KEY_MAX 256
+/* Addresses taken from one Endpoints object; beyond these, the rest are
+ * ignored with a warning (README: "Limits"). */
+#define MAX_POD_ADDRESSES       1024
+#define MAX_ACTIVATOR_ADDRESSES 256
 
 /* "ns/name" into key (KEY_MAX); false when it does not fit. No printf: this runs per request. */
 static bool make_key(char *key, const char *ns, size_t nsl, const char *name, size_t nl)
@@ -251,8 +255,13 @@ static unsigned collect(json_t *obj, bool h2c, const char *which, char out[][64]
         json_array_foreach(json_object_get(subset, which), j, addr)
         {
             const char *ip = json_string_value(json_object_get(addr, "ip"));
-            if (!ip || n >= max)
+            if (!ip)
                 continue;
+            if (n >= max) {
+                log_warn("Endpoints %s lists more than %u addresses; the rest are ignored",
+                         k8s_str(obj, "metadata.name"), max);
+                return n;
+            }
             snprintf(out[n], 64, strchr(ip, ':') ? "[%.45s]:%ld" : "%.45s:%ld", ip, pnum);
             ready[n++] = is_ready;
         }
@@ -279,13 +288,12 @@ void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj)
     struct revision *r = ev == K8S_DELETED ? revision_find(ns, name) : revision_get(ns, name);
     if (!r)
         return;
-    enum { MAX_ADDRS = 1024 };
-    static char addrs[MAX_ADDRS][64];
-    static bool ready[MAX_ADDRS];
+    static char addrs[MAX_POD_ADDRESSES][64];
+    static bool ready[MAX_POD_ADDRESSES];
     unsigned n = 0;
     if (ev != K8S_DELETED) {
-        n = collect(obj, r->h2c, "addresses", addrs, ready, MAX_ADDRS, 0, true);
-        n = collect(obj, r->h2c, "notReadyAddresses", addrs, ready, MAX_ADDRS, n, false);
+        n = collect(obj, r->h2c, "addresses", addrs, ready, MAX_POD_ADDRESSES, 0, true);
+        n = collect(obj, r->h2c, "notReadyAddresses", addrs, ready, MAX_POD_ADDRESSES, n, false);
     }
     /* Merge: keep what stays (and its health), add the new, drop the gone. */
     struct backend *next = calloc(n ? n : 1, sizeof *next);
@@ -347,10 +355,9 @@ void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj)
     struct revision *r = revision_find(ns, name);
     if (!r)
         return;
-    enum { MAX_ACT = 256 };
-    static char ips[MAX_ACT][64];
-    static bool unused[MAX_ACT];
-    unsigned n = collect(obj, r->h2c, "addresses", ips, unused, MAX_ACT, 0, true);
+    static char ips[MAX_ACTIVATOR_ADDRESSES][64];
+    static bool unused[MAX_ACTIVATOR_ADDRESSES];
+    unsigned n = collect(obj, r->h2c, "addresses", ips, unused, MAX_ACTIVATOR_ADDRESSES, 0, true);
     /* Sort the IPs as strings (Knative's inferIndex) and find ourselves. */
     for (unsigned i = 0; i < n; i++) {
         char *colon = strrchr(ips[i], ':');

@@ -13,6 +13,8 @@
 
 #define PAGE_LIMIT    500
 #define BACKOFF_START 0.1
+/* A list page of 500 large objects can pass the HTTP client's 4 MiB default. */
+#define LIST_MAX_BODY (64u << 20)
 
 struct k8s_object {
     char key[320];
@@ -188,8 +190,10 @@ static void send_get(struct k8s_watch *w, const char *query, http_call_done_cb d
                      "User-Agent: coldbrew\r\n%s\r\n",
                      w->path, query, w->selector[0] ? "&labelSelector=" : "", w->selector,
                      w->k->host, w->k->auth);
-    if (!w->call)
+    if (!w->call) {
         w->call = http_call_new(&w->k->api, w);
+        w->call->max_body = LIST_MAX_BODY;
+    }
     http_call_start(w->call, req, (size_t)n, 0, done, data);
 }
 

@@ -123,7 +123,7 @@ static void go_float(char *buf, size_t cap, double v)
     snprintf(buf, cap, "%.17g", v);
 }
 
-static void request_log(struct request *req, struct qp_ctx *c)
+static void request_log(struct request *req)
 {
     const struct http_head *h = req->head;
     char url[1024], ua[512], ref[512], remote[128], lat[40], peer[96];
@@ -154,7 +154,6 @@ static void request_log(struct request *req, struct qp_ctx *c)
            (unsigned long long)req->resp_body_bytes, ua, remote, qp->cfg.pod_ip, ref, lat, h->major,
            h->minor, trace);
     fflush(stdout);
-    (void)c;
 }
 
 /* ---------------------------------------------------------------- finish */
@@ -178,7 +177,7 @@ static void on_finish(struct request *req, void *arg)
             metrics_hist_observe(&qp->invocation, status, (double)(now - c->proxy_start_ns) / 1e9);
     }
     if (qp->cfg.enable_request_log && (!c->probe || qp->cfg.enable_probe_request_log))
-        request_log(req, c);
+        request_log(req);
     qp->in_flight--;
     ctx_release(c);
     req->app_ptr = NULL;
@@ -193,7 +192,6 @@ static void run_proxy(struct qp_ctx *c)
     struct request *req = c->req;
     c->proxy_start_ns = clock_now_ns();
     proxy_forward(req, &qp->user, &c->edit);
-    /* A tunnel counts toward the hijack drain cap; learn it lazily at finish. */
 }
 
 static void on_slot(struct breaker_waiter *w)

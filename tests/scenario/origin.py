@@ -18,12 +18,12 @@ purpose:
   /drip?n=N&ms=M      chunked, one chunk every M ms
   /close-after        answers, then closes the connection 50 ms later (keep-alive race)
   /ws                 websocket echo (RFC 6455, text and binary, close handshake)
-  /stats              JSON: requests seen, aborted (client vanished) count
+  /stats              JSON: requests seen, aborted (client vanished) count, peak /sleep concurrency
 Usage: origin.py PORT
 """
 import asyncio, base64, hashlib, json, os, sys, time, urllib.parse
 
-STATS = {"requests": 0, "aborted": 0}
+STATS = {"requests": 0, "aborted": 0, "in_flight": 0, "max_in_flight": 0}
 
 
 async def read_head(reader):
@@ -130,6 +130,8 @@ async def handle(reader, writer):
                 return
             await read_body(reader, headers, sink)
             if path == "/sleep":
+                STATS["in_flight"] += 1
+                STATS["max_in_flight"] = max(STATS["max_in_flight"], STATS["in_flight"])
                 try:
                     await asyncio.wait_for(reader.read(1), int(q.get("ms", "100")) / 1000)
                     # the proxy closed our connection: the client went away
@@ -137,6 +139,8 @@ async def handle(reader, writer):
                     return
                 except asyncio.TimeoutError:
                     pass
+                finally:
+                    STATS["in_flight"] -= 1
             if path == "/status":
                 body = b"status\n"
                 writer.write(head(int(q["code"]), [("Content-Length", len(body))]) + body)
