@@ -50,13 +50,22 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee
 
-.PHONY: all deps test unit scenario run bench fuzz format format-check install clean
+.PHONY: all deps deps-build test unit scenario run bench fuzz format format-check install clean
 all: $(BINS)
 
 # ---------------------------------------------------------------- dependencies
-DEB_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev libcmocka-dev \
-            libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev curl wrk nginx-light haproxy \
-            python3 python3-websockets clang libclang-rt-14-dev clang-format procps
+# What building needs (the Dockerfiles' build stage installs exactly this set:
+# `make deps-build`), then what testing, benchmarking and the local platform add.
+BUILD_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev \
+              libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev libyaml-dev
+TEST_PKGS  := libcmocka-dev curl wrk nginx-light haproxy python3 python3-websockets python3-yaml \
+              clang libclang-rt-14-dev clang-format procps gnuplot-nox
+DEB_PKGS   := $(BUILD_PKGS) $(TEST_PKGS)
+# kubectl (for the kustomization check) comes from Debian's kubernetes-client
+# unless some kubectl is already on PATH.
+ifeq ($(shell command -v kubectl 2>/dev/null),)
+DEB_PKGS   += kubernetes-client
+endif
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -64,6 +73,9 @@ deps:
 	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null && echo "deps: done"; \
 	else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi
+
+deps-build:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS)"
 
 # ---------------------------------------------------------------- build
 $(BUILD)/gen/stat.pb-c.c $(BUILD)/gen/stat.pb-c.h: common/proto/stat.proto

@@ -28,7 +28,7 @@ fi
 
 if [ "${ONLY:-scenario}" = scenario ] || [ -z "${ONLY:-}" ]; then
   log=$(mktemp)
-  for f in tests/scenario/test_*.py; do
+  for f in tests/scenario/test_*.py tests/packaging/test_*.py; do
     # Streamed (not captured) so a slow or stuck test shows where it is.
     timeout 900 /usr/bin/python3 -u "$f" ${FILTER:-} 2>&1 | tee "$log"
     line=$(grep -E '^scenario: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
