@@ -9,6 +9,7 @@
  *                forwarding
  *   throttler.c  per-revision admission and load balancing
  *   pods.c       per-pod keep-alive pools shared by probes and requests
+ *   metrics.c    Prometheus metrics on METRICS_PROMETHEUS_PORT (9090)
  *
  * One process-wide `struct activator`, reached through `act`. */
 #ifndef ACTIVATOR_ACTIVATOR_H
@@ -24,6 +25,9 @@
 #include "../common/stats.h"
 #include "throttler.h"
 
+/* config-network's mesh-compatibility-mode (Knative §3.8). */
+enum mesh_mode { MESH_AUTO, MESH_ENABLED, MESH_DISABLED };
+
 struct act_config {
     const char *pod_name, *pod_ip, *system_namespace, *cluster_domain;
     double probe_timeout, probe_frequency;
@@ -34,6 +38,8 @@ struct act_config {
     double drain_seconds;
     unsigned max_waiting_per_revision, max_waiting_total;
     double upstream_idle_seconds;
+    enum mesh_mode mesh_mode; /* COLDBREW_MESH_COMPATIBILITY_MODE: auto|enabled|disabled */
+    bool passthrough_lb;      /* COLDBREW_MESH_POD_ADDRESSABILITY: Knative's passthrough LB */
 };
 
 bool act_config_load(struct act_config *cfg, char *err, size_t cap);
@@ -46,6 +52,7 @@ struct backend {
     bool ready;   /* Kubernetes lists it under addresses (else notReadyAddresses) */
     bool healthy; /* answered 200 "queue" to our probe */
     bool seen;    /* still in the latest Endpoints (update bookkeeping) */
+    bool nonmesh; /* its last probe got a status other than 502/503 (§3.8) */
     struct pod_pool *pool;
     struct http_call *probe;
     struct revision *rev;
@@ -54,6 +61,7 @@ struct backend {
 struct revision {
     char key[256]; /* "namespace/name" */
     char ns[64], name[190];
+    char service[64], configuration[64]; /* from the Revision's labels, for metrics */
     UT_hash_handle hh;
     bool exists; /* the Revision object is known */
     long cc;
@@ -66,7 +74,15 @@ struct revision {
     struct backend *backends;
     unsigned nbackends;
     struct event *probe_tick;
-    unsigned active; /* requests referencing this revision */
+    /* The private Service's ClusterIP fallback (§3.8): "ip:port" of its
+     * http (or http2) port, the probe of it, and whether requests go there
+     * (sticky until the private Endpoints are deleted, as in Knative). */
+    char cluster_dest[64];
+    struct pod_pool *cluster_pool;
+    struct http_call *cluster_probe;
+    bool cluster_mode;
+    char private_host[256]; /* "<rev>-private.<ns>": Host in passthrough mode */
+    unsigned active;        /* requests referencing this revision */
     struct stats stats;
     bool reporting; /* has an entry in the autoscaler reports (reporter.c) */
     bool poked;     /* the next report subtracts the poke */
@@ -76,14 +92,15 @@ struct activator {
     struct act_config cfg;
     struct event_base *base;
     struct server_limits lim;
-    struct server *http, *h2c;
+    struct server *http, *h2c, *metrics;
     struct k8s_client k8s;
-    struct k8s_watch *w_rev, *w_private, *w_public;
+    struct k8s_watch *w_rev, *w_private, *w_public, *w_services;
     unsigned synced; /* watches that completed their first list */
     struct revision *revisions;
     unsigned waiting_total;
     unsigned in_flight;
     bool autoscaler_connected;
+    unsigned long autoscaler_conn_errors; /* times the link was lost */
     bool sigterm, drained;
     struct event *drain_timer, *exit_timer;
 };
@@ -96,6 +113,8 @@ struct revision *revision_find_n(const char *ns, size_t nsl, const char *name, s
 void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj);
+void revisions_on_private_service(void *arg, enum k8s_event ev, json_t *obj);
+#define ACT_WATCHES 4 /* the activator listens once this many watches synced */
 void revision_dispatch(struct revision *r);
 void revision_maybe_free(struct revision *r);
 void revisions_free_all(void);
@@ -105,6 +124,11 @@ bool reporter_start(char *err, size_t cap);
 void reporter_stop(void);
 void reporter_request_in(struct revision *r);
 void reporter_request_out(struct revision *r);
+
+/* metrics.c */
+void act_metrics_start(void);
+void act_metrics_stop(void);
+void act_metrics_observe(int status, double seconds);
 
 /* handler.c */
 void act_on_request(struct request *req, void *arg);

@@ -4,8 +4,11 @@
  * overrides (ACTIVATOR_HTTP_PORT, ACTIVATOR_H2C_PORT, METRICS_PROMETHEUS_PORT)
  * so several activators can share a host, KUBE_API_URL / AUTOSCALER_URL to
  * point at a plain-HTTP API and a given autoscaler, ACTIVATOR_DRAIN_SECONDS,
- * and the caps on held requests (COLDBREW_MAX_WAITING_PER_REVISION,
- * COLDBREW_MAX_WAITING). */
+ * the caps on held requests (COLDBREW_MAX_WAITING_PER_REVISION,
+ * COLDBREW_MAX_WAITING), and config-network's two mesh keys as env
+ * (COLDBREW_MESH_COMPATIBILITY_MODE, COLDBREW_MESH_POD_ADDRESSABILITY):
+ * Knative reads those from the config-network ConfigMap, which coldbrew does
+ * not watch; the defaults are Knative's (auto, false). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +73,18 @@ bool act_config_load(struct act_config *cfg, char *err, size_t cap)
         snprintf(err, cap, "a duration, port or limit setting is malformed");
         return false;
     }
+    const char *mm = env_str("COLDBREW_MESH_COMPATIBILITY_MODE", "auto");
+    if (!strcmp(mm, "auto"))
+        cfg->mesh_mode = MESH_AUTO;
+    else if (!strcmp(mm, "enabled"))
+        cfg->mesh_mode = MESH_ENABLED;
+    else if (!strcmp(mm, "disabled"))
+        cfg->mesh_mode = MESH_DISABLED;
+    else {
+        snprintf(err, cap, "COLDBREW_MESH_COMPATIBILITY_MODE: want auto, enabled or disabled");
+        return false;
+    }
+    cfg->passthrough_lb = env_bool("COLDBREW_MESH_POD_ADDRESSABILITY", false);
     cfg->listen_host = env_str("COLDBREW_LISTEN_HOST", NULL);
     static char url[320];
     const char *au = env_str("AUTOSCALER_URL", NULL);

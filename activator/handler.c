@@ -67,6 +67,7 @@ static void on_finish(struct request *req, void *arg)
     if (r) {
         reporter_request_out(r);
         r->active--;
+        act_metrics_observe(req->status, request_elapsed(req));
     }
     if (c->pt) {
         tracker_release(c->pt);
@@ -104,8 +105,11 @@ static void forward(struct act_ctx *c, struct pod_tracker *pt)
     req->holder = NULL;
     if (req->conn->holding)
         request_hold_input(req, false);
-    c->edit.host = pt->dest; /* Host becomes the pod's ip:port; K-Original-Host keeps the name */
-    c->edit.host_len = strlen(pt->dest);
+    /* Host becomes the pod's ip:port (or the ClusterIP's); K-Original-Host
+     * keeps the name. Passthrough LB names the private Service instead (§3.8). */
+    const char *host = act->cfg.passthrough_lb ? c->rev->private_host : pt->dest;
+    c->edit.host = host;
+    c->edit.host_len = strlen(host);
     proxy_forward(req, &pt->pool->up, &c->edit);
 }
 
@@ -183,6 +187,11 @@ static void build_edit(struct act_ctx *c, const struct http_head *h, const struc
         n += hlen;
         memcpy(c->extra + n, "\r\n", 2);
         n += 2;
+    }
+    static const char pt[] = "K-Passthrough-Lb: true\r\n";
+    if (act->cfg.passthrough_lb && n + sizeof pt <= sizeof c->extra) {
+        memcpy(c->extra + n, pt, sizeof pt - 1);
+        n += sizeof pt - 1;
     }
     c->edit.extra = c->extra;
     c->edit.extra_len = n;

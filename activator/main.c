@@ -94,7 +94,7 @@ static void on_sync_check(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct event *self = arg;
-    if (act->synced < 3 || act->http) {
+    if (act->synced < ACT_WATCHES || act->http) {
         if (!act->http) {
             struct timeval tv = clock_tv(0.02);
             event_add(self, &tv);
@@ -134,6 +134,11 @@ int main(void)
     act->w_public = k8s_watch_start(&act->k8s, "/api/v1/endpoints",
                                     "networking.internal.knative.dev/serviceType=Public",
                                     revisions_on_public_endpoints, NULL);
+    /* Private Services: their ClusterIP, for the mesh fallback (§3.8). */
+    act->w_services = k8s_watch_start(&act->k8s, "/api/v1/services",
+                                      "networking.internal.knative.dev/serviceType=Private",
+                                      revisions_on_private_service, NULL);
+    act_metrics_start();
     if (!reporter_start(err, sizeof err)) {
         log_error("AUTOSCALER_URL: %s", err);
         return 1;
@@ -157,11 +162,13 @@ int main(void)
         event_free(act->exit_timer);
     server_free(act->http);
     server_free(act->h2c);
+    act_metrics_stop();
     reporter_stop();
     loop_flush_deferred();
     k8s_watch_free(act->w_rev);
     k8s_watch_free(act->w_private);
     k8s_watch_free(act->w_public);
+    k8s_watch_free(act->w_services);
     revisions_free_all();
     loop_flush_deferred();
     k8s_client_free(&act->k8s);

@@ -96,6 +96,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 static void on_link(void *arg, bool open)
 {
     (void)arg;
+    if (act->autoscaler_connected && !open)
+        act->autoscaler_conn_errors++;
     act->autoscaler_connected = open;
 }
 

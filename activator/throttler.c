@@ -112,6 +112,8 @@ static void assign_slice(struct throttler *t)
 
 long throttler_current_capacity(const struct throttler *t)
 {
+    if (t->cluster_ip)
+        return throttler_capacity(t->cc, t->cluster_backends, 0, t->num_activators);
     return throttler_capacity(t->cc, t->npods, t->nassigned, t->num_activators);
 }
 
@@ -163,9 +165,18 @@ void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned 
     qsort(next, m, sizeof *next, cmp_dest);
     t->pods = next;
     t->npods = m;
+    t->cluster_ip = false;
     free(t->assigned);
     t->assigned = calloc(m ? m : 1, sizeof *t->assigned);
     assign_slice(t);
+}
+
+void throttler_set_cluster_ip(struct throttler *t, const char *dest, unsigned ready,
+                              bool with_pools)
+{
+    throttler_set_pods(t, &dest, 1, with_pools);
+    t->cluster_ip = true;
+    t->cluster_backends = ready;
 }
 
 static uint64_t rnd(struct throttler *t)
@@ -186,6 +197,12 @@ static struct pod_tracker *reserve(struct pod_tracker *pt)
 
 struct pod_tracker *throttler_pick(struct throttler *t)
 {
+    if (t->cluster_ip) {
+        long cap = throttler_current_capacity(t);
+        if (t->npods == 1 && cap > 0 && (long)t->pods[0]->in_flight < cap)
+            return reserve(t->pods[0]);
+        return NULL;
+    }
     unsigned n = t->nassigned;
     if (!n)
         return NULL;

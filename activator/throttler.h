@@ -51,6 +51,11 @@ struct throttler {
     unsigned num_activators;
     unsigned rr_next;
     uint64_t rng;
+    /* ClusterIP mode (§3.8): pods[0] is the private Service and the
+     * revision's capacity is CC x ready pods / activators, balanced by
+     * kube-proxy or the mesh behind it. */
+    bool cluster_ip;
+    unsigned cluster_backends;
 };
 
 enum lb_policy lb_policy_for(long cc);
@@ -70,6 +75,11 @@ void throttler_set_activators(struct throttler *t, int index, unsigned count);
  * counters and pools; new ones take a reference on the pod's pool when
  * `with_pools` (unit tests run without). */
 void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned n, bool with_pools);
+/* Route everything to the private Service's ClusterIP ("ip:port") behind
+ * which `ready` pods serve (Knative's podsAddressable = false). A later
+ * throttler_set_pods goes back to pod-direct. */
+void throttler_set_cluster_ip(struct throttler *t, const char *dest, unsigned ready,
+                              bool with_pools);
 /* A pod slot for one request, or NULL when none is free now. */
 struct pod_tracker *throttler_pick(struct throttler *t);
 /* The request is done with its pod. */

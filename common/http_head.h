@@ -11,6 +11,7 @@
 #define COLDBREW_HTTP_HEAD_H
 
 #include <stdbool.h>
+#include <string.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <strings.h>
@@ -101,5 +102,14 @@ bool http_token_list_has(const char *v, size_t len, const char *token);
 
 /* Reason phrase for a status code ("OK", "Bad Gateway", ...). */
 const char *http_status_text(int status);
+
+/* Is the request's path (query string ignored) exactly `path`? For the
+ * small admin routes (/metrics, /wait-for-drain). */
+static inline bool http_path_is(const struct http_head *h, const char *path)
+{
+    size_t n = strlen(path);
+    const char *u = http_str_ptr(h, h->url);
+    return h->url.len >= n && !memcmp(u, path, n) && (h->url.len == n || u[n] == '?');
+}
 
 #endif

@@ -28,11 +28,7 @@ static struct drain_waiter *drain_waiters;
 
 static bool path_is(const struct request *req, const char *path)
 {
-    const struct http_head *h = req->head;
-    size_t n = strlen(path);
-    const char *u = http_str_ptr(h, h->url);
-    /* Compare the path only: a query string does not change the route. */
-    return h->url.len >= n && !memcmp(u, path, n) && (h->url.len == n || u[n] == '?');
+    return http_path_is(req->head, path);
 }
 
 static void not_found(struct request *req)

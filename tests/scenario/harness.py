@@ -324,6 +324,16 @@ class KubeAPI(Proc):
                                             "networking.internal.knative.dev/serviceType": "Private"}},
                                         "subsets": subsets})
 
+    def private_service(self, ns, rev, cluster_ip, port):
+        """The revision's private Service; `port` is its http port (80 in a cluster)."""
+        return self.apply("Service", {"apiVersion": "v1", "kind": "Service",
+                                      "metadata": {"namespace": ns, "name": rev + "-private", "labels": {
+                                          "serving.knative.dev/revision": rev,
+                                          "networking.internal.knative.dev/serviceType": "Private"}},
+                                      "spec": {"clusterIP": cluster_ip, "ports": [
+                                          {"name": "http", "port": port, "targetPort": 8012},
+                                          {"name": "http-autometric", "port": 9090, "targetPort": 9090}]}})
+
     def public_endpoints(self, ns, rev, ips, port=8012):
         return self.apply("Endpoints", {"apiVersion": "v1", "kind": "Endpoints",
                                         "metadata": {"namespace": ns, "name": rev, "labels": {
@@ -339,10 +349,11 @@ class Activator(Proc):
     def __init__(self, kube, wait=True, **overrides):
         self.port = free_port()
         self.h2c = free_port()
+        self.metrics = free_port()
         env = {"POD_NAME": "activator-test-0", "POD_IP": "127.0.0.1", "SYSTEM_NAMESPACE": "knative-serving",
                "CLUSTER_DOMAIN": "cluster.local", "KUBE_API_URL": "http://127.0.0.1:%d" % kube.port,
                "KUBE_TOKEN_FILE": "/nonexistent", "ACTIVATOR_HTTP_PORT": str(self.port),
-               "ACTIVATOR_H2C_PORT": str(self.h2c), "METRICS_PROMETHEUS_PORT": str(free_port()),
+               "ACTIVATOR_H2C_PORT": str(self.h2c), "METRICS_PROMETHEUS_PORT": str(self.metrics),
                "AUTOSCALER_URL": "ws://127.0.0.1:1", "COLDBREW_LISTEN_HOST": "127.0.0.1",
                "ACTIVATOR_DRAIN_SECONDS": "0.2"}
         for k, v in overrides.items():

@@ -184,6 +184,119 @@ def activator_survives_watch_drop_garbage_and_410():
     ok("relisting" in out or "re-watching" in out, "logged the recoveries")
 
 
+def concurrent_gets(port, path, headers, n):
+    res = [None] * n
+
+    def fire(i):
+        try:
+            res[i] = get(port, path, headers, timeout=30)[0]
+        except Exception as e:
+            res[i] = str(e)
+    ths = [threading.Thread(target=fire, args=(i,)) for i in range(n)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(40)
+    return res
+
+
+@test
+def activator_clusterip_fallback_when_pods_unreachable():
+    """Mesh auto (§3.8): the pods' addresses refuse the activator (as a mesh
+    that only admits its own sidecars does) and the private Service answers,
+    so the revision routes to the ClusterIP, with capacity CC x ready pods."""
+    k = KubeAPI()
+    k.revision(NS, "mesh-00001", cc=1)
+    behind = Pod(CONTAINER_CONCURRENCY=0)  # what kube-proxy balances onto
+    a = Activator(k)
+    k.private_service(NS, "mesh-00001", "127.0.0.1", behind.qp.port)
+    k.private_endpoints(NS, "mesh-00001", ready=[("127.0.0.1", free_port()), ("127.0.0.1", free_port())])
+    res = concurrent_gets(a.port, "/sleep?ms=300", rev_headers("mesh-00001"), 6)
+    eq(res, [200] * 6, "answered through the ClusterIP")
+    ok("routing to the private Service's ClusterIP 127.0.0.1:%d" % behind.qp.port in a.output(), a.output()[-800:])
+    eq(behind.origin.stats()["max_in_flight"], 2, "capacity CC=1 x 2 ready pods")
+    # One address leaves Endpoints: capacity follows the ready count.
+    k.private_endpoints(NS, "mesh-00001", ready=[("127.0.0.1", free_port())])
+    time.sleep(0.3)
+    res = concurrent_gets(a.port, "/sleep?ms=200", rev_headers("mesh-00001"), 3)
+    eq(res, [200] * 3, "still answered")
+    st = behind.origin.stats()
+    eq(st["requests"] - 2, 9, "every request went through the ClusterIP (less the two /stats calls)")
+
+
+@test
+def activator_no_clusterip_fallback_after_non_mesh_answer():
+    """A pod address that answers with its own status (here 200 without the
+    "queue" body) proves there is no mesh in the way: no fallback."""
+    k = KubeAPI()
+    k.revision(NS, "nomesh-00001", cc=0, timeout=1)
+    behind = Pod()
+    impostor = Origin()  # answers the probe 200 with a JSON body, not "queue"
+    a = Activator(k)
+    k.private_service(NS, "nomesh-00001", "127.0.0.1", behind.qp.port)
+    k.private_endpoints(NS, "nomesh-00001", ready=[("127.0.0.1", impostor.port)])
+    st, _, body = get(a.port, "/", rev_headers("nomesh-00001"))
+    eq((st, body), (504, b"activator request timeout"), "held until the timeout, never sent to the ClusterIP")
+    eq(behind.origin.stats()["requests"] - 1, 0, "the ClusterIP was not used (less this /stats call)")
+    ok("ClusterIP" not in a.output(), "no fallback logged")
+
+
+@test
+def activator_mesh_modes_enabled_and_passthrough():
+    k = KubeAPI()
+    k.revision(NS, "modes-00001", cc=0)
+    pod, behind = Pod(), Pod()
+    k.private_service(NS, "modes-00001", "127.0.0.1", behind.qp.port)
+    k.private_endpoints(NS, "modes-00001", ready=[pod.addr])
+    a = Activator(k, COLDBREW_MESH_COMPATIBILITY_MODE="enabled")
+    for _ in range(3):
+        eq(get(a.port, "/", rev_headers("modes-00001"))[0], 200, "answered (enabled)")
+    # (each count less the /stats call itself)
+    eq(pod.origin.stats()["requests"] - 1, 0, "enabled: pods are never addressed directly")
+    eq(behind.origin.stats()["requests"] - 1, 3, "enabled: everything through the ClusterIP")
+    a.stop()
+    a = Activator(k, COLDBREW_MESH_POD_ADDRESSABILITY="true")
+    st, _, body = get(a.port, "/", dict(rev_headers("modes-00001"), Host="modes.default.example.com"))
+    eq(st, 200, "answered (passthrough)")
+    h = {kk.lower(): v for kk, v in json.loads(body)["headers"]}
+    eq(h.get("k-passthrough-lb"), "true", "K-Passthrough-Lb sent to the pod")
+    eq(h.get("host"), "modes.default.example.com", "the pod's queue-proxy restores Host")
+    eq(pod.origin.stats()["requests"] - 2, 1, "passthrough: straight to the pod (less two /stats calls)")
+    a.stop()
+    bad = Activator(k, wait=False, COLDBREW_MESH_COMPATIBILITY_MODE="sometimes")
+    eq(bad.wait(5), 1, "unknown mode refused at start-up")
+
+
+@test
+def activator_prometheus_metrics():
+    k = KubeAPI()
+    k.apply("Revision", {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                         "metadata": {"namespace": NS, "name": "met-00001", "labels": {
+                             "serving.knative.dev/service": "met", "serving.knative.dev/configuration": "met"}},
+                         "spec": {"containerConcurrency": 0, "timeoutSeconds": 30,
+                                  "containers": [{"image": "x"}]}})
+    a = Activator(k)
+    lbl = 'k8s_namespace_name="default",kn_service_name="met",kn_configuration_name="met",kn_revision_name="met-00001"'
+    res = []
+    th = threading.Thread(target=lambda: res.append(get(a.port, "/", rev_headers("met-00001"))[0]))
+    th.start()
+    wait_for(lambda: "kn_revision_request_queued{%s} 1" % lbl in get(a.metrics, "/metrics")[2].decode(),
+             what="one request shown as queued")
+    body = get(a.metrics, "/metrics")[2].decode()
+    ok("kn_revision_request_concurrency{%s} 1" % lbl in body, body)
+    ok("kn_revision_request_active{%s} 0" % lbl in body, body)
+    ok('kn_activator_stats_conn_reachable{peer="autoscaler"} 0' in body, "autoscaler down: " + body)
+    pod = Pod()
+    k.private_endpoints(NS, "met-00001", ready=[pod.addr])
+    th.join(10)
+    eq(res, [200], "answered")
+    body = get(a.metrics, "/metrics?x=1")[2].decode()
+    ok("kn_revision_request_queued{%s} 0" % lbl in body, body)
+    ok('http_server_request_duration_seconds_count{k8s_pod_name="activator-test-0",http_response_status_code="200"} 1'
+       in body, body)
+    eq(get(a.metrics, "/other")[0], 404, "other paths")
+
+
 @test
 def activator_endpoints_before_revision():
     k = KubeAPI()

@@ -141,6 +141,38 @@ static void test_random_choice_2_prefers_less_loaded(void **state)
     throttler_free(&t);
 }
 
+/* ClusterIP mode (§3.8): one destination, capacity CC x ready / activators. */
+static void test_cluster_ip_capacity(void **state)
+{
+    (void)state;
+    struct throttler t;
+    throttler_init(&t, 1, 42);
+    throttler_set_cluster_ip(&t, "10.0.0.9:80", 2, false);
+    assert_int_equal(throttler_current_capacity(&t), 2);
+    struct pod_tracker *a = throttler_pick(&t), *b = throttler_pick(&t);
+    assert_non_null(a);
+    assert_ptr_equal(a, b);
+    assert_string_equal(a->dest, "10.0.0.9:80");
+    assert_null(throttler_pick(&t));
+    tracker_release(a);
+    throttler_set_activators(&t, 0, 2); /* 1 x 2 / 2 activators */
+    assert_int_equal(throttler_current_capacity(&t), 1);
+    assert_null(throttler_pick(&t));
+    tracker_release(b);
+    struct pod_tracker *c = throttler_pick(&t);
+    assert_non_null(c);
+    tracker_release(c);
+    throttler_set_cluster_ip(&t, "10.0.0.9:80", 0, false); /* no ready pod behind it */
+    assert_null(throttler_pick(&t));
+    const char *pods[] = {"10.1.0.1:8012"};
+    throttler_set_pods(&t, pods, 1, false); /* back to pod-direct */
+    assert_false(t.cluster_ip);
+    struct pod_tracker *d = throttler_pick(&t);
+    assert_string_equal(d->dest, "10.1.0.1:8012");
+    tracker_release(d);
+    throttler_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_first_available),
         cmocka_unit_test(test_round_robin_and_removed_pod),
         cmocka_unit_test(test_random_choice_2_prefers_less_loaded),
+        cmocka_unit_test(test_cluster_ip_capacity),
     };
     return cmocka_run_group_tests_name("throttler", tests, NULL, NULL);
 }

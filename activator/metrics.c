@@ -1,0 +1,98 @@
+/* metrics.c — the activator's Prometheus endpoint (METRICS_PROMETHEUS_PORT,
+ * 9090, GET /metrics), Knative §6.6's metrics under OTel's Prometheus names:
+ *
+ *   kn_revision_request_concurrency   gauge, per revision: requests in the
+ *                                     activator (held + forwarded)
+ *   kn_revision_request_queued        per revision: held, waiting for a pod
+ *   kn_revision_request_active        per revision: forwarded, in flight
+ *   kn_activator_stats_conn_reachable gauge {peer="autoscaler"}: 1 while the
+ *                                     stats websocket is up
+ *   kn_activator_stats_conn_errors_total counter {peer="autoscaler"}: times
+ *                                     that link was lost
+ *   http_server_request_duration_seconds histogram by status code, proxied
+ *                                     requests only (probes are not counted)
+ *
+ * Revision labels: k8s_namespace_name, kn_service_name,
+ * kn_configuration_name, kn_revision_name. Rendered only when scraped; the
+ * request path does one histogram observation. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/log.h"
+#include "../common/metrics.h"
+#include "activator.h"
+
+static struct metrics_hist duration;
+
+void act_metrics_observe(int status, double seconds)
+{
+    metrics_hist_observe(&duration, status, seconds);
+}
+
+static void on_metrics(struct request *req, void *arg)
+{
+    (void)arg;
+    if (!http_path_is(req->head, "/metrics")) {
+        request_error(req, 404, "404 page not found\n");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    static const struct {
+        const char *name, *help;
+    } g[3] = {
+        {"kn_revision_request_concurrency", "Concurrent requests in the activator per revision"},
+        {"kn_revision_request_queued", "Requests held in the activator waiting for capacity"},
+        {"kn_revision_request_active", "Requests forwarded by the activator and in flight"},
+    };
+    for (int k = 0; k < 3; k++) {
+        evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", g[k].name, g[k].help,
+                            g[k].name);
+        struct revision *r, *tmp;
+        HASH_ITER(hh, act->revisions, r, tmp)
+        {
+            if (!r->exists)
+                continue;
+            unsigned queued = r->nwaiting, active = r->active - r->nwaiting;
+            unsigned v = k == 0 ? queued + active : k == 1 ? queued : active;
+            evbuffer_add_printf(b,
+                                "%s{k8s_namespace_name=\"%s\",kn_service_name=\"%s\","
+                                "kn_configuration_name=\"%s\",kn_revision_name=\"%s\"} %u\n",
+                                g[k].name, r->ns, r->service, r->configuration, r->name, v);
+        }
+    }
+    metrics_gauge_render("kn_activator_stats_conn_reachable",
+                         "Whether the stats connection to the autoscaler is up", "peer=\"autoscaler\"",
+                         act->autoscaler_connected ? 1 : 0, b);
+    evbuffer_add_printf(b,
+                        "# HELP kn_activator_stats_conn_errors_total Times the stats connection "
+                        "was lost\n# TYPE kn_activator_stats_conn_errors_total counter\n"
+                        "kn_activator_stats_conn_errors_total{peer=\"autoscaler\"} %lu\n",
+                        act->autoscaler_conn_errors);
+    char labels[160];
+    snprintf(labels, sizeof labels, "k8s_pod_name=\"%.120s\"", act->cfg.pod_name);
+    metrics_hist_render(&duration, labels, b);
+    size_t len = evbuffer_get_length(b);
+    request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                  (const char *)evbuffer_pullup(b, -1), len, NULL);
+    evbuffer_free(b);
+}
+
+void act_metrics_start(void)
+{
+    metrics_hist_init(&duration, "http_server_request_duration_seconds",
+                      "Duration of requests proxied by the activator");
+    const char *err;
+    act->metrics = server_open(act->base, "metrics", act->cfg.listen_host, act->cfg.metrics_port,
+                               &act->lim, on_metrics, NULL, &err);
+    if (!act->metrics) {
+        /* Metrics are not worth refusing traffic over: say so and go on. */
+        log_error("metrics listener failed on port %d: %s", act->cfg.metrics_port, err);
+    }
+}
+
+void act_metrics_stop(void)
+{
+    if (act->metrics)
+        server_free(act->metrics);
+    act->metrics = NULL;
+}
