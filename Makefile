@@ -45,10 +45,16 @@ QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o)
 # The activator's rooms, without main.o, so unit tests can link them.
 AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))
 AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
+# The KPA autoscaler (a library: the local platform runs it in-process).
+AS_SRC     := $(wildcard autoscaler/*.c)
+AS_OBJ     := $(AS_SRC:%.c=$(BUILD)/obj/%.o)
+# The local platform: the `coldbrew` command.
+LOCAL_SRC  := $(wildcard local/*.c)
+LOCAL_OBJ  := $(LOCAL_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee
+BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee $(BUILD)/bin/coldbrew
 
 .PHONY: all deps deps-build test unit scenario run bench fuzz format format-check install clean
 all: $(BINS)
@@ -112,9 +118,16 @@ $(BUILD)/bin/coffee: $(BUILD)/obj/examples/coffee/coffee.o
 $(BUILD)/libactivator.a: $(AC_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a
+$(BUILD)/libautoscaler.a: $(AS_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/bin/coldbrew: $(LOCAL_OBJ) $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a $(AC_LIBS) $(LIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $^ -lyaml $(AC_LIBS) $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a $(AC_LIBS) $(LIBS) -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

@@ -10,6 +10,7 @@
  *   throttler.c  per-revision admission and load balancing
  *   pods.c       per-pod keep-alive pools shared by probes and requests
  *   metrics.c    Prometheus metrics on METRICS_PROMETHEUS_PORT (9090)
+ *   ingress.c    the optional ingress role: Host -> Knative Ingress splits
  *
  * One process-wide `struct activator`, reached through `act`. */
 #ifndef ACTIVATOR_ACTIVATOR_H
@@ -40,6 +41,7 @@ struct act_config {
     double upstream_idle_seconds;
     enum mesh_mode mesh_mode; /* COLDBREW_MESH_COMPATIBILITY_MODE: auto|enabled|disabled */
     bool passthrough_lb;      /* COLDBREW_MESH_POD_ADDRESSABILITY: Knative's passthrough LB */
+    bool ingress;             /* COLDBREW_INGRESS: route by Host from Knative Ingress objects */
 };
 
 bool act_config_load(struct act_config *cfg, char *err, size_t cap);
@@ -62,6 +64,7 @@ struct revision {
     char key[256]; /* "namespace/name" */
     char ns[64], name[190];
     char service[64], configuration[64]; /* from the Revision's labels, for metrics */
+    char failed[256]; /* ingress role: the Revision's Ready=False message (503 at once) */
     UT_hash_handle hh;
     bool exists; /* the Revision object is known */
     long cc;
@@ -94,8 +97,9 @@ struct activator {
     struct server_limits lim;
     struct server *http, *h2c, *metrics;
     struct k8s_client k8s;
-    struct k8s_watch *w_rev, *w_private, *w_public, *w_services;
-    unsigned synced; /* watches that completed their first list */
+    struct k8s_watch *w_rev, *w_private, *w_public, *w_services, *w_ingress;
+    unsigned watches; /* started; the activator listens once all synced */
+    unsigned synced;  /* watches that completed their first list */
     struct revision *revisions;
     unsigned waiting_total;
     unsigned in_flight;
@@ -114,8 +118,21 @@ void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_public_endpoints(void *arg, enum k8s_event ev, json_t *obj);
 void revisions_on_private_service(void *arg, enum k8s_event ev, json_t *obj);
-#define ACT_WATCHES 4 /* the activator listens once this many watches synced */
+
+/* ingress.c */
+#define INGRESS_MAX_SPLITS 16
+struct ingress_split {
+    unsigned percent;
+    char ns[64], rev[190];
+    char extra[256]; /* other appendHeaders, as header lines */
+};
+void ingress_on_object(void *arg, enum k8s_event ev, json_t *obj);
+/* A split drawn by percentage for this Host, or NULL when no rule has it. */
+const struct ingress_split *ingress_pick(const char *host, size_t len);
+void ingress_free_all(void);
 void revision_dispatch(struct revision *r);
+/* Answers every held request of a failed revision with 503 and the reason. */
+void revision_fail_waiting(struct revision *r);
 void revision_maybe_free(struct revision *r);
 void revisions_free_all(void);
 

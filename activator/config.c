@@ -85,6 +85,7 @@ bool act_config_load(struct act_config *cfg, char *err, size_t cap)
         return false;
     }
     cfg->passthrough_lb = env_bool("COLDBREW_MESH_POD_ADDRESSABILITY", false);
+    cfg->ingress = env_bool("COLDBREW_INGRESS", false);
     cfg->listen_host = env_str("COLDBREW_LISTEN_HOST", NULL);
     static char url[320];
     const char *au = env_str("AUTOSCALER_URL", NULL);

@@ -136,6 +136,30 @@ void revision_dispatch(struct revision *r)
     r->dispatching = false;
 }
 
+/* 503 with the reason, the answer for a revision the platform marked failed. */
+static void reply_failed(struct request *req, const struct revision *r)
+{
+    char body[600];
+    snprintf(body, sizeof body, "revision %s failed: %s\n", r->key, r->failed);
+    request_error(req, 503, body);
+}
+
+void revision_fail_waiting(struct revision *r)
+{
+    while (!TAILQ_EMPTY(&r->waiters)) {
+        struct act_ctx *c = TAILQ_FIRST(&r->waiters);
+        TAILQ_REMOVE(&r->waiters, c, link);
+        c->queued = false;
+        r->nwaiting--;
+        act->waiting_total--;
+        c->req->cancel = NULL;
+        c->req->holder = NULL;
+        if (c->req->conn->holding)
+            request_hold_input(c->req, false);
+        reply_failed(c->req, r);
+    }
+}
+
 /* The headers this handler looks at, found in one pass over the head. */
 struct act_headers {
     const struct http_header *ua, *kkp, *knp, *hash, *ns, *rev, *host, *orig_host;
@@ -339,13 +363,28 @@ void act_on_request(struct request *req, void *arg)
     const char *vns = http_header_value(h, q.ns, &nsl);
     const char *vname = http_header_value(h, q.rev, &nml);
     struct revision *r = NULL;
+    const struct ingress_split *split = NULL;
     if (nsl && nml && nsl < sizeof ns && nml < sizeof name) {
         r = revision_find_n(vns, nsl, vname, nml);
         memcpy(name, vname, nml); /* for the 404 text */
     } else {
         const char *host = http_header_value(h, q.host, &hl);
-        if (host && revision_from_host(host, hl, ns, sizeof ns, name, sizeof name))
+        if (host && act->cfg.ingress && (split = ingress_pick(host, hl))) {
+            r = revision_find(split->ns, split->rev);
+            snprintf(name, sizeof name, "%s", split->rev);
+        } else if (host && revision_from_host(host, hl, ns, sizeof ns, name, sizeof name)) {
             r = revision_find(ns, name);
+        } else if (act->cfg.ingress) {
+            char body[400];
+            snprintf(body, sizeof body, "no route for host \"%.*s\"\n", (int)(hl < 256 ? hl : 256),
+                     host ? host : "");
+            request_error(req, 404, body);
+            return;
+        }
+    }
+    if (r && r->failed[0]) {
+        reply_failed(req, r);
+        return;
     }
     if (!r || !r->exists) {
         char body[400];
@@ -367,6 +406,13 @@ void act_on_request(struct request *req, void *arg)
     reporter_request_in(r);
     request_set_timeouts(req, r->timeout, r->response_start_timeout, r->idle_timeout);
     build_edit(c, h, &q);
+    if (split && split->extra[0]) {
+        size_t el = strlen(split->extra);
+        if (c->edit.extra_len + el <= sizeof c->extra) {
+            memcpy(c->extra + c->edit.extra_len, split->extra, el);
+            c->edit.extra_len += el;
+        }
+    }
 
     if (r->nwaiting >= act->cfg.max_waiting_per_revision ||
         act->waiting_total >= act->cfg.max_waiting_total) {

@@ -94,7 +94,7 @@ static void on_sync_check(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct event *self = arg;
-    if (act->synced < ACT_WATCHES || act->http) {
+    if (act->synced < act->watches || act->http) {
         if (!act->http) {
             struct timeval tv = clock_tv(0.02);
             event_add(self, &tv);
@@ -138,6 +138,13 @@ int main(void)
     act->w_services = k8s_watch_start(&act->k8s, "/api/v1/services",
                                       "networking.internal.knative.dev/serviceType=Private",
                                       revisions_on_private_service, NULL);
+    act->watches = 4;
+    if (act->cfg.ingress) {
+        act->w_ingress =
+            k8s_watch_start(&act->k8s, "/apis/networking.internal.knative.dev/v1alpha1/ingresses",
+                            NULL, ingress_on_object, NULL);
+        act->watches++;
+    }
     act_metrics_start();
     if (!reporter_start(err, sizeof err)) {
         log_error("AUTOSCALER_URL: %s", err);
@@ -169,6 +176,8 @@ int main(void)
     k8s_watch_free(act->w_private);
     k8s_watch_free(act->w_public);
     k8s_watch_free(act->w_services);
+    k8s_watch_free(act->w_ingress);
+    ingress_free_all();
     revisions_free_all();
     loop_flush_deferred();
     k8s_client_free(&act->k8s);

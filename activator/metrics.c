@@ -45,8 +45,7 @@ static void on_metrics(struct request *req, void *arg)
         {"kn_revision_request_active", "Requests forwarded by the activator and in flight"},
     };
     for (int k = 0; k < 3; k++) {
-        evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", g[k].name, g[k].help,
-                            g[k].name);
+        evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", g[k].name, g[k].help, g[k].name);
         struct revision *r, *tmp;
         HASH_ITER(hh, act->revisions, r, tmp)
         {
@@ -61,8 +60,8 @@ static void on_metrics(struct request *req, void *arg)
         }
     }
     metrics_gauge_render("kn_activator_stats_conn_reachable",
-                         "Whether the stats connection to the autoscaler is up", "peer=\"autoscaler\"",
-                         act->autoscaler_connected ? 1 : 0, b);
+                         "Whether the stats connection to the autoscaler is up",
+                         "peer=\"autoscaler\"", act->autoscaler_connected ? 1 : 0, b);
     evbuffer_add_printf(b,
                         "# HELP kn_activator_stats_conn_errors_total Times the stats connection "
                         "was lost\n# TYPE kn_activator_stats_conn_errors_total counter\n"

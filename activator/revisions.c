@@ -170,6 +170,21 @@ void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj)
         json_string_value(json_object_get(labels, "serving.knative.dev/configuration"));
     snprintf(r->service, sizeof r->service, "%s", svc ? svc : "");
     snprintf(r->configuration, sizeof r->configuration, "%s", cfg ? cfg : "");
+    /* A revision the platform marked failed (ingress role: the local
+     * platform) is answered 503 with its reason instead of held. */
+    r->failed[0] = 0;
+    size_t ci;
+    json_t *cond;
+    json_array_foreach(k8s_get(obj, "status.conditions"), ci, cond)
+    {
+        const char *type = json_string_value(json_object_get(cond, "type"));
+        const char *st = json_string_value(json_object_get(cond, "status"));
+        const char *msg = json_string_value(json_object_get(cond, "message"));
+        if (act->cfg.ingress && type && st && !strcmp(type, "Ready") && !strcmp(st, "False"))
+            snprintf(r->failed, sizeof r->failed, "%s", msg ? msg : "revision failed");
+    }
+    if (r->failed[0])
+        revision_fail_waiting(r); /* held requests get the reason now, not at the timeout */
     r->timeout = (double)json_long(obj, "spec.timeoutSeconds", 300);
     r->response_start_timeout = (double)json_long(obj, "spec.responseStartTimeoutSeconds", 0);
     r->idle_timeout = (double)json_long(obj, "spec.idleTimeoutSeconds", 0);

@@ -9,6 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Where lines go: stdout, unless log_set_fd moved them (the local platform's own log file). */
+static int log_fd = STDOUT_FILENO;
+
+void log_set_fd(int fd)
+{
+    log_fd = fd;
+}
+
 static const char *log_logger = "coldbrew";
 static const char *log_key;
 static const char *log_pod;
@@ -106,6 +114,6 @@ void log_emit(enum log_level level, const char *file, int line, const char *fmt,
         len = (int)sizeof out - 3;
     out[len++] = '}';
     out[len++] = '\n';
-    ssize_t w = write(STDOUT_FILENO, out, (size_t)len);
+    ssize_t w = write(log_fd, out, (size_t)len);
     (void)w;
 }

@@ -17,6 +17,8 @@ void log_init(const char *logger, const char *key, const char *pod);
 /* Messages below `level` are dropped. Accepts zap's names: debug, info, warn, error. */
 void log_set_level(const char *name);
 enum log_level log_get_level(void);
+/* Lines go to fd instead of stdout (the local platform keeps its terminal for people). */
+void log_set_fd(int fd);
 
 void log_emit(enum log_level level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

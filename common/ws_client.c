@@ -131,7 +131,7 @@ static void pump(struct ws_client *ws)
 
 /* ---------------------------------------------------------------- handshake */
 
-static void accept_value(const char *key, char *out /* >= 29 */)
+void ws_accept_value(const char *key, char *out /* >= 29 */)
 {
     char buf[128];
     unsigned char sha[SHA_DIGEST_LENGTH];
@@ -166,7 +166,7 @@ static void read_handshake(struct ws_client *ws)
     evbuffer_remove(ws->in, resp, n);
     resp[n] = 0;
     char want[40] = "";
-    accept_value(ws->key, want);
+    ws_accept_value(ws->key, want);
     bool ok = !strncmp(resp, "HTTP/1.1 101", 12);
     char *acc = strcasestr(resp, "\r\nSec-WebSocket-Accept:");
     if (ok && acc) {

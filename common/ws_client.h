@@ -37,4 +37,7 @@ bool ws_client_send_binary(struct ws_client *ws, const uint8_t *data, size_t len
 unsigned ws_client_connects(const struct ws_client *ws);
 void ws_client_free(struct ws_client *ws);
 
+/* RFC 6455's Sec-WebSocket-Accept for a Sec-WebSocket-Key (out: >= 29 bytes). */
+void ws_accept_value(const char *key, char *out);
+
 #endif

@@ -108,6 +108,11 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     cfg->drain_quiet_seconds = env_double("QUEUE_DRAIN_QUIET_SECONDS", 30, &ok);
     cfg->hijack_drain_seconds = env_double("COLDBREW_HIJACK_DRAIN_SECONDS", 60, &ok);
     cfg->upstream_idle_seconds = env_double("COLDBREW_UPSTREAM_IDLE_SECONDS", 4, &ok);
+    /* The local platform polls a starting user process faster than Knative's
+     * 50 ms so a cold start is not rounded up to the next poll. */
+    cfg->aggressive_interval = env_duration("COLDBREW_AGGRESSIVE_PROBE_INTERVAL", 0.05, &ok);
+    if (cfg->aggressive_interval <= 0)
+        ok = false;
     if (!ok) {
         snprintf(err, cap, "a port or duration override is not a number");
         return false;

@@ -25,6 +25,7 @@ struct qp_config {
     bool custom_request_log_template;
     bool prometheus_enabled;
     double drain_quiet_seconds;   /* QUEUE_DRAIN_QUIET_SECONDS, default 30 */
+    double aggressive_interval;   /* COLDBREW_AGGRESSIVE_PROBE_INTERVAL, default 50ms (Knative's) */
     double hijack_drain_seconds;  /* 60 */
     double upstream_idle_seconds; /* COLDBREW_UPSTREAM_IDLE_SECONDS, default 4 */
     const char *log_level;

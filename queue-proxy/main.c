@@ -147,6 +147,7 @@ int main(void)
         log_error("failed to parse readiness probe: %s", err);
         return 1;
     }
+    qp->readiness.interval = qp->cfg.aggressive_interval;
     metrics_hist_init(&qp->invocation, "kn_serving_invocation_duration_seconds",
                       "The duration of task execution.");
     metrics_hist_init(&qp->server_dur, "http_server_request_duration_seconds",

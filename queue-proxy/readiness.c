@@ -125,6 +125,7 @@ bool readiness_init(struct readiness *r, struct event_base *base, const char *js
     memset(r, 0, sizeof *r);
     r->base = base;
     r->aggressive = true;
+    r->interval = AGGRESSIVE_INTERVAL;
     r->success_threshold = 1;
     LIST_INIT(&r->waiters);
     if (!js || !*js)
@@ -193,14 +194,14 @@ static void round_done(struct readiness *r)
         r->failures++;
     }
     double elapsed = (double)(clock_now_ns() - r->round_start_ns) / 1e9;
-    if (elapsed + AGGRESSIVE_INTERVAL > AGGRESSIVE_GIVE_UP) {
+    if (elapsed + r->interval > AGGRESSIVE_GIVE_UP) {
         log_error("aggressive probe error (failed %u times): user container not ready",
                   r->failures);
         r->failures = 0;
         finish_check(r, false);
         return;
     }
-    struct timeval tv = clock_tv(AGGRESSIVE_INTERVAL);
+    struct timeval tv = clock_tv(r->interval);
     event_add(r->retry, &tv);
 }
 

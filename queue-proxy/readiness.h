@@ -37,6 +37,7 @@ struct readiness {
     struct probe_spec *specs;
     unsigned nspecs;
     bool aggressive;
+    double interval; /* aggressive mode's poll interval (50 ms, or the override) */
     unsigned success_threshold;
     unsigned consecutive;
     bool running;

@@ -10,6 +10,8 @@
  *   GET /?work=MS         burn MS milliseconds of CPU first
  *   GET /healthz          "ok"
  *
+ * On start it prints "coffee v1 listening on 127.0.0.1:PORT at <epoch ms>" to stderr.
+ *
  * Built on libevent's evhttp so it serves keep-alive and many clients at once. */
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -143,7 +145,12 @@ int main(void)
     }
     struct event *term = evsignal_new(base, SIGTERM, on_term, NULL);
     event_add(term, NULL);
-    fprintf(stderr, "coffee %s listening on 127.0.0.1:%s\n", version, port);
+    /* The wall-clock stamp lets a cold-start measurement subtract this
+     * process's own exec-to-listening time from the data plane's. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    fprintf(stderr, "coffee %s listening on 127.0.0.1:%s at %lld ms\n", version, port,
+            (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
     event_base_dispatch(base);
     event_free(term);
     while (parked) {

@@ -1,0 +1,287 @@
+/* ws_server.c — see ws_server.h.
+ *
+ * A connection is HANDSHAKE (reading the upgrade request) then OPEN (wslay
+ * drives the socket directly). Every failure goes through conn_close(). */
+#include "ws_server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#include "io.h"
+#include "log.h"
+#include "net.h"
+#include "ws_client.h"
+
+#define MAX_HANDSHAKE 8192
+
+struct ws_conn {
+    struct ws_server *srv;
+    int fd;
+    struct event *rev, *wev;
+    struct evbuffer *in, *out;
+    wslay_event_context_ptr ctx; /* NULL until the 101 went out */
+    bool writing;
+    struct ws_conn *prev, *next;
+};
+
+struct ws_server {
+    struct event_base *base;
+    int fd, port;
+    struct event *accept_ev;
+    ws_message_cb on_message;
+    void *arg;
+    struct ws_conn *conns;
+    unsigned nconns;
+};
+
+static void conn_close(struct ws_conn *c, const char *why)
+{
+    if (why)
+        log_debug("stats websocket: connection closed (%s)", why);
+    struct ws_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    event_free(c->rev);
+    event_free(c->wev);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    if (c->ctx)
+        wslay_event_context_free(c->ctx);
+    close(c->fd);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- wslay glue */
+
+static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+    (void)flags;
+    struct ws_conn *c = user;
+    if (evbuffer_get_length(c->in)) /* frames that came with the handshake */
+        return evbuffer_remove(c->in, buf, len);
+    ssize_t r = read(c->fd, buf, len);
+    if (r > 0)
+        return r;
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    else
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    (void)flags;
+    struct ws_conn *c = user;
+    ssize_t r = write(c->fd, data, len);
+    if (r >= 0)
+        return r;
+    if (errno == EAGAIN || errno == EINTR)
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    else
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user)
+{
+    (void)ctx;
+    struct ws_conn *c = user;
+    if (arg->opcode == WSLAY_BINARY_FRAME || arg->opcode == WSLAY_TEXT_FRAME)
+        c->srv->on_message(c->srv->arg, arg->msg, arg->msg_length);
+}
+
+static const struct wslay_event_callbacks callbacks = {on_recv, on_send, NULL, NULL,
+                                                       NULL,    NULL,    on_msg};
+
+/* Arms the events to what wslay wants; closes when it wants nothing. */
+static void pump(struct ws_conn *c)
+{
+    if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
+        conn_close(c, "send failed");
+        return;
+    }
+    if (!wslay_event_want_read(c->ctx) && !wslay_event_want_write(c->ctx)) {
+        conn_close(c, "closed");
+        return;
+    }
+    io_arm(c->wev, &c->writing, wslay_event_want_write(c->ctx) != 0);
+}
+
+/* ---------------------------------------------------------------- handshake */
+
+static void reject(struct ws_conn *c, const char *status)
+{
+    char resp[160];
+    int n = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status);
+    (void)!write(c->fd, resp, (size_t)n);
+    log_warn("stats websocket: refused a connection (%s)", status);
+    conn_close(c, NULL);
+}
+
+static void read_handshake(struct ws_conn *c)
+{
+    struct evbuffer_ptr end = evbuffer_search(c->in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(c->in) > MAX_HANDSHAKE)
+            reject(c, "431 Request Header Fields Too Large");
+        return;
+    }
+    size_t n = (size_t)end.pos + 4;
+    char req[MAX_HANDSHAKE + 8];
+    if (n > MAX_HANDSHAKE) {
+        reject(c, "431 Request Header Fields Too Large");
+        return;
+    }
+    evbuffer_remove(c->in, req, n);
+    req[n] = 0;
+    char *key = strcasestr(req, "\r\nSec-WebSocket-Key:");
+    if (strncmp(req, "GET ", 4) || !key || !strcasestr(req, "websocket")) {
+        reject(c, "400 Bad Request");
+        return;
+    }
+    key += 20;
+    key += strspn(key, " \t");
+    size_t klen = strcspn(key, " \t\r\n");
+    if (klen == 0 || klen > 64) {
+        reject(c, "400 Bad Request");
+        return;
+    }
+    key[klen] = 0;
+    char accept[40];
+    ws_accept_value(key, accept);
+    evbuffer_add_printf(c->out,
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                        accept);
+    if (io_write(c->out, c->fd) != IO_OK) {
+        /* 4 KiB of a fresh socket's buffer always takes a 101. */
+        conn_close(c, "could not send the 101");
+        return;
+    }
+    if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    wslay_event_config_set_max_recv_msg_length(c->ctx, WS_SERVER_MAX_MESSAGE);
+    if (evbuffer_get_length(c->in) && wslay_event_recv(c->ctx) != 0) {
+        conn_close(c, "read failed");
+        return;
+    }
+    pump(c);
+}
+
+/* ---------------------------------------------------------------- events */
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct ws_conn *c = arg;
+    if (!c->ctx) {
+        enum io_status st = io_read(c->in, c->fd);
+        if (st == IO_EOF || st == IO_ERROR) {
+            conn_close(c, "closed during handshake");
+            return;
+        }
+        read_handshake(c);
+        return;
+    }
+    if (wslay_event_recv(c->ctx) != 0) {
+        conn_close(c, "read failed");
+        return;
+    }
+    pump(c);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct ws_conn *c = arg;
+    if (c->ctx)
+        pump(c);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    struct ws_server *s = arg;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        net_nodelay(fd);
+        struct ws_conn *c = calloc(1, sizeof *c);
+        c->srv = s;
+        c->fd = fd;
+        c->in = evbuffer_new();
+        c->out = evbuffer_new();
+        c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+        c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+        event_add(c->rev, NULL);
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+    }
+}
+
+struct ws_server *ws_server_open(struct event_base *base, const char *host, int port,
+                                 ws_message_cb on_message, void *arg, const char **err)
+{
+    int fd = net_listen(host, port, 128);
+    if (fd < 0) {
+        *err = strerror(errno);
+        return NULL;
+    }
+    struct ws_server *s = calloc(1, sizeof *s);
+    s->base = base;
+    s->fd = fd;
+    s->on_message = on_message;
+    s->arg = arg;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    s->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, s);
+    event_add(s->accept_ev, NULL);
+    return s;
+}
+
+int ws_server_port(const struct ws_server *s)
+{
+    return s->port;
+}
+
+unsigned ws_server_clients(const struct ws_server *s)
+{
+    return s->nconns;
+}
+
+void ws_server_free(struct ws_server *s)
+{
+    if (!s)
+        return;
+    while (s->conns)
+        conn_close(s->conns, NULL);
+    event_free(s->accept_ev);
+    close(s->fd);
+    free(s);
+}

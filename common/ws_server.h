@@ -1,0 +1,34 @@
+/* ws_server.h — a WebSocket server for binary message streams (wslay).
+ *
+ * What Knative's autoscaler runs on :8080 for the activators' stat batches:
+ * a client sends GET with Upgrade: websocket, gets 101, then binary
+ * messages, each handed whole to on_message. Pings are answered with pongs
+ * (wslay does it), a close is answered and the connection dropped. Nothing
+ * is sent to clients besides pongs and the close.
+ *
+ * Limits: handshake heads up to 8 KiB, messages up to WS_SERVER_MAX_MESSAGE
+ * (beyond: the connection is closed with 1009 and logged).
+ *
+ * Ownership: the server owns its connections; on_message's bytes are
+ * borrowed for the call. */
+#ifndef COLDBREW_WS_SERVER_H
+#define COLDBREW_WS_SERVER_H
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WS_SERVER_MAX_MESSAGE (4u << 20)
+
+struct ws_server;
+typedef void (*ws_message_cb)(void *arg, const uint8_t *data, size_t len);
+
+/* Listens on host:port (port 0: any free port, see ws_server_port). NULL
+ * with *err set on failure. */
+struct ws_server *ws_server_open(struct event_base *base, const char *host, int port,
+                                 ws_message_cb on_message, void *arg, const char **err);
+int ws_server_port(const struct ws_server *s);
+unsigned ws_server_clients(const struct ws_server *s);
+void ws_server_free(struct ws_server *s);
+
+#endif

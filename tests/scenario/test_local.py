@@ -1,0 +1,384 @@
+"""Scenario tests for the local platform: the real `coldbrew run` with its
+real activator child, real queue-proxies and real coffee processes, driven
+by real clients (http.client, curl, wrk) on loopback. Nothing is mocked."""
+import json, os, re, signal, subprocess, threading, time
+from harness import *
+
+COFFEE_DEFAULTS = {"autoscaling.knative.dev/initial-scale": "0",
+                   "autoscaling.knative.dev/window": "6s"}
+
+
+def wait_for(cond, timeout=10.0, what="condition", step=0.02):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def service_doc(name="coffee", version="v1", cc=10, annotations=None, traffic=None,
+                command=None, env=None, rev_name=None, timeout=60, readiness=True):
+    ann = dict(COFFEE_DEFAULTS)
+    ann.update(annotations or {})
+    lines = ["apiVersion: serving.knative.dev/v1", "kind: Service", "metadata:",
+             "  name: %s" % name, "  namespace: default", "spec:", "  template:", "    metadata:"]
+    if rev_name:
+        lines.append("      name: %s" % rev_name)
+    lines.append("      annotations:")
+    for k, v in ann.items():
+        lines.append('        %s: "%s"' % (k, v))
+    lines += ["    spec:", "      containerConcurrency: %d" % cc, "      timeoutSeconds: %d" % timeout,
+              "      containers:", "        - image: example/coffee",
+              "          command: %s" % json.dumps(command or ["coffee"]), "          env:",
+              "            - name: COFFEE_VERSION", "              value: %s" % version]
+    for k, v in (env or {}).items():
+        lines += ["            - name: %s" % k, '              value: "%s"' % v]
+    if readiness:
+        lines += ["          readinessProbe:", "            httpGet:", "              path: /healthz"]
+    if traffic:
+        lines.append("  traffic:")
+        for t in traffic:
+            first = True
+            for k, v in t.items():
+                val = "true" if v is True else v
+                lines.append(("    - " if first else "      ") + "%s: %s" % (k, val))
+                first = False
+    return "\n".join(lines) + "\n"
+
+
+class Platform(Proc):
+    """`coldbrew run` on its own ports and home directory."""
+
+    def __init__(self, *docs, files=None, expect_ready=True, **env):
+        self.home = tempfile.mkdtemp(prefix="home-", dir=LOGDIR)
+        self.port = free_port()
+        self.api_port = free_port()
+        self.files = files or []
+        for i, d in enumerate(docs):
+            path = os.path.join(self.home, "svc%d.yaml" % i)
+            with open(path, "w") as f:
+                f.write(d)
+            self.files.append(path)
+        self.env = {"COLDBREW_PORT": str(self.port), "COLDBREW_API_PORT": str(self.api_port),
+                    "COLDBREW_HOME": self.home, "COLDBREW_SCALE_TO_ZERO_GRACE_SECONDS": "1",
+                    "COLDBREW_POD_DRAIN_SECONDS": "0.3"}
+        self.env.update({k: str(v) for k, v in env.items()})
+        super().__init__("coldbrew", [os.path.join(BIN, "coldbrew"), "run", *self.files], self.env)
+        if expect_ready:
+            wait_for(lambda: "ready at" in self.output() or self.p.poll() is not None, 20,
+                     "coldbrew run to say ready")
+            ok(self.p.poll() is None, "coldbrew run exited: " + self.output())
+
+    def cli(self, *args, timeout=30):
+        env = dict(os.environ)
+        env.update(self.env)
+        r = subprocess.run([os.path.join(BIN, "coldbrew"), *args], env=env, capture_output=True,
+                           timeout=timeout)
+        return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+    def status(self):
+        rc, out, err = self.cli("status", "--json")
+        eq(rc, 0, "status exit code (%s)" % err)
+        return json.loads(out)
+
+    def revision(self, name):
+        for s in self.status()["services"]:
+            for r in s["revisions"]:
+                if r["name"] == name:
+                    return r
+        return None
+
+    def pods(self, rev, phase=None, reserved=None):
+        r = self.revision(rev)
+        return [p for p in (r["pods"] if r else [])
+                if (phase is None or p["phase"] == phase) and (reserved is None or p["reserved"] == reserved)]
+
+    def get(self, host, path="/", timeout=10):
+        return get(self.port, path, {"Host": host}, timeout=timeout)
+
+    def descendants(self):
+        """Every live process below coldbrew, from /proc (for the orphan check)."""
+        kids = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    kids.setdefault(ppid, []).append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        out, todo = [], [self.p.pid]
+        while todo:
+            for c in kids.get(todo.pop(), []):
+                out.append(c)
+                todo.append(c)
+        return out
+
+
+def host(svc="coffee", tag=None):
+    return ("%s-" % tag if tag else "") + "%s.default.localhost" % svc
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cold_start_share(pl, rev, total_ms):
+    """The data plane's share of a cold start: total less the user process's
+    own exec-to-listening time (from the platform's and coffee's logs)."""
+    log = open(os.path.join(pl.home, "coldbrew.log")).read()
+    spawn = [int(m) for m in re.findall(r"pod %s-deployment-\w+ started .*? at (\d+) ms" % rev, log)]
+    pod_logs = os.path.join(pl.home, "logs", "default", rev)
+    listen = []
+    for f in os.listdir(pod_logs):
+        if f.endswith(".log") and not f.endswith(".queue-proxy.log"):
+            listen += [int(m) for m in re.findall(r"listening on \S+ at (\d+) ms", open(os.path.join(pod_logs, f)).read())]
+    ok(spawn and listen, "spawn and listen stamps for %s" % rev)
+    user_ms = min(listen) - min(spawn)
+    return total_ms - user_ms, user_ms
+
+
+def wrk(port, hostname, seconds=3, conns=8, path="/"):
+    r = subprocess.run(["wrk", "-t2", "-c%d" % conns, "-d%ds" % seconds, "-H", "Host: " + hostname,
+                        "http://127.0.0.1:%d%s" % (port, path)], capture_output=True, timeout=seconds + 30)
+    out = r.stdout.decode()
+    m = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"requests": int(m.group(1)) if m else 0, "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sum(map(int, errs.groups())) if errs else 0, "out": out}
+
+
+# ---------------------------------------------------------------- tests
+
+@test
+def local_cold_start_split_and_tags():
+    pl = Platform(files=[os.path.join(ROOT, "examples", "coffee.yaml")])
+    out = pl.output()
+    ok("coffee ready at http://coffee.default.localhost:%d (scaled to zero)" % pl.port in out, out)
+    eq(pl.pods("coffee-00001") + pl.pods("coffee-00002"), [], "no pods before the first request")
+    # Cold start of each revision through its tag host.
+    for tag, rev, ver in (("current", "coffee-00001", "v1"), ("candidate", "coffee-00002", "v2")):
+        t0 = time.time()
+        st, _, body = pl.get(host(tag=tag))
+        total = (time.time() - t0) * 1e3
+        eq((st, body), (200, ("coffee %s (revision %s): one espresso\n" % (ver, rev)).encode()), tag)
+        dp, user = cold_start_share(pl, rev, total)
+        print("    cold start %s: %.1f ms to the answer; user process exec->listening %d ms; data plane %.1f ms"
+              % (rev, total, user, dp))
+    for _ in range(20):
+        eq(pl.get(host(tag="current"))[2], b"coffee v1 (revision coffee-00001): one espresso\n", "tag current")
+        eq(pl.get(host(tag="candidate"))[2], b"coffee v2 (revision coffee-00002): one espresso\n", "tag candidate")
+    # The 70/30 split over 10,000 requests, on keep-alive connections.
+    counts = {b"v1": 0, b"v2": 0, b"other": 0}
+    lock = threading.Lock()
+
+    def worker(n):
+        c = conn(pl.port)
+        local = {b"v1": 0, b"v2": 0, b"other": 0}
+        for _ in range(n):
+            c.request("GET", "/", headers={"Host": host()})
+            r = c.getresponse()
+            body = r.read()
+            key = body[7:9] if r.status == 200 and body.startswith(b"coffee ") else b"other"
+            local[key if key in local else b"other"] += 1
+        c.close()
+        with lock:
+            for k, v in local.items():
+                counts[k] += v
+
+    ts = [threading.Thread(target=worker, args=(2500,)) for _ in range(4)]
+    [t.start() for t in ts]
+    [t.join(120) for t in ts]
+    eq(counts[b"other"], 0, "failed or unexpected answers")
+    share = 100.0 * counts[b"v1"] / (counts[b"v1"] + counts[b"v2"])
+    print("    split over %d requests: v1 %.2f%%, v2 %.2f%%" % (sum(counts.values()), share, 100 - share))
+    ok(abs(share - 70) <= 3, "v1 share %.2f%% not within 70 +- 3" % share)
+    eq(sum(counts.values()), 10000, "requests answered")
+    st, _, body = pl.get("nope.default.localhost")
+    eq((st, body), (404, b'no route for host "nope.default.localhost"\n'), "unknown host")
+
+
+@test
+def local_scale_up_under_load_and_back_to_zero():
+    doc = service_doc(cc=2, annotations={"autoscaling.knative.dev/max-scale": "4",
+                                         "autoscaling.knative.dev/panic-window-percentage": "20"})
+    pl = Platform(doc)
+    seen = {"max": 0}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen["max"] = max(seen["max"], len(pl.pods("coffee-00001", "Ready")))
+            time.sleep(0.2)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    res = wrk(pl.port, host(), seconds=6, conns=12, path="/?sleep=20")
+    stop.set()
+    w.join()
+    print("    under load: %d requests, %d non-2xx, up to %d ready pods" % (res["requests"], res["non2xx"], seen["max"]))
+    eq(res["non2xx"] + res["socket_errors"], 0, "errors under load: " + res["out"])
+    ok(seen["max"] >= 2, "scaled up (max %d ready pods)" % seen["max"])
+    ok(seen["max"] <= 4, "max-scale 4 respected (%d)" % seen["max"])
+    t0 = time.time()
+    wait_for(lambda: pl.pods("coffee-00001") == [], 30, "scale to zero")
+    print("    back to zero %.1f s after the load stopped (window 6 s + grace 1 s)" % (time.time() - t0))
+    st, _, body = pl.get(host())
+    eq(st, 200, "a request after scale to zero cold-starts again")
+
+
+@test
+def local_rollout_under_load_zero_errors():
+    pl = Platform(service_doc(version="v1", annotations={"autoscaling.knative.dev/min-scale": "1"}))
+    wait_for(lambda: pl.pods("coffee-00001", "Ready"), 10, "v1 ready")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(wrk(pl.port, host(), seconds=5, conns=8)))
+    t.start()
+    time.sleep(1.5)
+    v2 = os.path.join(pl.home, "v2.yaml")
+    with open(v2, "w") as f:
+        f.write(service_doc(version="v2", annotations={"autoscaling.knative.dev/initial-scale": "1"}))
+    rc, out, err = pl.cli("apply", v2)
+    eq(rc, 0, "apply: " + err)
+    ok("created revision coffee-00002" in out, out)
+    t.join(60)
+    print("    rollout under load: %d requests, %d non-2xx" % (result["requests"], result["non2xx"]))
+    eq(result["non2xx"] + result["socket_errors"], 0, "errors during the rollout: " + result["out"])
+    eq(pl.get(host())[2], b"coffee v2 (revision coffee-00002): one espresso\n", "traffic moved to v2")
+    rc, out, err = pl.cli("apply", v2)
+    ok(rc == 0 and "template unchanged" in out, "re-apply is a no-op: " + out + err)
+
+
+@test
+def local_pod_sigkill_under_load():
+    pl = Platform(service_doc(cc=4, annotations={"autoscaling.knative.dev/min-scale": "2"}))
+    wait_for(lambda: len(pl.pods("coffee-00001", "Ready")) == 2, 10, "2 ready pods")
+    victim = pl.pods("coffee-00001", "Ready")[0]
+    results = {"ok": 0, "other": 0, "hung": 0}
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(150):
+            try:
+                st, _, _ = pl.get(host(), "/?sleep=5", timeout=15)
+                k = "ok" if st == 200 else "other"
+            except Exception:
+                k = "hung"
+            with lock:
+                results[k] += 1
+
+    ts = [threading.Thread(target=worker) for _ in range(6)]
+    [t.start() for t in ts]
+    time.sleep(0.3)
+    os.kill(victim["user_pid"], signal.SIGKILL)
+    [t.join(120) for t in ts]
+    print("    SIGKILL under load: %(ok)d ok, %(other)d 5xx, %(hung)d hung" % results)
+    eq(results["hung"], 0, "requests that hung")
+    ok(results["other"] <= 12, "only the requests on the killed pod fail (%d)" % results["other"])
+    wait_for(lambda: len(pl.pods("coffee-00001", "Ready")) == 2 and
+             victim["name"] not in [p["name"] for p in pl.pods("coffee-00001")], 10, "replacement pod")
+    ok(not alive(victim["qp_pid"]), "the killed pod's queue-proxy is gone too")
+
+
+@test
+def local_reserved_instance():
+    pl = Platform(service_doc(annotations={"coldbrew.dev/reserve-instance": "enable"}))
+    res = wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=True), 10, "a reserved instance at zero")[0]
+    nice = int(open("/proc/%d/stat" % res["user_pid"]).read().rsplit(")", 1)[1].split()[16])
+    eq(nice, 19, "the reserved instance's nice value")
+    t0 = time.time()
+    st, _, body = pl.get(host())
+    print("    first request served by the reserved instance in %.1f ms" % ((time.time() - t0) * 1e3))
+    eq(st, 200, "first request")
+    wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=False), 15, "a standard pod")
+    wait_for(lambda: not any(p["name"] == res["name"] for p in pl.pods("coffee-00001")), 10,
+             "the reserved instance released")
+    wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=True) and
+             not pl.pods("coffee-00001", reserved=False), 30, "back to one reserved instance at zero")
+
+
+@test
+def local_bad_manifests_name_file_line_field():
+    cases = [
+        ("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: x\n", r"svc0.yaml:\d+: YAML"),
+        (service_doc().replace('          command: ["coffee"]\n', ""),
+         r"svc0.yaml:1[0-9]: spec.template.spec.containers\[0\]: |svc0.yaml:\d+: spec.template.spec.containers\[0\].command: is required"),
+        (service_doc(annotations={"autoscaling.knative.dev/window": "3s"}),
+         r"svc0.yaml:11: spec.template.metadata.annotations.autoscaling.knative.dev/window: must be a duration"),
+        (service_doc(traffic=[{"revisionName": "coffee-00009", "percent": 100}]),
+         r"svc0.yaml:2\d: spec.traffic\[0\].revisionName: revision coffee-00009 does not exist"),
+        (service_doc(traffic=[{"latestRevision": True, "percent": 90}]), r"svc0.yaml:\d+: spec.traffic: percents must add up to 100"),
+        (service_doc().replace("kind: Service", "kind: Servic"), r"svc0.yaml:2: kind: must be Service"),
+    ]
+    for text, want in cases:
+        pl = Platform(text, expect_ready=False)
+        rc = pl.wait(10)
+        out = pl.output()
+        eq(rc, 2, "exit code for %s" % want)
+        ok(re.search(want, out), "message %r in %r" % (want, out))
+        ok("ready at" not in out and not os.path.exists(os.path.join(pl.home, "logs")), "nothing started: " + out)
+
+
+@test
+def local_failing_command_answers_503_with_reason():
+    pl = Platform(service_doc(name="nocmd", command=["/nonexistent/brew"]),
+                  service_doc(name="quits", command=["sh", "-c", "echo out of beans; exit 3"]))
+    t0 = time.time()
+    st, _, body = pl.get(host("nocmd"))
+    eq(st, 503, "missing command")
+    ok(b"exec /nonexistent/brew: No such file or directory" in body, body)
+    st, _, body = pl.get(host("quits"))
+    eq(st, 503, "command that exits at once")
+    ok(b"exited with status 3 before becoming ready: out of beans" in body, body)
+    ok(time.time() - t0 < 10, "answered at once, not at the timeout")
+    st, _, body = pl.get(host("quits"))
+    eq(st, 503, "later requests get the reason at once too")
+    rc, out, err = pl.cli("status", "--once")
+    ok("failed: exec /nonexistent/brew" in out and "out of beans" in out, out)
+
+
+@test
+def local_second_platform_gets_a_clear_error():
+    pl = Platform(service_doc())
+    other = Proc("coldbrew-2", [os.path.join(BIN, "coldbrew"), "run", pl.files[0]], dict(pl.env, COLDBREW_HOME=pl.home + "/2"))
+    eq(other.wait(10), 1, "second run on the same API port")
+    ok("is another `coldbrew run` running?" in other.output(), other.output())
+    env = dict(pl.env, COLDBREW_HOME=pl.home + "/3", COLDBREW_API_PORT=str(free_port()))
+    third = Proc("coldbrew-3", [os.path.join(BIN, "coldbrew"), "run", pl.files[0]], env)
+    eq(third.wait(10), 1, "second run on the same ingress port")
+    ok("port %d is taken" % pl.port in third.output(), third.output())
+    eq(pl.get(host())[0], 200, "the first platform still serves")
+
+
+@test
+def local_cli_status_logs_and_shutdown_leaves_no_orphans():
+    pl = Platform(service_doc(annotations={"autoscaling.knative.dev/min-scale": "2"}),
+                  service_doc(name="tea", version="t1", annotations={"autoscaling.knative.dev/min-scale": "1"}))
+    wait_for(lambda: len(pl.pods("coffee-00001", "Ready")) == 2 and pl.pods("tea-00001", "Ready"), 10, "pods")
+    eq(pl.get(host("tea"))[2], b"coffee t1 (revision tea-00001): one espresso\n", "tea")
+    rc, out, err = pl.cli("status", "--once")
+    ok(rc == 0 and "coffee-00001" in out and "tea-00001" in out and "Ready" in out, out + err)
+    rc, out, err = pl.cli("logs", "coffee")
+    ok(rc == 0 and "user-container" in out and "listening on 127.0.0.1" in out and "queue-proxy" in out, out + err)
+    kids = pl.descendants()
+    ok(len(kids) >= 7, "activator + 3 pods x 2 processes: %r" % kids)
+    t0 = time.time()
+    pl.signal(signal.SIGTERM)
+    eq(pl.wait(30), 0, "exit code after SIGTERM")
+    print("    drained and stopped in %.1f s" % (time.time() - t0))
+    left = [k for k in kids if alive(k)]
+    eq(left, [], "orphan processes")
+    rc, out, err = pl.cli("status")
+    ok(rc == 1 and "no platform answers" in err, err)
+
+
+if __name__ == "__main__":
+    p, f = run_all(sys.argv[1] if len(sys.argv) > 1 else None)
+    sys.exit(1 if f else 0)
