@@ -1,11 +1,13 @@
 # coldbrew — build, test, run.
 #
 #   make deps              install missing Debian packages (root; otherwise prints the command)
-#   make                   build build/bin/queue-proxy
+#   make                   build build/bin/{queue-proxy,activator,coldbrew,coffee}
 #   make test              unit + scenario tests (ends with "N passed, N failed")
 #   make test SANITIZE=1   the same under ASan + UBSan (build/san/)
-#   make run               deps, build, start the most complete thing there is
+#   make run               deps, build, run the coffee example on the local platform
 #   make bench             benchmark against nginx and HAProxy (bench/RESULTS.md)
+#   make coldstart         cold starts on the local platform (bench/RESULTS.md)
+#   make pressure          the multi-version pressure test (bench/RESULTS.md, bench/pressure.png)
 #   make fuzz              build and briefly run the libFuzzer targets
 #   make format            clang-format every C file
 #   make install PREFIX=/usr/local
@@ -56,7 +58,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee $(BUILD)/bin/coldbrew
 
-.PHONY: all deps deps-build test unit scenario run bench fuzz format format-check install clean
+.PHONY: all deps deps-build test unit scenario run bench coldstart pressure fuzz format format-check install clean
 all: $(BINS)
 
 # ---------------------------------------------------------------- dependencies
@@ -142,8 +144,10 @@ scenario: all
 	@BUILD=$(BUILD) ONLY=scenario bash tests/run.sh
 
 # ---------------------------------------------------------------- run
+# The local platform with the coffee example (v1/v2 split 70/30, scaled to zero).
 run: deps all
-	@bash examples/run-coffee.sh $(BUILD)
+	@echo "coldbrew: starting the local platform with examples/coffee.yaml"
+	@exec $(BUILD)/bin/coldbrew run examples/coffee.yaml
 
 # ---------------------------------------------------------------- bench
 build/bench/loadgen: bench/loadgen.c
@@ -153,6 +157,13 @@ build/bench/loadgen: bench/loadgen.c
 bench: deps all build/bench/loadgen
 	@bash bench/run.sh
 
+# Local platform: cold starts, and the multi-version pressure test (bench/RESULTS.md, bench/pressure.png).
+coldstart: deps all
+	@/usr/bin/python3 bench/coldstart.py
+
+pressure: deps all
+	@/usr/bin/python3 bench/pressure.py
+
 # ---------------------------------------------------------------- fuzz
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
@@ -160,14 +171,16 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURC
 build/fuzz/gen/stat.pb-c.c: common/proto/stat.proto
 	@mkdir -p build/fuzz/gen
 	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen common/proto/stat.proto
-build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c
+# The local platform's parsers (fuzz_local) link beside the common core.
+FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c autoscaler/kpa.c
+build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(FUZZ_LOCAL) build/fuzz/gen/stat.pb-c.c
 	@mkdir -p build/fuzz
-	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lssl -lcrypto -ljansson -lprotobuf-c -lm
+	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) $(FUZZ_LOCAL) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lssl -lcrypto -ljansson -lprotobuf-c -lyaml -lm
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "fuzz: $$n for $${FUZZ_SECONDS:-20}s"; \
 	  mkdir -p build/fuzz/corpus-$$n; \
 	  if ! $$f -max_total_time=$${FUZZ_SECONDS:-20} -max_len=8192 -artifact_prefix=build/fuzz/ \
-	       build/fuzz/corpus-$$n tests/fuzz/seeds > build/fuzz/$$n.log 2>&1; then \
+	       build/fuzz/corpus-$$n tests/fuzz/seeds-$$n > build/fuzz/$$n.log 2>&1; then \
 	    tail -40 build/fuzz/$$n.log; echo "fuzz: $$n FAILED"; exit 1; fi; \
 	  tail -1 build/fuzz/$$n.log; done
 
@@ -180,7 +193,7 @@ format-check:
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coldbrew $(BUILD)/bin/coffee $(DESTDIR)$(PREFIX)/bin/
 
 clean:
 	rm -rf build

@@ -93,8 +93,9 @@ static void on_scraped(struct http_call *c, const char *err)
     }
     /* What came through an activator was counted there (Knative's collector
      * subtracts it the same way). */
-    double v = p->rev->kpa.cfg.rps ? s.request_count - s.proxied_request_count
-                                   : s.average_concurrent_requests - s.average_proxied_concurrent_requests;
+    double v = p->rev->kpa.cfg.rps
+                   ? s.request_count - s.proxied_request_count
+                   : s.average_concurrent_requests - s.average_proxied_concurrent_requests;
     kpa_record(&p->rev->kpa, autoscaler_now(), v > 0 ? v : 0);
 }
 

@@ -19,15 +19,15 @@
 #define KPA_MAX_WINDOW_SECONDS 3600 /* Knative's stable-window ceiling (1 h) */
 
 struct kpa_config {
-    double target;              /* per pod, utilisation applied: max(0.01, total x util) */
-    double total;               /* per-pod capacity before utilisation (CC, 100, or annotation) */
-    double panic_threshold;     /* ratio: 2.0 for 200% */
-    unsigned stable_window;     /* seconds, 6..3600 (default 60) */
-    unsigned panic_window;      /* seconds, >= 1 (default 10% of stable) */
-    double max_scale_up_rate;   /* 1000 */
-    double max_scale_down_rate; /* 2 */
-    int activation_scale;       /* <= 1: unset */
-    unsigned scale_down_delay;  /* seconds, 0 = none */
+    double target;                /* per pod, utilisation applied: max(0.01, total x util) */
+    double total;                 /* per-pod capacity before utilisation (CC, 100, or annotation) */
+    double panic_threshold;       /* ratio: 2.0 for 200% */
+    unsigned stable_window;       /* seconds, 6..3600 (default 60) */
+    unsigned panic_window;        /* seconds, >= 1 (default 10% of stable) */
+    double max_scale_up_rate;     /* 1000 */
+    double max_scale_down_rate;   /* 2 */
+    int activation_scale;         /* <= 1: unset */
+    unsigned scale_down_delay;    /* seconds, 0 = none */
     double target_burst_capacity; /* 211; -1 = activator always in path; 0 = only at zero */
     bool rps; /* metric rps: requests per second are recorded instead of concurrency */
 };
@@ -36,8 +36,8 @@ struct kpa_config {
 void kpa_config_defaults(struct kpa_config *c, long cc);
 
 struct kpa_decision {
-    int desired;           /* pods wanted; -1 = no data yet */
-    double stable, panic;  /* the window averages used */
+    int desired;          /* pods wanted; -1 = no data yet */
+    double stable, panic; /* the window averages used */
     bool panicking;
     int excess_burst_capacity; /* -1: activator always in path */
 };

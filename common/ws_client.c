@@ -5,6 +5,7 @@
  * link_down(), the one place that tears the socket down and schedules the
  * retry. */
 #include "ws_client.h"
+#include "ws_io.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -63,19 +64,7 @@ static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t l
 {
     (void)flags;
     struct ws_client *ws = user;
-    size_t have = evbuffer_get_length(ws->in);
-    if (have) {
-        /* Bytes that arrived with the 101 come first. */
-        return evbuffer_remove(ws->in, buf, len);
-    }
-    ssize_t r = read(ws->fd, buf, len);
-    if (r > 0)
-        return r;
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
+    return ws_io_recv(ctx, ws->fd, ws->in, buf, len); /* bytes that came with the 101 first */
 }
 
 static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
@@ -83,14 +72,7 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
 {
     (void)flags;
     struct ws_client *ws = user;
-    ssize_t r = write(ws->fd, data, len);
-    if (r >= 0)
-        return r;
-    if (errno == EAGAIN || errno == EINTR)
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
+    return ws_io_send(ctx, ws->fd, data, len);
 }
 
 static int on_wslay_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)

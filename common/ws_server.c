@@ -19,6 +19,7 @@
 #include "log.h"
 #include "net.h"
 #include "ws_client.h"
+#include "ws_io.h"
 
 #define MAX_HANDSHAKE 8192
 
@@ -70,16 +71,7 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 {
     (void)flags;
     struct ws_conn *c = user;
-    if (evbuffer_get_length(c->in)) /* frames that came with the handshake */
-        return evbuffer_remove(c->in, buf, len);
-    ssize_t r = read(c->fd, buf, len);
-    if (r > 0)
-        return r;
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
+    return ws_io_recv(ctx, c->fd, c->in, buf, len); /* frames that came with the handshake first */
 }
 
 static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
@@ -87,14 +79,7 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 {
     (void)flags;
     struct ws_conn *c = user;
-    ssize_t r = write(c->fd, data, len);
-    if (r >= 0)
-        return r;
-    if (errno == EAGAIN || errno == EINTR)
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
+    return ws_io_send(ctx, c->fd, data, len);
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -106,7 +91,7 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         c->srv->on_message(c->srv->arg, arg->msg, arg->msg_length);
 }
 
-static const struct wslay_event_callbacks callbacks = {on_recv, on_send, NULL, NULL,
+static const struct wslay_event_callbacks callbacks = {on_recv, on_send, NULL,  NULL,
                                                        NULL,    NULL,    on_msg};
 
 /* Arms the events to what wslay wants; closes when it wants nothing. */
@@ -217,6 +202,24 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         pump(c);
 }
 
+void ws_server_adopt(struct ws_server *s, int fd)
+{
+    net_nodelay(fd);
+    struct ws_conn *c = calloc(1, sizeof *c);
+    c->srv = s;
+    c->fd = fd;
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    event_add(c->rev, NULL);
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
@@ -225,20 +228,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        net_nodelay(fd);
-        struct ws_conn *c = calloc(1, sizeof *c);
-        c->srv = s;
-        c->fd = fd;
-        c->in = evbuffer_new();
-        c->out = evbuffer_new();
-        c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
-        c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
-        event_add(c->rev, NULL);
-        c->next = s->conns;
-        if (s->conns)
-            s->conns->prev = c;
-        s->conns = c;
-        s->nconns++;
+        ws_server_adopt(s, fd);
     }
 }
 

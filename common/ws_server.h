@@ -28,6 +28,8 @@ typedef void (*ws_message_cb)(void *arg, const uint8_t *data, size_t len);
 struct ws_server *ws_server_open(struct event_base *base, const char *host, int port,
                                  ws_message_cb on_message, void *arg, const char **err);
 int ws_server_port(const struct ws_server *s);
+/* Serves an already connected, non-blocking socket (the accept path; the fuzz target). */
+void ws_server_adopt(struct ws_server *s, int fd);
 unsigned ws_server_clients(const struct ws_server *s);
 void ws_server_free(struct ws_server *s);
 

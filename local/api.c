@@ -50,7 +50,9 @@ struct api {
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
+    return c >= '0' && c <= '9'                     ? c - '0'
+           : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+                                                    : -1;
 }
 
 bool api_query(const struct http_head *h, const char *name, char *buf, size_t cap)
@@ -65,8 +67,7 @@ bool api_query(const struct http_head *h, const char *name, char *buf, size_t ca
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) >= nl && !memcmp(p, name, nl) &&
-            (p + nl == stop || p[nl] == '=')) {
+        if ((size_t)(stop - p) >= nl && !memcmp(p, name, nl) && (p + nl == stop || p[nl] == '=')) {
             const char *v = p + nl + (p + nl < stop);
             size_t o = 0;
             while (v < stop && o + 1 < cap) {
@@ -86,8 +87,16 @@ bool api_query(const struct http_head *h, const char *name, char *buf, size_t ca
     return false;
 }
 
+size_t api_path_len(const struct http_head *h)
+{
+    /* The target is not NUL-terminated in the head arena. */
+    const char *u = http_str_ptr(h, h->url);
+    const char *qm = memchr(u, '?', h->url.len);
+    return qm ? (size_t)(qm - u) : h->url.len;
+}
+
 /* Label selector terms "k=v", "k==v", "k!=v" and "k" (exists), comma-separated. */
-static bool matches(json_t *obj, const char *selector)
+bool api_selector_matches(json_t *obj, const char *selector)
 {
     if (!selector || !*selector)
         return true;
@@ -164,7 +173,7 @@ static void record(struct api *a, enum api_kind kind, const char *type, json_t *
     struct watcher *w, *next;
     for (w = LIST_FIRST(&a->watchers); w; w = next) {
         next = LIST_NEXT(w, link);
-        if (w->kind == kind && matches(obj, w->selector))
+        if (w->kind == kind && api_selector_matches(obj, w->selector))
             send_event(w, type, obj);
     }
 }
@@ -221,14 +230,14 @@ static void list(struct api *a, struct request *req, enum api_kind kind, const c
     json_t *obj;
     json_object_foreach(a->objects[kind], k, obj)
     {
-        if (matches(obj, selector))
+        if (api_selector_matches(obj, selector))
             json_array_append(items, obj);
     }
     char rv[24];
     snprintf(rv, sizeof rv, "%lu", a->rv);
-    json_t *resp = json_pack("{s:s, s:s, s:{s:s}, s:o}", "apiVersion", kinds[kind].api_version,
-                             "kind", kinds[kind].list_kind, "metadata", "resourceVersion", rv,
-                             "items", items);
+    json_t *resp =
+        json_pack("{s:s, s:s, s:{s:s}, s:o}", "apiVersion", kinds[kind].api_version, "kind",
+                  kinds[kind].list_kind, "metadata", "resourceVersion", rv, "items", items);
     char *s = json_dumps(resp, JSON_COMPACT);
     request_reply(req, 200, "application/json", s, strlen(s), NULL);
     free(s);
@@ -264,7 +273,7 @@ static void watch(struct api *a, struct request *req, enum api_kind kind, const 
     }
     for (unsigned j = 0; j < a->hist_len; j++) {
         struct event_rec *e = &a->hist[(a->hist_start + j) % API_HISTORY];
-        if (e->rv > since && e->kind == kind && matches(e->obj, w->selector))
+        if (e->rv > since && e->kind == kind && api_selector_matches(e->obj, w->selector))
             send_event(w, e->type, e->obj);
     }
     req->holder = w;
@@ -277,9 +286,7 @@ static void on_request(struct request *req, void *arg)
     struct api *a = arg;
     const struct http_head *h = req->head;
     const char *u = http_str_ptr(h, h->url);
-    size_t plen = strcspn(u, "?");
-    if (plen > h->url.len)
-        plen = h->url.len;
+    size_t plen = api_path_len(h);
     if (plen >= 10 && !memcmp(u, "/coldbrew/", 10) && a->control) {
         a->control(req, a->control_arg);
         return;
@@ -293,7 +300,8 @@ static void on_request(struct request *req, void *arg)
         }
         char sel[256] = "", w[16] = "", rv[32] = "";
         api_query(h, "labelSelector", sel, sizeof sel);
-        bool is_watch = api_query(h, "watch", w, sizeof w) && (!strcmp(w, "1") || !strcmp(w, "true"));
+        bool is_watch =
+            api_query(h, "watch", w, sizeof w) && (!strcmp(w, "1") || !strcmp(w, "true"));
         if (is_watch) {
             api_query(h, "resourceVersion", rv, sizeof rv);
             watch(a, req, (enum api_kind)k, sel, strtoul(rv, NULL, 10));

@@ -43,6 +43,10 @@ void api_free(struct api *a);
 
 /* The value of query parameter `name` of the request target (percent-decoded)
  * into buf; false when absent. */
+/* Does obj's metadata.labels satisfy a label selector (k=v, k==v, k!=v, k; comma-separated)? */
+bool api_selector_matches(json_t *obj, const char *selector);
+/* The length of the request target's path (before any '?'). */
+size_t api_path_len(const struct http_head *h);
 bool api_query(const struct http_head *h, const char *name, char *buf, size_t cap);
 
 #endif

@@ -147,7 +147,8 @@ void cli_print_traffic(FILE *f, json_t *svc)
     json_array_foreach(json_object_get(svc, "traffic"), i, t)
     {
         const char *tag = json_string_value(json_object_get(t, "tag"));
-        fprintf(f, "  %3lld%% -> %s%s", (long long)json_integer_value(json_object_get(t, "percent")),
+        fprintf(f, "  %3lld%% -> %s%s",
+                (long long)json_integer_value(json_object_get(t, "percent")),
                 json_string_value(json_object_get(t, "revision")),
                 json_is_true(json_object_get(t, "latest")) ? " (latest)" : "");
         if (tag)
@@ -166,8 +167,8 @@ static void render(FILE *f, json_t *st)
                 json_string_value(json_object_get(s, "name")),
                 json_string_value(json_object_get(s, "url")));
         cli_print_traffic(f, s);
-        fprintf(f, "  %-22s %-8s %5s %7s %5s  %-17s %6s  %s\n", "REVISION", "READY", "PODS",
-                "DESIRED", "WANT", "CONCURRENCY 60s/6s", "TARGET", "MODE");
+        fprintf(f, "  %-22s %-8s %5s %7s %5s  %-21s %6s  %s\n", "REVISION", "READY", "PODS",
+                "DESIRED", "WANT", "OBSERVED stable/panic", "TARGET", "MODE");
         json_array_foreach(json_object_get(s, "revisions"), j, r)
         {
             int ready = 0, total = 0;
@@ -187,7 +188,7 @@ static void render(FILE *f, json_t *st)
                 snprintf(ds, sizeof ds, "-");
             else
                 snprintf(ds, sizeof ds, "%lld", desired);
-            fprintf(f, "  %-22s %-8s %5s %7s %5lld  %-17s %6.1f  %s\n",
+            fprintf(f, "  %-22s %-8s %5s %7s %5lld  %-21s %6.1f  %s\n",
                     json_string_value(json_object_get(r, "name")),
                     json_string_value(json_object_get(r, "ready")), pods, ds,
                     (long long)json_integer_value(json_object_get(r, "want")), conc,
@@ -203,7 +204,8 @@ static void render(FILE *f, json_t *st)
                         json_string_value(json_object_get(pod, "phase")),
                         (long long)json_integer_value(json_object_get(pod, "port")),
                         json_real_value(json_object_get(pod, "age")),
-                        json_is_true(json_object_get(pod, "reserved")) ? "  reserved (nice 19)" : "");
+                        json_is_true(json_object_get(pod, "reserved")) ? "  reserved (nice 19)"
+                                                                       : "");
             }
         }
         fputc('\n', f);

@@ -50,7 +50,8 @@ bool platform_config_load(struct platform_config *c, const char *argv0, char *er
     c->grace = env_double("COLDBREW_SCALE_TO_ZERO_GRACE_SECONDS", 30, &ok);
     c->pod_drain = env_double("COLDBREW_POD_DRAIN_SECONDS", 1, &ok);
     if (!ok) {
-        snprintf(err, cap, "COLDBREW_PORT, COLDBREW_API_PORT and the *_SECONDS settings are numbers");
+        snprintf(err, cap,
+                 "COLDBREW_PORT, COLDBREW_API_PORT and the *_SECONDS settings are numbers");
         return false;
     }
     const char *range = env_str("COLDBREW_PORT_RANGE", "10000-19999");
@@ -110,9 +111,9 @@ static bool start_activator(struct platform *p, int as_port, char *err, size_t c
     SETV("METRICS_PROMETHEUS_PORT=%d", platform_free_port(p));
     SETV("COLDBREW_INGRESS=true");
     SETV("COLDBREW_LISTEN_HOST=127.0.0.1");
-    /* A starting pod is probed every 5 ms, not Knative's 200 ms: on one
+    /* A starting pod is probed every 2 ms, not Knative's 200 ms: on one
      * machine a cold start is milliseconds, and this is most of them. */
-    SETV("PROBE_FREQUENCY=5ms");
+    SETV("PROBE_FREQUENCY=2ms");
     SETV("ACTIVATOR_DRAIN_SECONDS=0");
 #undef SETV
     char *envp[17];
@@ -148,8 +149,8 @@ static void print_ready(void)
 {
     json_t *st = platform_status_json(P);
     size_t n = json_array_size(json_object_get(st, "services"));
-    printf("coldbrew: %zu service%s on port %d (API and control on 127.0.0.1:%d; logs in %s)\n",
-           n, n == 1 ? "" : "s", P->cfg.port, P->cfg.api_port, P->cfg.home);
+    printf("coldbrew: %zu service%s on port %d (API and control on 127.0.0.1:%d; logs in %s)\n", n,
+           n == 1 ? "" : "s", P->cfg.port, P->cfg.api_port, P->cfg.home);
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(st, "services"), i, s)
@@ -192,7 +193,8 @@ static void on_ready_check(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (autoscaler_now() > ready_deadline) {
-        fprintf(stderr, "coldbrew: the activator did not listen on :%d within %.0f s; its log: %s\n",
+        fprintf(stderr,
+                "coldbrew: the activator did not listen on :%d within %.0f s; its log: %s\n",
                 P->cfg.port, ACTIVATOR_START_SECONDS, P->activator_log);
         platform_shutdown(P);
         return;
@@ -258,66 +260,83 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "coldbrew: %s\n", err);
         return 2;
     }
-    /* Absolute paths: working directories and `apply` refer to them. */
+    /* Everything below is released on every way out (the sanitizer build
+     * checks for leaks at exit, the error exits included). */
+    int rc = 0;
     char **files = calloc((size_t)argc, sizeof *files);
+    struct svc_doc *docs = NULL;
+    size_t ndocs = 0;
+    int logfd = -1;
+    struct event_base *base = NULL;
+    struct api *api = NULL;
+    struct autoscaler *as = NULL;
+    struct event *sigchld = NULL, *sigint = NULL, *sigterm = NULL;
+
+    /* Absolute paths: working directories and `apply` refer to them. */
     for (int i = 0; i < argc; i++) {
         files[i] = realpath(argv[i], NULL);
         if (!files[i]) {
             fprintf(stderr, "coldbrew: %s: %s\n", argv[i], strerror(errno));
-            return 2;
+            rc = 2;
+            goto out;
         }
     }
-    struct svc_doc *docs;
-    size_t ndocs;
     if (!manifest_load((const char *const *)files, (size_t)argc, &docs, &ndocs, err, sizeof err)) {
         fprintf(stderr, "coldbrew: %s\n", err);
-        return 2;
+        docs = NULL;
+        rc = 2;
+        goto out;
     }
     mkdir(cfg.home, 0755);
     char logp[PATH_MAX + 32];
     snprintf(logp, sizeof logp, "%s/coldbrew.log", cfg.home);
-    int logfd = proc_open_log(logp);
+    logfd = proc_open_log(logp);
     if (logfd < 0) {
         fprintf(stderr, "coldbrew: %s: %s\n", logp, strerror(errno));
-        return 1;
+        rc = 1;
+        goto out;
     }
     log_set_fd(logfd);
     log_init("coldbrew", NULL, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct event_base *base = loop_init();
+    base = loop_init();
     struct server_limits lim;
     server_limits_from_env(&lim);
     const char *e = NULL;
-    struct api *api = api_open(base, "127.0.0.1", cfg.api_port, &lim, &e);
+    api = api_open(base, "127.0.0.1", cfg.api_port, &lim, &e);
     if (!api) {
         fprintf(stderr,
                 "coldbrew: cannot listen on 127.0.0.1:%d (%s): is another `coldbrew run` "
                 "running? (`coldbrew status` asks it; COLDBREW_API_PORT moves this one)\n",
                 cfg.api_port, e ? e : "in use");
-        return 1;
+        rc = 1;
+        goto out;
     }
     api_port_seen = cfg.api_port;
     if (port_taken(cfg.port)) {
         fprintf(stderr, "coldbrew: port %d is taken; COLDBREW_PORT moves the ingress\n", cfg.port);
-        api_free(api);
-        return 1;
+        rc = 1;
+        goto out;
     }
-    struct autoscaler *as = autoscaler_start(base, "127.0.0.1", 0, &e);
+    as = autoscaler_start(base, "127.0.0.1", 0, &e);
     if (!as) {
         fprintf(stderr, "coldbrew: autoscaler: %s\n", e ? e : "cannot listen");
-        api_free(api);
-        return 1;
+        rc = 1;
+        goto out;
     }
     as_port_g = autoscaler_port(as);
     P = platform_new(base, &cfg, api, as);
     P->next_port = (int)(getpid() % 997); /* two platforms do not walk the range in step */
+    struct timespec seed;
+    clock_gettime(CLOCK_REALTIME, &seed);
+    srandom((unsigned)(seed.tv_nsec ^ getpid())); /* pod name suffixes */
     snprintf(P->activator_log, sizeof P->activator_log, "%s/logs/activator.log", cfg.home);
     P->on_all_gone = on_all_gone;
     api_set_control(api, platform_control, P);
 
-    struct event *sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
-    struct event *sigint = evsignal_new(base, SIGINT, on_stop, NULL);
-    struct event *sigterm = evsignal_new(base, SIGTERM, on_stop, NULL);
+    sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+    sigint = evsignal_new(base, SIGINT, on_stop, NULL);
+    sigterm = evsignal_new(base, SIGTERM, on_stop, NULL);
     event_add(sigchld, NULL);
     event_add(sigint, NULL);
     event_add(sigterm, NULL);
@@ -326,12 +345,10 @@ static int cmd_run(int argc, char **argv)
     char summary[2048];
     if (!platform_apply(P, docs, ndocs, summary, sizeof summary, err, sizeof err)) {
         fprintf(stderr, "coldbrew: %s\n", err);
-        manifest_free(docs, ndocs);
-        return 2;
+        rc = 2;
+        goto out;
     }
-    manifest_free(docs, ndocs);
     log_info("applied: %s", summary);
-    int rc = 0;
     if (!start_activator(P, as_port_g, err, sizeof err)) {
         fprintf(stderr, "coldbrew: activator: %s\n", err);
         rc = 1;
@@ -347,21 +364,32 @@ static int cmd_run(int argc, char **argv)
     if (signals_seen == 0 && rc == 0)
         rc = 1; /* stopped by itself: the activator failed at start-up */
     fprintf(stderr, "coldbrew: stopped\n");
+
+out:
     if (ready_ev)
         event_free(ready_ev);
-    event_free(restart_ev);
-    event_free(sigchld);
-    event_free(sigint);
-    event_free(sigterm);
-    platform_free(P);
+    if (restart_ev)
+        event_free(restart_ev);
+    if (sigchld) {
+        event_free(sigchld);
+        event_free(sigint);
+        event_free(sigterm);
+    }
+    if (P)
+        platform_free(P);
     autoscaler_free(as);
     api_free(api);
-    loop_flush_deferred();
-    loop_free();
+    if (base) {
+        loop_flush_deferred();
+        loop_free();
+    }
+    if (docs)
+        manifest_free(docs, ndocs);
     for (int i = 0; i < argc; i++)
         free(files[i]);
     free(files);
-    close(logfd);
+    if (logfd >= 0)
+        close(logfd);
     return rc;
 }
 

@@ -41,7 +41,8 @@ static json_t *convert(yaml_document_t *doc, yaml_node_t *n, const char *path, j
 {
     if (!n || depth > MAX_DEPTH)
         return json_null();
-    json_object_set_new(lines, path[0] ? path : "$", json_integer((json_int_t)n->start_mark.line + 1));
+    json_object_set_new(lines, path[0] ? path : "$",
+                        json_integer((json_int_t)n->start_mark.line + 1));
     char sub[1024];
     switch (n->type) {
     case YAML_SCALAR_NODE:
@@ -52,8 +53,8 @@ static json_t *convert(yaml_document_t *doc, yaml_node_t *n, const char *path, j
         for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
              it++, i++) {
             snprintf(sub, sizeof sub, "%s[%d]", path, i);
-            json_array_append_new(a, convert(doc, yaml_document_get_node(doc, *it), sub, lines,
-                                             depth + 1));
+            json_array_append_new(
+                a, convert(doc, yaml_document_get_node(doc, *it), sub, lines, depth + 1));
         }
         return a;
     }
@@ -66,9 +67,8 @@ static json_t *convert(yaml_document_t *doc, yaml_node_t *n, const char *path, j
                 continue;
             const char *key = (const char *)k->data.scalar.value;
             snprintf(sub, sizeof sub, "%s%s%s", path, path[0] ? "." : "", key);
-            json_object_set_new(o, key,
-                                convert(doc, yaml_document_get_node(doc, p->value), sub, lines,
-                                        depth + 1));
+            json_object_set_new(
+                o, key, convert(doc, yaml_document_get_node(doc, p->value), sub, lines, depth + 1));
         }
         return o;
     }
@@ -88,8 +88,8 @@ int manifest_parse_yaml(const char *name, const unsigned char *text, size_t len,
         yaml_document_t doc;
         if (!yaml_parser_load(&parser, &doc)) {
             snprintf(err, cap, "%s:%zu: YAML: %s%s%s", name, parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "does not parse",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
+                     parser.problem ? parser.problem : "does not parse", parser.context ? " " : "",
+                     parser.context ? parser.context : "");
             yaml_parser_delete(&parser);
             for (int i = 0; i < n; i++) {
                 json_decref(docs[i]);
@@ -219,7 +219,8 @@ static bool check_service(const struct ctx *c, json_t *d, struct svc_doc *out)
     if (strlen(name) > 50 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(name))
         return fail(c, "metadata.name", "must be a DNS label of at most 50 characters");
     const char *ns = json_string_value(at(d, "metadata.namespace"));
-    if (ns && (strlen(ns) > 63 || strspn(ns, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(ns)))
+    if (ns &&
+        (strlen(ns) > 63 || strspn(ns, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(ns)))
         return fail(c, "metadata.namespace", "must be a DNS label");
     json_t *cs = at(d, "spec.template.spec.containers");
     if (!json_is_array(cs) || json_array_size(cs) == 0)

@@ -23,11 +23,11 @@
 
 struct svc_doc {
     char file[256];
-    int line;           /* the document's first line */
+    int line; /* the document's first line */
     char name[64], ns[64];
-    json_t *template;   /* spec.template (owned) */
-    json_t *traffic;    /* spec.traffic (owned) or NULL: 100% latest */
-    json_t *lines;      /* dotted field path -> line (owned) */
+    json_t *template; /* spec.template (owned) */
+    json_t *traffic;  /* spec.traffic (owned) or NULL: 100% latest */
+    json_t *lines;    /* dotted field path -> line (owned) */
 };
 
 /* Loads every document of every file, in order. False with a message in

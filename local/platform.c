@@ -65,7 +65,8 @@ static struct revision_l *revision_by_name(struct service *s, const char *name)
     return NULL;
 }
 
-static int count_pods(const struct revision_l *r, bool reserved, enum pod_phase phase, bool any_live)
+static int count_pods(const struct revision_l *r, bool reserved, enum pod_phase phase,
+                      bool any_live)
 {
     int n = 0;
     for (const struct pod *pod = r->pods; pod; pod = pod->next) {
@@ -98,7 +99,9 @@ void revision_publish(struct revision_l *r)
     json_object_set_new(spec, "containerConcurrency", json_integer(r->set.cc));
     json_object_set_new(spec, "timeoutSeconds", json_integer(r->set.timeout));
     json_t *cond = json_pack("{s:s,s:s}", "type", "Ready", "status",
-                             r->failed[0] ? "False" : r->ready_once ? "True" : "Unknown");
+                             r->failed[0]    ? "False"
+                             : r->ready_once ? "True"
+                                             : "Unknown");
     if (r->failed[0]) {
         json_object_set_new(cond, "reason", json_string("RevisionFailed"));
         json_object_set_new(cond, "message", json_string(r->failed));
@@ -133,12 +136,12 @@ void revision_publish_endpoints(struct revision_l *r)
         /* One subset per pod: every pod has its own port on 127.0.0.1. */
         json_t *addr = json_pack("[{s:s,s:{s:s,s:s,s:s}}]", "ip", "127.0.0.1", "targetRef", "kind",
                                  "Pod", "name", pod->name, "namespace", r->svc->ns);
-        json_t *ports = json_pack("[{s:s,s:i,s:s}]", "name", "http", "port", pod->qp_port,
-                                  "protocol", "TCP");
-        json_array_append_new(subsets, json_pack("{s:o,s:o}",
-                                                 pod->phase == POD_READY ? "addresses"
-                                                                         : "notReadyAddresses",
-                                                 addr, "ports", ports));
+        json_t *ports =
+            json_pack("[{s:s,s:i,s:s}]", "name", "http", "port", pod->qp_port, "protocol", "TCP");
+        json_array_append_new(subsets,
+                              json_pack("{s:o,s:o}",
+                                        pod->phase == POD_READY ? "addresses" : "notReadyAddresses",
+                                        addr, "ports", ports));
         if (pod->phase == POD_READY && !pod->reserved)
             ready++;
         if (nstat < AS_MAX_PODS) {
@@ -163,8 +166,7 @@ static void publish_public_endpoints(struct revision_l *r)
                                 "ports", "name", "http", "port", p->cfg.port);
     api_put(p->api, API_ENDPOINTS,
             json_pack("{s:s,s:s,s:o,s:o}", "apiVersion", "v1", "kind", "Endpoints", "metadata",
-                      meta(r->svc->ns, r->name, endpoint_labels(r, "Public")), "subsets",
-                      subsets));
+                      meta(r->svc->ns, r->name, endpoint_labels(r, "Public")), "subsets", subsets));
 }
 
 /* The newest revision that can take traffic, else the newest. */
@@ -193,8 +195,8 @@ static json_t *split(struct service *s, struct revision_l *r, long percent)
 
 static json_t *rule(const char *host, json_t *splits)
 {
-    return json_pack("{s:[s],s:s,s:{s:[{s:o}]}}", "hosts", host, "visibility", "ExternalIP",
-                     "http", "paths", "splits", splits);
+    return json_pack("{s:[s],s:s,s:{s:[{s:o}]}}", "hosts", host, "visibility", "ExternalIP", "http",
+                     "paths", "splits", splits);
 }
 
 static json_t *traffic_of(struct service *s)
@@ -245,12 +247,12 @@ void service_publish_ingress(struct service *s)
     snprintf(host, sizeof host, "%s.%s.%s", s->name, s->ns, p->cfg.domain);
     json_array_insert_new(rules, 0, rule(host, splits));
     json_decref(traffic);
-    api_put(p->api, API_INGRESS,
-            json_pack("{s:s,s:s,s:o,s:{s:o}}", "apiVersion",
-                      "networking.internal.knative.dev/v1alpha1", "kind", "Ingress", "metadata",
-                      meta(s->ns, s->name,
-                           json_pack("{s:s}", "serving.knative.dev/service", s->name)),
-                      "spec", "rules", rules));
+    api_put(
+        p->api, API_INGRESS,
+        json_pack("{s:s,s:s,s:o,s:{s:o}}", "apiVersion", "networking.internal.knative.dev/v1alpha1",
+                  "kind", "Ingress", "metadata",
+                  meta(s->ns, s->name, json_pack("{s:s}", "serving.knative.dev/service", s->name)),
+                  "spec", "rules", rules));
 }
 
 /* ---------------------------------------------------------------- scaling */
@@ -432,7 +434,7 @@ static bool same_template(json_t *a, json_t *b)
 /* What one document does, worked out without doing it. */
 struct plan {
     struct svc_doc *doc;
-    char rev[190];  /* the revision it creates, or "" */
+    char rev[190]; /* the revision it creates, or "" */
     struct rev_settings set;
 };
 
@@ -441,8 +443,29 @@ struct sim {
     char ns[64], name[64];
     json_t *latest; /* borrowed */
     int generation;
-    json_t *names;  /* revision names (owned) */
+    json_t *names;     /* revision names (owned) */
+    json_t *templates; /* their templates, same order (owned array) */
 };
+
+/* Is a later document of the batch about the same service? Then this one
+ * is history (a file that keeps a service's past applies, like
+ * examples/coffee.yaml): it makes a revision only if no revision of the
+ * service has its template yet, so applying the file again is a no-op. */
+static bool superseded(const struct svc_doc *docs, size_t n, size_t i)
+{
+    for (size_t j = i + 1; j < n; j++)
+        if (!strcmp(docs[j].ns, docs[i].ns) && !strcmp(docs[j].name, docs[i].name))
+            return true;
+    return false;
+}
+
+static bool known_template(const struct sim *sm, json_t *tmpl)
+{
+    size_t k;
+    json_t *t;
+    json_array_foreach(sm->templates, k, t) if (same_template(t, tmpl)) return true;
+    return false;
+}
 
 static bool plan_fail(const struct svc_doc *d, const char *path, const char *what, char *err,
                       size_t cap)
@@ -471,12 +494,15 @@ static bool plan_all(struct platform *p, struct svc_doc *docs, size_t n, struct 
             snprintf(sm->ns, sizeof sm->ns, "%s", d->ns);
             snprintf(sm->name, sizeof sm->name, "%s", d->name);
             sm->names = json_array();
+            sm->templates = json_array();
             struct service *s = service_find(p, d->ns, d->name);
             if (s) {
                 sm->generation = s->generation;
                 sm->latest = s->revs ? s->revs->template : NULL;
-                for (struct revision_l *r = s->revs; r; r = r->next)
+                for (struct revision_l *r = s->revs; r; r = r->next) {
                     json_array_append_new(sm->names, json_string(r->name));
+                    json_array_append(sm->templates, r->template);
+                }
             }
         }
         char why[300];
@@ -488,7 +514,8 @@ static bool plan_all(struct platform *p, struct svc_doc *docs, size_t n, struct 
             ok = plan_fail(d, path, colon + 2, err, cap);
             break;
         }
-        if (!sm->latest || !same_template(sm->latest, d->template)) {
+        bool history = superseded(docs, n, i) && known_template(sm, d->template);
+        if (!history && (!sm->latest || !same_template(sm->latest, d->template))) {
             const char *given = json_string_value(
                 json_object_get(json_object_get(d->template, "metadata"), "name"));
             if (given)
@@ -508,6 +535,7 @@ static bool plan_all(struct platform *p, struct svc_doc *docs, size_t n, struct 
             if (!ok)
                 break;
             json_array_append_new(sm->names, json_string(pl->rev));
+            json_array_append(sm->templates, d->template);
             sm->generation++;
             sm->latest = d->template;
         }
@@ -529,14 +557,16 @@ static bool plan_all(struct platform *p, struct svc_doc *docs, size_t n, struct 
             }
         }
     }
-    for (size_t k = 0; k < nsims; k++)
+    for (size_t k = 0; k < nsims; k++) {
         json_decref(sims[k].names);
+        json_decref(sims[k].templates);
+    }
     free(sims);
     return ok;
 }
 
-bool platform_apply(struct platform *p, struct svc_doc *docs, size_t n, char *summary,
-                    size_t scap, char *err, size_t cap)
+bool platform_apply(struct platform *p, struct svc_doc *docs, size_t n, char *summary, size_t scap,
+                    char *err, size_t cap)
 {
     struct plan *plans = calloc(n ? n : 1, sizeof *plans);
     if (!plan_all(p, docs, n, plans, err, cap)) {
@@ -633,13 +663,7 @@ void platform_free(struct platform *p)
             while (r->pods) {
                 struct pod *pod = r->pods;
                 r->pods = pod->next;
-                http_call_free(pod->probe);
-                http_call_free(pod->drain);
-                if (pod->timer)
-                    event_free(pod->timer);
-                upstream_close_idle(&pod->qp_up);
-                upstream_close_idle(&pod->admin_up);
-                free(pod);
+                pod_free(pod);
             }
             autoscaler_remove(r->as);
             event_free(r->retry);
@@ -666,8 +690,7 @@ json_t *platform_status_json(struct platform *p)
     double now = autoscaler_now();
     for (struct service *s = p->services; s; s = s->next) {
         char url[400];
-        snprintf(url, sizeof url, "http://%s.%s.%s:%d", s->name, s->ns, p->cfg.domain,
-                 p->cfg.port);
+        snprintf(url, sizeof url, "http://%s.%s.%s:%d", s->name, s->ns, p->cfg.domain, p->cfg.port);
         json_t *traffic = json_array();
         json_t *tr = traffic_of(s);
         size_t i;
@@ -675,14 +698,14 @@ json_t *platform_status_json(struct platform *p)
         json_array_foreach(tr, i, t)
         {
             struct revision_l *r = target_of(s, t);
-            json_t *o = json_pack("{s:s,s:I,s:b}", "revision", r ? r->name : "",
-                                  "percent", json_integer_value(json_object_get(t, "percent")),
-                                  "latest", json_is_true(json_object_get(t, "latestRevision")));
+            json_t *o = json_pack("{s:s,s:I,s:b}", "revision", r ? r->name : "", "percent",
+                                  json_integer_value(json_object_get(t, "percent")), "latest",
+                                  json_is_true(json_object_get(t, "latestRevision")));
             const char *tag = json_string_value(json_object_get(t, "tag"));
             if (tag) {
                 char tu[400];
-                snprintf(tu, sizeof tu, "http://%s-%s.%s.%s:%d", tag, s->name, s->ns,
-                         p->cfg.domain, p->cfg.port);
+                snprintf(tu, sizeof tu, "http://%s-%s.%s.%s:%d", tag, s->name, s->ns, p->cfg.domain,
+                         p->cfg.port);
                 json_object_set_new(o, "tag", json_string(tag));
                 json_object_set_new(o, "url", json_string(tu));
             }
@@ -694,16 +717,18 @@ json_t *platform_status_json(struct platform *p)
             json_t *pods = json_array();
             for (struct pod *pod = r->pods; pod; pod = pod->next)
                 json_array_append_new(
-                    pods, json_pack("{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:i,s:f,s:s}", "name",
-                                    pod->name, "phase", phase_name(pod->phase), "reserved",
-                                    pod->reserved, "user_pid", (int)pod->user_pid, "qp_pid",
-                                    (int)pod->qp_pid, "port", pod->qp_port, "user_port",
-                                    pod->user_port, "prometheus_port", pod->prom_port, "age",
-                                    now - pod->started, "log", pod->log_path));
+                    pods,
+                    json_pack("{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:i,s:f,s:s}", "name", pod->name,
+                              "phase", phase_name(pod->phase), "reserved", pod->reserved,
+                              "user_pid", (int)pod->user_pid, "qp_pid", (int)pod->qp_pid, "port",
+                              pod->qp_port, "user_port", pod->user_port, "prometheus_port",
+                              pod->prom_port, "age", now - pod->started, "log", pod->log_path));
             json_array_append_new(
                 revs, json_pack("{s:s,s:i,s:s,s:i,s:i,s:b,s:f,s:f,s:f,s:s,s:o}", "name", r->name,
                                 "generation", r->generation, "ready",
-                                r->failed[0] ? "False" : r->ready_once ? "True" : "Unknown",
+                                r->failed[0]    ? "False"
+                                : r->ready_once ? "True"
+                                                : "Unknown",
                                 "desired", r->decided, "want", r->want, "panic", r->panicking,
                                 "stable_concurrency", r->stable, "panic_concurrency", r->panic,
                                 "target", r->set.kpa.target, "failed", r->failed, "pods", pods));
@@ -712,8 +737,8 @@ json_t *platform_status_json(struct platform *p)
                                               "namespace", s->ns, "url", url, "file", s->file,
                                               "traffic", traffic, "revisions", revs));
     }
-    return json_pack("{s:s,s:s,s:i,s:s,s:o}", "home", p->cfg.home, "domain", p->cfg.domain,
-                     "port", p->cfg.port, "activator_log", p->activator_log, "services", svcs);
+    return json_pack("{s:s,s:s,s:i,s:s,s:o}", "home", p->cfg.home, "domain", p->cfg.domain, "port",
+                     p->cfg.port, "activator_log", p->activator_log, "services", svcs);
 }
 
 void platform_control(struct request *req, void *arg)
@@ -721,9 +746,7 @@ void platform_control(struct request *req, void *arg)
     struct platform *p = arg;
     const struct http_head *h = req->head;
     const char *u = http_str_ptr(h, h->url);
-    size_t plen = strcspn(u, "?");
-    if (plen > h->url.len)
-        plen = h->url.len;
+    size_t plen = api_path_len(h);
     if (plen == 16 && !memcmp(u, "/coldbrew/status", 16)) {
         json_t *st = platform_status_json(p);
         char *s = json_dumps(st, JSON_COMPACT);

@@ -36,27 +36,27 @@
 /* ---------------------------------------------------------------- settings */
 
 struct platform_config {
-    int port;              /* COLDBREW_PORT: the ingress (the activator), 8080 */
-    const char *domain;    /* COLDBREW_DOMAIN: "localhost" */
-    int api_port;          /* COLDBREW_API_PORT: control + Kubernetes API, 8079 */
-    const char *home;      /* COLDBREW_HOME: logs; $HOME/.coldbrew */
-    double grace;          /* COLDBREW_SCALE_TO_ZERO_GRACE_SECONDS: 30 (Knative's) */
-    double pod_drain;      /* COLDBREW_POD_DRAIN_SECONDS: queue-proxy quiet period, 1 */
-    int port_lo, port_hi;  /* COLDBREW_PORT_RANGE: pods' ports, "10000-19999" */
-    const char *bin_dir;   /* where queue-proxy, activator (and coffee) are */
+    int port;             /* COLDBREW_PORT: the ingress (the activator), 8080 */
+    const char *domain;   /* COLDBREW_DOMAIN: "localhost" */
+    int api_port;         /* COLDBREW_API_PORT: control + Kubernetes API, 8079 */
+    const char *home;     /* COLDBREW_HOME: logs; $HOME/.coldbrew */
+    double grace;         /* COLDBREW_SCALE_TO_ZERO_GRACE_SECONDS: 30 (Knative's) */
+    double pod_drain;     /* COLDBREW_POD_DRAIN_SECONDS: queue-proxy quiet period, 1 */
+    int port_lo, port_hi; /* COLDBREW_PORT_RANGE: pods' ports, "10000-19999" */
+    const char *bin_dir;  /* where queue-proxy, activator (and coffee) are */
 };
 
 bool platform_config_load(struct platform_config *c, const char *argv0, char *err, size_t cap);
 
 /* A revision's settings, from its template (settings.c). */
 struct rev_settings {
-    long cc;                 /* containerConcurrency */
+    long cc;                                            /* containerConcurrency */
     long timeout, response_start_timeout, idle_timeout; /* seconds */
-    int min_scale, max_scale, initial_scale; /* max 0 = unlimited */
-    double retention;        /* scale-to-zero-pod-retention-period, seconds */
-    bool rps;                /* metric: rps (else concurrency) */
-    bool reserve;            /* coldbrew.dev/reserve-instance: enable */
-    int container_port;      /* ports[0].containerPort, 8080 */
+    int min_scale, max_scale, initial_scale;            /* max 0 = unlimited */
+    double retention;   /* scale-to-zero-pod-retention-period, seconds */
+    bool rps;           /* metric: rps (else concurrency) */
+    bool reserve;       /* coldbrew.dev/reserve-instance: enable */
+    int container_port; /* ports[0].containerPort, 8080 */
     struct kpa_config kpa;
 };
 
@@ -75,12 +75,12 @@ struct pod {
     struct revision_l *rev;
     char name[224];
     enum pod_phase phase;
-    bool reserved;           /* the reserved instance (nice 19) */
-    pid_t user_pid, qp_pid;  /* 0 once reaped */
-    int user_status;         /* wait status of the user process, once reaped */
+    bool reserved;          /* the reserved instance (nice 19) */
+    pid_t user_pid, qp_pid; /* 0 once reaped */
+    int user_status;        /* wait status of the user process, once reaped */
     int user_port, qp_port, admin_port, stat_port, prom_port;
-    uint64_t spawn_wall_ms;  /* for cold-start accounting */
-    double started;          /* monotonic seconds */
+    uint64_t spawn_wall_ms; /* for cold-start accounting */
+    double started;         /* monotonic seconds */
     struct upstream qp_up, admin_up;
     struct http_call *probe; /* kubelet-style readiness probe of the queue-proxy */
     struct http_call *drain; /* the preStop hook: GET /wait-for-drain */
@@ -102,10 +102,10 @@ struct revision_l {
     double zero_since; /* when the decision first was 0 (0: not at zero) */
     bool panicking;
     double stable, panic; /* observed window averages */
-    bool ready_once;   /* some pod of it became ready (it can take traffic) */
-    char failed[256];  /* why it cannot run (503 with this), or "" */
-    unsigned crashes;  /* consecutive pod failures; backoff grows with it */
-    double next_start; /* no pod starts before this (crash backoff) */
+    bool ready_once;      /* some pod of it became ready (it can take traffic) */
+    char failed[256];     /* why it cannot run (503 with this), or "" */
+    unsigned crashes;     /* consecutive pod failures; backoff grows with it */
+    double next_start;    /* no pod starts before this (crash backoff) */
     struct event *retry;
     struct revision_l *next;
 };
@@ -114,9 +114,9 @@ struct service {
     struct platform *p;
     char name[64], ns[64];
     char file[256];
-    json_t *traffic; /* spec.traffic as applied (owned), or NULL: 100% latest */
-    json_t *lines;   /* field -> line of the document that set it (owned) */
-    int generation;  /* revisions created */
+    json_t *traffic;         /* spec.traffic as applied (owned), or NULL: 100% latest */
+    json_t *lines;           /* field -> line of the document that set it (owned) */
+    int generation;          /* revisions created */
     struct revision_l *revs; /* newest first */
     struct service *next;
 };
@@ -140,8 +140,8 @@ struct platform *platform_new(struct event_base *base, const struct platform_con
 /* Applies documents in order (each is one `kubectl apply`); all or nothing:
  * false with err naming file:line: field, and nothing changed. `summary`
  * says what changed. */
-bool platform_apply(struct platform *p, struct svc_doc *docs, size_t n, char *summary,
-                    size_t scap, char *err, size_t cap);
+bool platform_apply(struct platform *p, struct svc_doc *docs, size_t n, char *summary, size_t scap,
+                    char *err, size_t cap);
 /* Re-derives a revision's pods from its decision; starts and stops pods. */
 void revision_reconcile(struct revision_l *r);
 /* Publishes the revision's Revision object / Endpoints / its service's Ingress. */
@@ -165,6 +165,8 @@ unsigned platform_pids(const struct platform *p, pid_t *out, unsigned cap);
 /* pods.c */
 struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap);
 void pod_terminate(struct pod *pod);
+/* Releases a pod's memory (its processes must be reaped, or abandoned at exit). */
+void pod_free(struct pod *pod);
 void pod_set_reserved(struct pod *pod, bool reserved);
 /* SIGCHLD: reaps every exited child and routes it to its pod. */
 void pods_reap(struct platform *p);

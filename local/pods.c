@@ -113,7 +113,7 @@ static void env_free(struct envb *e)
 
 /* Forks argv with envp, output to logfd, in its own process group. */
 pid_t proc_spawn(char *const argv[], char *const envp[], const char *cwd, int logfd, int nice_to,
-                   char *err, size_t cap)
+                 char *err, size_t cap)
 {
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -231,7 +231,8 @@ static void user_env(struct pod *pod, struct envb *e)
     env_add(e, "PATH", pb);
     size_t i;
     json_t *v;
-    json_t *c0 = json_array_get(json_object_get(json_object_get(r->template, "spec"), "containers"), 0);
+    json_t *c0 =
+        json_array_get(json_object_get(json_object_get(r->template, "spec"), "containers"), 0);
     json_array_foreach(json_object_get(c0, "env"), i, v)
     {
         const char *name = json_string_value(json_object_get(v, "name"));
@@ -265,8 +266,8 @@ static char *readiness_json(struct pod *pod)
         json_object_get(json_object_get(pod->rev->template, "spec"), "containers"), 0);
     json_t *rp = json_object_get(c0, "readinessProbe");
     json_t *out;
-    if (json_is_object(rp) &&
-        (json_object_get(rp, "httpGet") || json_object_get(rp, "tcpSocket") || json_object_get(rp, "grpc"))) {
+    if (json_is_object(rp) && (json_object_get(rp, "httpGet") || json_object_get(rp, "tcpSocket") ||
+                               json_object_get(rp, "grpc"))) {
         out = json_deep_copy(rp);
         const char *kinds[] = {"httpGet", "tcpSocket", "grpc"};
         for (int k = 0; k < 3; k++) {
@@ -318,7 +319,7 @@ static void qp_env(struct pod *pod, struct envb *e)
     char b[32];
     snprintf(b, sizeof b, "%g", p->cfg.pod_drain);
     env_add(e, "QUEUE_DRAIN_QUIET_SECONDS", b);
-    env_add(e, "COLDBREW_AGGRESSIVE_PROBE_INTERVAL", "5ms");
+    env_add(e, "COLDBREW_AGGRESSIVE_PROBE_INTERVAL", "1ms");
     env_add(e, "OBSERVABILITY_CONFIG", "{\"requestMetrics\":{\"protocol\":\"prometheus\"}}");
 }
 
@@ -341,8 +342,7 @@ static void on_probe_done(struct http_call *c, const char *err)
         return;
     if (!err && c->status == 200) {
         pod->phase = POD_READY;
-        log_info("pod %s ready after %.1f ms", pod->name,
-                 (autoscaler_now() - pod->started) * 1e3);
+        log_info("pod %s ready after %.1f ms", pod->name, (autoscaler_now() - pod->started) * 1e3);
         revision_pod_ready(pod->rev, pod);
         return;
     }
@@ -405,7 +405,8 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
     }
 
     /* argv: command + args */
-    json_t *c0 = json_array_get(json_object_get(json_object_get(r->template, "spec"), "containers"), 0);
+    json_t *c0 =
+        json_array_get(json_object_get(json_object_get(r->template, "spec"), "containers"), 0);
     char *argv[64];
     int argc = 0;
     size_t i;
@@ -534,7 +535,7 @@ void pod_terminate(struct pod *pod)
     }
 }
 
-static void pod_free(struct pod *pod)
+void pod_free(struct pod *pod)
 {
     http_call_free(pod->probe);
     http_call_free(pod->drain);
@@ -559,11 +560,11 @@ static void on_exit_of(struct pod *pod, pid_t pid, int status)
     if (pod->phase != POD_TERMINATING) {
         char why[600], tail[200];
         if (WIFEXITED(status))
-            snprintf(why, sizeof why, "%s exited with status %d", user ? "the user process" : "the queue-proxy",
-                     WEXITSTATUS(status));
+            snprintf(why, sizeof why, "%s exited with status %d",
+                     user ? "the user process" : "the queue-proxy", WEXITSTATUS(status));
         else
-            snprintf(why, sizeof why, "%s was killed by signal %d", user ? "the user process" : "the queue-proxy",
-                     WTERMSIG(status));
+            snprintf(why, sizeof why, "%s was killed by signal %d",
+                     user ? "the user process" : "the queue-proxy", WTERMSIG(status));
         bool before_ready = pod->phase == POD_STARTING;
         if (before_ready && user) {
             last_line(pod->log_path, tail, sizeof tail);

@@ -32,8 +32,8 @@ static long num(json_t *o, const char *key, long def)
 }
 
 /* An annotation that is a number in [lo, hi]; *out untouched when absent. */
-static bool ann_double(json_t *tmpl, const char *key, double lo, double hi, double *out,
-                       char *err, size_t cap)
+static bool ann_double(json_t *tmpl, const char *key, double lo, double hi, double *out, char *err,
+                       size_t cap)
 {
     const char *v = ann(tmpl, key);
     if (!v)
@@ -72,8 +72,8 @@ static bool ann_duration(json_t *tmpl, const char *key, double lo, double hi, do
         return true;
     double d;
     if ((!parse_go_duration(v, &d) && !parse_double(v, &d)) || d < lo || d > hi) {
-        snprintf(err, cap, "metadata.annotations.%s: must be a duration from %gs to %gs", key,
-                 lo, hi);
+        snprintf(err, cap, "metadata.annotations.%s: must be a duration from %gs to %gs", key, lo,
+                 hi);
         return false;
     }
     *out = d;
@@ -108,8 +108,9 @@ bool rev_settings_parse(json_t *tmpl, struct rev_settings *s, char *err, size_t 
     s->rps = metric && !strcmp(metric, "rps");
     const char *rsv = ann(tmpl, "coldbrew.dev/reserve-instance");
     if (rsv && strcmp(rsv, "enable") && strcmp(rsv, "disable")) {
-        snprintf(err, cap, "metadata.annotations.coldbrew.dev/reserve-instance: must be enable "
-                           "or disable");
+        snprintf(err, cap,
+                 "metadata.annotations.coldbrew.dev/reserve-instance: must be enable "
+                 "or disable");
         return false;
     }
     s->reserve = rsv && !strcmp(rsv, "enable");
@@ -151,8 +152,8 @@ bool rev_settings_parse(json_t *tmpl, struct rev_settings *s, char *err, size_t 
     if (!ann_duration(tmpl, ANN "scale-down-delay", 0, 3600, &delay, err, cap))
         return false;
     k->scale_down_delay = (unsigned)delay;
-    if (!ann_duration(tmpl, ANN "scale-to-zero-pod-retention-period", 0, 3600, &s->retention,
-                      err, cap))
+    if (!ann_duration(tmpl, ANN "scale-to-zero-pod-retention-period", 0, 3600, &s->retention, err,
+                      cap))
         return false;
     int act_scale = 0;
     if (!ann_int(tmpl, ANN "activation-scale", 1, 1000, &act_scale, err, cap))

@@ -35,6 +35,7 @@ struct probe_attempt {
     size_t sent;
     char resp[64];
     size_t resp_len;
+    LIST_ENTRY(probe_attempt) link; /* in r->attempts while in flight */
 };
 
 static int json_port(json_t *v, int def)
@@ -128,6 +129,7 @@ bool readiness_init(struct readiness *r, struct event_base *base, const char *js
     r->interval = AGGRESSIVE_INTERVAL;
     r->success_threshold = 1;
     LIST_INIT(&r->waiters);
+    LIST_INIT(&r->attempts);
     if (!js || !*js)
         return true; /* always ready */
     json_error_t je;
@@ -205,9 +207,9 @@ static void round_done(struct readiness *r)
     event_add(r->retry, &tv);
 }
 
-static void attempt_end(struct probe_attempt *a, bool ok)
+static void attempt_release(struct probe_attempt *a)
 {
-    struct readiness *r = a->r;
+    LIST_REMOVE(a, link);
     if (a->io)
         event_free(a->io);
     if (a->timer)
@@ -215,6 +217,12 @@ static void attempt_end(struct probe_attempt *a, bool ok)
     if (a->fd >= 0)
         close(a->fd);
     free(a);
+}
+
+static void attempt_end(struct probe_attempt *a, bool ok)
+{
+    struct readiness *r = a->r;
+    attempt_release(a);
     if (!ok)
         r->round_ok = false;
     if (--r->pending == 0)
@@ -280,6 +288,7 @@ static void start_attempt(struct readiness *r, struct probe_spec *s)
     struct probe_attempt *a = calloc(1, sizeof *a);
     a->r = r;
     a->spec = s;
+    LIST_INSERT_HEAD(&r->attempts, a, link);
     a->fd = net_connect_start(&s->addr);
     if (a->fd < 0) {
         attempt_end(a, false);
@@ -328,6 +337,9 @@ void readiness_cancel(struct readiness *r, struct readiness_waiter *w)
 
 void readiness_free(struct readiness *r)
 {
+    /* Attempts still in flight at exit (a pod stopped while it starts). */
+    while (!LIST_EMPTY(&r->attempts))
+        attempt_release(LIST_FIRST(&r->attempts));
     if (r->retry)
         event_free(r->retry);
     free(r->specs);

@@ -47,6 +47,7 @@ struct readiness {
     unsigned failures;
     struct event *retry;
     LIST_HEAD(, readiness_waiter) waiters;
+    LIST_HEAD(, probe_attempt) attempts; /* in flight, freed by readiness_free */
 };
 
 /* Parses the env value; false with err filled when the JSON is invalid. */

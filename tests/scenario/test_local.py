@@ -71,6 +71,20 @@ class Platform(Proc):
                      "coldbrew run to say ready")
             ok(self.p.poll() is None, "coldbrew run exited: " + self.output())
 
+    def stop(self, timeout=30.0):
+        """Stops the platform; a sanitizer report in any of its children's logs
+        (activator, queue-proxies, user processes) is copied into this
+        process's output, where run_all looks for them."""
+        rc = super().stop(timeout)
+        for d, _, names in os.walk(self.home):
+            for n in names:
+                if n.endswith(".log"):
+                    text = open(os.path.join(d, n), errors="replace").read()
+                    if any(m in text for m in SANITIZER_MARKS):
+                        with open(self.log_path, "a") as f:
+                            f.write("\n[%s]\n%s" % (n, text[-4000:]))
+        return rc
+
     def cli(self, *args, timeout=30):
         env = dict(os.environ)
         env.update(self.env)
@@ -254,6 +268,26 @@ def local_rollout_under_load_zero_errors():
     eq(pl.get(host())[2], b"coffee v2 (revision coffee-00002): one espresso\n", "traffic moved to v2")
     rc, out, err = pl.cli("apply", v2)
     ok(rc == 0 and "template unchanged" in out, "re-apply is a no-op: " + out + err)
+
+
+@test
+def local_apply_of_a_history_file_makes_only_the_new_revision():
+    src = os.path.join(ROOT, "examples", "coffee.yaml")
+    pl = Platform(files=[src])
+    rc, out, err = pl.cli("apply", src)
+    ok(rc == 0 and out.count("template unchanged") == 2, "re-apply is a no-op: " + out + err)
+    v3 = os.path.join(pl.home, "coffee-v3.yaml")
+    open(v3, "w").write(open(src).read().replace("value: v2", "value: v3"))
+    rc, out, err = pl.cli("apply", v3)
+    ok(rc == 0 and "created revision coffee-00003" in out and "coffee-00004" not in out, out + err)
+    eq(pl.get(host(tag="candidate"))[2], b"coffee v3 (revision coffee-00003): one espresso\n", "candidate moved")
+    eq(pl.get(host(tag="current"))[2], b"coffee v1 (revision coffee-00001): one espresso\n", "current stays")
+    bad = os.path.join(pl.home, "bad.yaml")
+    open(bad, "w").write(open(src).read().replace("revisionName: coffee-00001", "revisionName: coffee-00042"))
+    rc, out, err = pl.cli("apply", bad)
+    ok(rc == 2 and re.search(r"bad.yaml:\d+: spec.traffic\[0\].revisionName: revision coffee-00042 does not exist", err),
+       "a bad apply is refused: %d %s" % (rc, err))
+    eq(pl.get(host(tag="candidate"))[2], b"coffee v3 (revision coffee-00003): one espresso\n", "nothing changed")
 
 
 @test

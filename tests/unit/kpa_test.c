@@ -89,7 +89,7 @@ static void test_activation_scale_and_delay(void **state)
     c.scale_down_delay = 10;
     struct kpa k;
     kpa_init(&k, &c);
-    feed(&k, 100, 160, 7); /* one pod's worth */
+    feed(&k, 100, 160, 7);                                       /* one pod's worth */
     assert_int_equal(kpa_decide(&k, 159.5, 1, true).desired, 3); /* raised to activation-scale */
     feed(&k, 160, 161, 700);
     int peak = kpa_decide(&k, 160.5, 3, true).desired;
