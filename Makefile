@@ -53,6 +53,8 @@ AS_OBJ     := $(AS_SRC:%.c=$(BUILD)/obj/%.o)
 # The local platform: the `coldbrew` command.
 LOCAL_SRC  := $(wildcard local/*.c)
 LOCAL_OBJ  := $(LOCAL_SRC:%.c=$(BUILD)/obj/%.o)
+# ...without the command's entry points, so unit tests can link the rest.
+LOCAL_LIB_OBJ := $(filter-out $(BUILD)/obj/local/main.o $(BUILD)/obj/local/cli.o,$(LOCAL_OBJ))
 UNIT_SRC   := $(wildcard tests/unit/*_test.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -127,9 +129,12 @@ $(BUILD)/bin/coldbrew: $(LOCAL_OBJ) $(BUILD)/libautoscaler.a $(BUILD)/libcoldbre
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lyaml $(AC_LIBS) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
+$(BUILD)/liblocal.a: $(LOCAL_LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a $(AC_LIBS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
@@ -185,7 +190,7 @@ fuzz: $(FUZZ_BIN)
 	  tail -1 build/fuzz/$$n.log; done
 
 # ---------------------------------------------------------------- housekeeping
-C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build/*')
+C_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build/*')
 format:
 	clang-format -i $(C_FILES)
 format-check:

@@ -168,7 +168,7 @@ static void render(FILE *f, json_t *st)
                 json_string_value(json_object_get(s, "url")));
         cli_print_traffic(f, s);
         fprintf(f, "  %-22s %-8s %5s %7s %5s  %-21s %6s  %s\n", "REVISION", "READY", "PODS",
-                "DESIRED", "WANT", "OBSERVED stable/panic", "TARGET", "MODE");
+                "DESIRED", "WANT", "OBSERVED stable/panic", "TARGET", "MODE (SKS)");
         json_array_foreach(json_object_get(s, "revisions"), j, r)
         {
             int ready = 0, total = 0;
@@ -188,12 +188,15 @@ static void render(FILE *f, json_t *st)
                 snprintf(ds, sizeof ds, "-");
             else
                 snprintf(ds, sizeof ds, "%lld", desired);
+            char mode[48];
+            snprintf(mode, sizeof mode, "%s %s",
+                     json_is_true(json_object_get(r, "panic")) ? "PANIC" : "stable",
+                     json_string_value(json_object_get(r, "mode")));
             fprintf(f, "  %-22s %-8s %5s %7s %5lld  %-21s %6.1f  %s\n",
                     json_string_value(json_object_get(r, "name")),
                     json_string_value(json_object_get(r, "ready")), pods, ds,
                     (long long)json_integer_value(json_object_get(r, "want")), conc,
-                    json_real_value(json_object_get(r, "target")),
-                    json_is_true(json_object_get(r, "panic")) ? "PANIC" : "stable");
+                    json_real_value(json_object_get(r, "target")), mode);
             const char *failed = json_string_value(json_object_get(r, "failed"));
             if (failed && *failed)
                 fprintf(f, "    failed: %s\n", failed);

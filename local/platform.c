@@ -366,6 +366,7 @@ static void on_decide(struct as_rev *ar, const struct kpa_decision *d, bool poke
     r->panicking = d->panicking;
     r->stable = d->stable;
     r->panic = d->panic;
+    r->ebc = d->excess_burst_capacity;
     revision_reconcile(r);
 }
 
@@ -732,6 +733,13 @@ json_t *platform_status_json(struct platform *p)
                                 "desired", r->decided, "want", r->want, "panic", r->panicking,
                                 "stable_concurrency", r->stable, "panic_concurrency", r->panic,
                                 "target", r->set.kpa.target, "failed", r->failed, "pods", pods));
+            /* Knative's SKS mode (§8.4): Serve only with pods wanted and burst
+             * capacity to spare. Here the activator is the ingress either way. */
+            json_t *rj = json_array_get(revs, json_array_size(revs) - 1);
+            json_object_set_new(rj, "excess_burst_capacity", json_integer(r->ebc));
+            json_object_set_new(rj, "mode",
+                                json_string(r->want > 0 && r->ebc >= 0 ? "Serve" : "Proxy"));
+            json_object_set_new(rj, "metric", json_string(r->set.rps ? "rps" : "concurrency"));
         }
         json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:s,s:o,s:o}", "name", s->name,
                                               "namespace", s->ns, "url", url, "file", s->file,

@@ -102,6 +102,7 @@ struct revision_l {
     double zero_since; /* when the decision first was 0 (0: not at zero) */
     bool panicking;
     double stable, panic; /* observed window averages */
+    int ebc;              /* excess burst capacity (-1: activator always in path) */
     bool ready_once;      /* some pod of it became ready (it can take traffic) */
     char failed[256];     /* why it cannot run (503 with this), or "" */
     unsigned crashes;     /* consecutive pod failures; backoff grows with it */

@@ -49,9 +49,9 @@ static void api_case(const uint8_t *data, size_t size)
         api_query(h, "watch", w, sizeof w);
         api_query(h, "resourceVersion", rv, sizeof rv);
         if (api_query(h, "labelSelector", sel, sizeof sel)) {
-            json_t *obj = json_pack("{s:{s:{s:s,s:s}}}", "metadata", "labels",
-                                    "serving.knative.dev/revision", "coffee-00001",
-                                    "networking.internal.knative.dev/serviceType", "Private");
+            json_t *obj =
+                json_pack("{s:{s:{s:s,s:s}}}", "metadata", "labels", "serving.knative.dev/revision",
+                          "coffee-00001", "networking.internal.knative.dev/serviceType", "Private");
             api_selector_matches(obj, sel);
             json_decref(obj);
         }

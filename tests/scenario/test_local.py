@@ -249,6 +249,21 @@ def local_scale_up_under_load_and_back_to_zero():
 
 
 @test
+def local_rps_metric_scales_by_request_rate():
+    pl = Platform(service_doc(cc=0, annotations={"autoscaling.knative.dev/metric": "rps",
+                                                 "autoscaling.knative.dev/target": "100",
+                                                 "autoscaling.knative.dev/target-utilization-percentage": "100",
+                                                 "autoscaling.knative.dev/max-scale": "3"}))
+    res = wrk(pl.port, host(), seconds=5, conns=4)
+    r = pl.revision("coffee-00001")
+    print("    rps metric: %d requests in 5 s, %d ready pods, mode %s" % (res["requests"], len(pl.pods("coffee-00001", "Ready")), r["mode"]))
+    eq(res["non2xx"] + res["socket_errors"], 0, "errors")
+    eq(r["metric"], "rps", "metric")
+    ok(res["requests"] > 5 * 400, "enough load to want 3 pods (%d requests)" % res["requests"])
+    eq(len(pl.pods("coffee-00001", "Ready")), 3, "scaled by request rate to max-scale")
+
+
+@test
 def local_rollout_under_load_zero_errors():
     pl = Platform(service_doc(version="v1", annotations={"autoscaling.knative.dev/min-scale": "1"}))
     wait_for(lambda: pl.pods("coffee-00001", "Ready"), 10, "v1 ready")
