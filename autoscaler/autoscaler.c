@@ -39,9 +39,15 @@ static struct as_rev *find(struct autoscaler *as, const char *ns, const char *na
     return NULL;
 }
 
+/* A tick decides on the windows ending at the last *complete* second: the
+ * current second's bucket is still filling (scrapes and activator reports
+ * arrive once a second each), and counting it as a whole second halves a
+ * 2 s panic window's average. A poke decides at once on the current second,
+ * where the poke's own stat was just recorded. */
 static void decide(struct as_rev *r, bool poke)
 {
-    struct kpa_decision d = kpa_decide(&r->kpa, autoscaler_now(), r->ready_pods, true);
+    double at = autoscaler_now() - (poke ? 0.0 : 1.0);
+    struct kpa_decision d = kpa_decide(&r->kpa, at, r->ready_pods, true);
     r->last = d;
     if (r->cb)
         r->cb(r, &d, poke, r->arg);

@@ -100,9 +100,9 @@ struct kpa_decision kpa_decide(struct kpa *k, double now, int ready_pods, bool r
 {
     struct kpa_decision d = {-1, 0, 0, false, 0};
     const struct kpa_config *c = &k->cfg;
-    if (!k->any)
-        return d;
     int64_t s = (int64_t)floor(now);
+    if (!k->any || s < k->first)
+        return d; /* no complete second of data yet */
     d.stable = kpa_window_average(k, now, c->stable_window);
     d.panic = kpa_window_average(k, now, c->panic_window);
     double ready = ready_pods > 0 ? ready_pods : 1;

@@ -61,8 +61,9 @@ void kpa_record(struct kpa *k, double now, double value);
 /* Window average ending at `now` over `window` seconds (partial windows
  * average over the seconds since the first observation). */
 double kpa_window_average(const struct kpa *k, double now, unsigned window);
-/* One decision: ready_pods as Kubernetes counts them; reachable = the
- * revision takes traffic (scale-down limited otherwise). */
+/* One decision on the windows ending at `now`: ready_pods as Kubernetes
+ * counts them; reachable = the revision takes traffic (scale-down limited
+ * otherwise). No data at or before `now`: desired -1. */
 struct kpa_decision kpa_decide(struct kpa *k, double now, int ready_pods, bool reachable);
 
 #endif

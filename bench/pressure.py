@@ -74,6 +74,7 @@ def main():
     th = threading.Thread(target=sampler)
     th.start()
     results = []
+    phase_start = time.time() - t_start
     try:
         for name, conns, seconds in PHASES:
             if name == "rollout":
@@ -109,10 +110,19 @@ def main():
         for s in samples:
             f.write("%.2f %s\n" % (s["t"], " ".join(str(s["pods"].get(r, 0)) for r in revs)))
     png = os.path.join(ROOT, "bench", "pressure.png")
-    plots = ", ".join("'%s' using 1:%d with steps lw 2 title '%s'" % (dat, i + 2, r) for i, r in enumerate(revs))
+    # Series are offset by a few hundredths so equal counts do not hide each other.
+    plots = ", ".join("'%s' using 1:($%d+%.2f) with steps lw 2 title '%s'" % (dat, i + 2, 0.06 * i, r)
+                      for i, r in enumerate(revs))
+    marks, t = [], phase_start
+    for name, conns, seconds in PHASES:
+        marks.append("set arrow from %.1f, graph 0 to %.1f, graph 1 nohead dt 2 lc 'gray';"
+                     "set label '%s (c=%d)' at %.1f, graph 0.96 font ',9';" % (t, t, name, conns, t + 0.3))
+        t += seconds
+    marks.append("set arrow from %.1f, graph 0 to %.1f, graph 1 nohead dt 2 lc 'gray';"
+                 "set label 'load stops' at %.1f, graph 0.96 font ',9';" % (t, t, t + 0.3))
     script = ("set terminal png size 900,420; set output '%s'; set xlabel 'seconds'; set ylabel 'ready pods';"
-              "set title 'coffee under rising load (rollout of v3 in phase 3), then back to zero'; set key top left;"
-              "set grid; plot %s" % (png, plots))
+              "set title 'coffee under rising load (rollout of v3 in the rollout phase), then back to zero';"
+              "set key top right; set grid; set yrange [0:*]; %s plot %s" % (png, "".join(marks), plots))
     subprocess.run(["gnuplot", "-e", script], check=True)
 
     t = 0.0

@@ -118,6 +118,28 @@ static void test_excess_burst_capacity(void **state)
     kpa_free(&k);
 }
 
+/* Why the autoscaler decides ticks on the last complete second: the current
+ * second's bucket is empty until its reporters come in. */
+static void test_current_second_is_still_filling(void **state)
+{
+    (void)state;
+    struct kpa_config c;
+    kpa_config_defaults(&c, 10); /* target 7 */
+    c.stable_window = 20;
+    c.panic_window = 2;
+    struct kpa k;
+    assert_true(kpa_init(&k, &c));
+    assert_int_equal(kpa_decide(&k, 4.9, 1, true).desired, -1); /* nothing yet */
+    feed(&k, 5, 15, 11.0);                                     /* seconds 5..14 hold 11 */
+    struct kpa_decision filling = kpa_decide(&k, 15.2, 1, true);
+    assert_true(filling.panic == 5.5); /* second 15 has no report yet: half the truth */
+    struct kpa_decision complete = kpa_decide(&k, 14.2, 1, true);
+    assert_true(complete.panic == 11.0);
+    assert_int_equal(complete.desired, 2); /* ceil(11 / 7), in panic (2 / 1 >= 2) */
+    assert_true(complete.panicking);
+    kpa_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_scale_to_zero_and_partial_window),
         cmocka_unit_test(test_activation_scale_and_delay),
         cmocka_unit_test(test_excess_burst_capacity),
+        cmocka_unit_test(test_current_second_is_still_filling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
