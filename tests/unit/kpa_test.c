@@ -130,7 +130,7 @@ static void test_current_second_is_still_filling(void **state)
     struct kpa k;
     assert_true(kpa_init(&k, &c));
     assert_int_equal(kpa_decide(&k, 4.9, 1, true).desired, -1); /* nothing yet */
-    feed(&k, 5, 15, 11.0);                                     /* seconds 5..14 hold 11 */
+    feed(&k, 5, 15, 11.0);                                      /* seconds 5..14 hold 11 */
     struct kpa_decision filling = kpa_decide(&k, 15.2, 1, true);
     assert_true(filling.panic == 5.5); /* second 15 has no report yet: half the truth */
     struct kpa_decision complete = kpa_decide(&k, 14.2, 1, true);
