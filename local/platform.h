@@ -79,7 +79,7 @@ struct pod {
     pid_t user_pid, qp_pid; /* 0 once reaped */
     int user_status;        /* wait status of the user process, once reaped */
     int user_port, qp_port, admin_port, stat_port, prom_port;
-    uint64_t spawn_wall_ms; /* for cold-start accounting */
+    uint64_t spawn_wall_us; /* when it was forked, for cold-start accounting */
     double started;         /* monotonic seconds */
     struct upstream qp_up, admin_up;
     struct http_call *probe; /* kubelet-style readiness probe of the queue-proxy */

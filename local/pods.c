@@ -41,7 +41,7 @@
 #include "../common/log.h"
 #include "platform.h"
 
-#define POD_PROBE_RETRY    0.005 /* s between probes while the queue-proxy is not listening */
+#define POD_PROBE_RETRY    0.002 /* s between probes while the queue-proxy is not listening */
 #define POD_READY_DEADLINE 600.0 /* s: Knative's progressDeadline */
 #define MAX_ENV            128
 
@@ -441,7 +441,7 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
     char *qargv[] = {qp_bin, NULL};
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
-    pod->spawn_wall_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_nsec / 1000000;
+    pod->spawn_wall_us = (uint64_t)wall.tv_sec * 1000000 + (uint64_t)wall.tv_nsec / 1000;
     pod->started = autoscaler_now();
     int nice_to = reserved ? 19 : 0;
     pod->qp_pid = proc_spawn(qargv, qe.v, NULL, qfd, nice_to, err, cap);
@@ -459,9 +459,11 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
         free(pod);
         return NULL;
     }
-    log_info("pod %s started (user pid %d on :%d, queue-proxy pid %d on :%d) at %llu ms%s",
+    log_info("pod %s started (user pid %d on :%d, queue-proxy pid %d on :%d) at %llu.%03llu ms%s",
              pod->name, (int)pod->user_pid, pod->user_port, (int)pod->qp_pid, pod->qp_port,
-             (unsigned long long)pod->spawn_wall_ms, reserved ? " as the reserved instance" : "");
+             (unsigned long long)(pod->spawn_wall_us / 1000),
+             (unsigned long long)(pod->spawn_wall_us % 1000),
+             reserved ? " as the reserved instance" : "");
     upstream_init(&pod->qp_up, p->base, "127.0.0.1", pod->qp_port, 1, 4.0);
     upstream_init(&pod->admin_up, p->base, "127.0.0.1", pod->admin_port, 1, 4.0);
     pod->timer = evtimer_new(p->base, on_probe_timer, pod);

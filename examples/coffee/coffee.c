@@ -10,7 +10,8 @@
  *   GET /?work=MS         burn MS milliseconds of CPU first
  *   GET /healthz          "ok"
  *
- * On start it prints "coffee v1 listening on 127.0.0.1:PORT at <epoch ms>" to stderr.
+ * On start it prints "coffee v1 listening on 127.0.0.1:PORT at <epoch ms, to the microsecond>" to
+ * stderr.
  *
  * Built on libevent's evhttp so it serves keep-alive and many clients at once. */
 #include <event2/buffer.h>
@@ -149,8 +150,8 @@ int main(void)
      * process's own exec-to-listening time from the data plane's. */
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    fprintf(stderr, "coffee %s listening on 127.0.0.1:%s at %lld ms\n", version, port,
-            (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+    fprintf(stderr, "coffee %s listening on 127.0.0.1:%s at %lld.%03ld ms\n", version, port,
+            (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, (now.tv_nsec / 1000) % 1000);
     event_base_dispatch(base);
     event_free(term);
     while (parked) {

@@ -147,12 +147,12 @@ def cold_start_share(pl, rev, total_ms):
     """The data plane's share of a cold start: total less the user process's
     own exec-to-listening time (from the platform's and coffee's logs)."""
     log = open(os.path.join(pl.home, "coldbrew.log")).read()
-    spawn = [int(m) for m in re.findall(r"pod %s-deployment-\w+ started .*? at (\d+) ms" % rev, log)]
+    spawn = [float(m) for m in re.findall(r"pod %s-deployment-\w+ started .*? at ([\d.]+) ms" % rev, log)]
     pod_logs = os.path.join(pl.home, "logs", "default", rev)
     listen = []
     for f in os.listdir(pod_logs):
         if f.endswith(".log") and not f.endswith(".queue-proxy.log"):
-            listen += [int(m) for m in re.findall(r"listening on \S+ at (\d+) ms", open(os.path.join(pod_logs, f)).read())]
+            listen += [float(m) for m in re.findall(r"listening on \S+ at ([\d.]+) ms", open(os.path.join(pod_logs, f)).read())]
     ok(spawn and listen, "spawn and listen stamps for %s" % rev)
     user_ms = min(listen) - min(spawn)
     return total_ms - user_ms, user_ms
@@ -184,7 +184,7 @@ def local_cold_start_split_and_tags():
         total = (time.time() - t0) * 1e3
         eq((st, body), (200, ("coffee %s (revision %s): one espresso\n" % (ver, rev)).encode()), tag)
         dp, user = cold_start_share(pl, rev, total)
-        print("    cold start %s: %.1f ms to the answer; user process exec->listening %d ms; data plane %.1f ms"
+        print("    cold start %s: %.1f ms to the answer; user process exec->listening %.1f ms; data plane %.1f ms"
               % (rev, total, user, dp))
     for _ in range(20):
         eq(pl.get(host(tag="current"))[2], b"coffee v1 (revision coffee-00001): one espresso\n", "tag current")
@@ -351,6 +351,28 @@ def local_reserved_instance():
              "the reserved instance released")
     wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=True) and
              not pl.pods("coffee-00001", reserved=False), 30, "back to one reserved instance at zero")
+
+
+@test
+def local_activator_killed_is_restarted():
+    pl = Platform(service_doc(annotations={"autoscaling.knative.dev/min-scale": "1"}))
+    eq(pl.get(host())[0], 200, "before")
+    act = [k for k in pl.descendants() if open("/proc/%d/cmdline" % k, "rb").read().split(b"\0")[0].endswith(b"/activator")]
+    eq(len(act), 1, "one activator child")
+    os.kill(act[0], signal.SIGKILL)
+
+    def serves():
+        try:
+            return pl.get(host(), timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    t0 = time.time()
+    wait_for(serves, 15, "the activator back", step=0.1)
+    print("    serving again %.1f s after the activator was killed" % (time.time() - t0))
+    ok("the activator exited" in open(os.path.join(pl.home, "coldbrew.log")).read(), "logged")
+    for _ in range(20):
+        eq(pl.get(host())[0], 200, "after the restart")
 
 
 @test
