@@ -27,6 +27,7 @@ struct ws_conn {
     struct ws_server *srv;
     int fd;
     struct event *rev, *wev;
+    struct event *deadline; /* the handshake must arrive within WS_SERVER_HANDSHAKE_SECONDS */
     struct evbuffer *in, *out;
     wslay_event_context_ptr ctx; /* NULL until the 101 went out */
     bool writing;
@@ -57,6 +58,7 @@ static void conn_close(struct ws_conn *c, const char *why)
     s->nconns--;
     event_free(c->rev);
     event_free(c->wev);
+    event_free(c->deadline);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
     if (c->ctx)
@@ -160,6 +162,7 @@ static void read_handshake(struct ws_conn *c)
         conn_close(c, "could not send the 101");
         return;
     }
+    evtimer_del(c->deadline);
     if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
         conn_close(c, "out of memory");
         return;
@@ -202,8 +205,22 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         pump(c);
 }
 
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct ws_conn *c = arg;
+    log_warn("stats websocket: no handshake within %d s; closing", WS_SERVER_HANDSHAKE_SECONDS);
+    conn_close(c, NULL);
+}
+
 void ws_server_adopt(struct ws_server *s, int fd)
 {
+    if (s->nconns >= WS_SERVER_MAX_CONNS) {
+        log_warn("stats websocket: %u connections open (WS_SERVER_MAX_CONNS); refusing one",
+                 s->nconns);
+        close(fd);
+        return;
+    }
     net_nodelay(fd);
     struct ws_conn *c = calloc(1, sizeof *c);
     c->srv = s;
@@ -212,6 +229,9 @@ void ws_server_adopt(struct ws_server *s, int fd)
     c->out = evbuffer_new();
     c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    c->deadline = evtimer_new(s->base, on_deadline, c);
+    struct timeval tv = {WS_SERVER_HANDSHAKE_SECONDS, 0};
+    evtimer_add(c->deadline, &tv);
     event_add(c->rev, NULL);
     c->next = s->conns;
     if (s->conns)

@@ -6,8 +6,10 @@
  * (wslay does it), a close is answered and the connection dropped. Nothing
  * is sent to clients besides pongs and the close.
  *
- * Limits: handshake heads up to 8 KiB, messages up to WS_SERVER_MAX_MESSAGE
- * (beyond: the connection is closed with 1009 and logged).
+ * Limits (each logged when hit): handshake heads up to 8 KiB (431), the
+ * handshake within WS_SERVER_HANDSHAKE_SECONDS (else closed), at most
+ * WS_SERVER_MAX_CONNS connections (more are closed at accept), messages up
+ * to WS_SERVER_MAX_MESSAGE (beyond: closed with 1009).
  *
  * Ownership: the server owns its connections; on_message's bytes are
  * borrowed for the call. */
@@ -18,7 +20,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WS_SERVER_MAX_MESSAGE (4u << 20)
+#define WS_SERVER_MAX_MESSAGE       (4u << 20)
+#define WS_SERVER_HANDSHAKE_SECONDS 10
+#define WS_SERVER_MAX_CONNS         1024
 
 struct ws_server;
 typedef void (*ws_message_cb)(void *arg, const uint8_t *data, size_t len);

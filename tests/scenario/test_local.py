@@ -376,6 +376,27 @@ def local_activator_killed_is_restarted():
 
 
 @test
+def local_autoscaler_stats_socket_limits():
+    pl = Platform(service_doc())
+    act = [k for k in pl.descendants() if open("/proc/%d/cmdline" % k, "rb").read().split(b"\0")[0].endswith(b"/activator")][0]
+    env = dict(kv.split(b"=", 1) for kv in open("/proc/%d/environ" % act, "rb").read().split(b"\0") if b"=" in kv)
+    port = int(env[b"AUTOSCALER_URL"].rsplit(b":", 1)[1])
+    good = socket.create_connection(("127.0.0.1", port), 5)
+    good.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    resp = good.recv(4096)
+    ok(resp.startswith(b"HTTP/1.1 101") and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in resp, resp)
+    silent = socket.create_connection(("127.0.0.1", port), 5)
+    silent.settimeout(15)
+    t0 = time.time()
+    eq(silent.recv(1), b"", "the silent connection is closed")
+    took = time.time() - t0
+    ok(9 <= took <= 13, "closed at the 10 s handshake deadline (%.1f s)" % took)
+    ok("no handshake within 10 s" in open(os.path.join(pl.home, "coldbrew.log")).read(), "logged")
+    good.close()
+
+
+@test
 def local_bad_manifests_name_file_line_field():
     cases = [
         ("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: x\n", r"svc0.yaml:\d+: YAML"),
