@@ -265,21 +265,10 @@ int cli_status(int argc, char **argv)
     }
 }
 
-static void cat_file(const char *path, const char *label)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return;
-    printf("==> %s <==\n", label);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, stdout);
-    fclose(f);
-}
-
-/* Every log of the revision's pods, past and present, oldest file first. */
-static int cat_revision(const char *home, const char *ns, const char *rev)
+/* Every log file of the revision's pods, past and present, in name order:
+ * the callback gets each path and its label ("rev/pod user-container"). */
+static int each_log(const char *home, const char *ns, const char *rev,
+                    void (*fn)(const char *path, const char *label, void *arg), void *arg)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/logs/%s/%s", home, ns, rev);
@@ -297,7 +286,7 @@ static int cat_revision(const char *home, const char *ns, const char *rev)
             bool qp = l > 16 && !strcmp(nm + l - 16, ".queue-proxy.log");
             snprintf(label, sizeof label, "%s/%.*s %s", rev, (int)(l - (qp ? 16 : 4)), nm,
                      qp ? "queue-proxy" : "user-container");
-            cat_file(path, label);
+            fn(path, label, arg);
             shown++;
         }
         free(names[i]);
@@ -306,37 +295,104 @@ static int cat_revision(const char *home, const char *ns, const char *rev)
     return shown;
 }
 
-int cli_logs(int argc, char **argv)
+/* What -f has printed of each file so far. */
+struct followed {
+    char path[PATH_MAX + 256];
+    long offset;
+};
+struct follow {
+    struct followed *files;
+    size_t n;
+    char last[512];
+};
+
+static void show_new(const char *path, const char *label, void *arg)
 {
-    if (argc < 1 || argc > 2) {
-        fprintf(stderr, "usage: coldbrew logs SERVICE [REVISION]\n");
-        return 2;
+    struct follow *fw = arg;
+    struct followed *f = NULL;
+    for (size_t i = 0; i < fw->n && !f; i++)
+        if (!strcmp(fw->files[i].path, path))
+            f = &fw->files[i];
+    if (!f) {
+        fw->files = realloc(fw->files, (fw->n + 1) * sizeof *fw->files);
+        f = &fw->files[fw->n++];
+        snprintf(f->path, sizeof f->path, "%s", path);
+        f->offset = 0;
     }
-    json_t *st = fetch_status();
-    if (!st)
-        return no_platform();
-    const char *home = json_string_value(json_object_get(st, "home"));
-    size_t i, j;
-    json_t *s, *r;
-    int found = 0;
-    json_array_foreach(json_object_get(st, "services"), i, s)
-    {
-        if (strcmp(json_string_value(json_object_get(s, "name")), argv[0]))
-            continue;
-        found = 1;
-        const char *ns = json_string_value(json_object_get(s, "namespace"));
-        json_array_foreach(json_object_get(s, "revisions"), j, r)
-        {
-            const char *rn = json_string_value(json_object_get(r, "name"));
-            if (argc == 2 && strcmp(rn, argv[1]))
-                continue;
-            found += cat_revision(home, ns, rn) >= 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return;
+    if (fseek(fp, f->offset, SEEK_SET) == 0) {
+        char buf[65536];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, fp)) > 0) {
+            if (strcmp(fw->last, label)) {
+                printf("==> %s <==\n", label);
+                snprintf(fw->last, sizeof fw->last, "%s", label);
+            }
+            fwrite(buf, 1, n, stdout);
+            f->offset += (long)n;
         }
     }
-    json_decref(st);
-    if (!found) {
-        fprintf(stderr, "coldbrew: no service %s\n", argv[0]);
-        return 1;
+    fclose(fp);
+}
+
+#define FOLLOW_POLL_US 250000 /* -f looks for new output four times a second */
+
+int cli_logs(int argc, char **argv)
+{
+    bool follow = false;
+    const char *svc = NULL, *rev = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow"))
+            follow = true;
+        else if (!svc)
+            svc = argv[i];
+        else if (!rev)
+            rev = argv[i];
+        else
+            svc = NULL, i = argc; /* too many */
     }
-    return 0;
+    if (!svc) {
+        fprintf(stderr, "usage: coldbrew logs SERVICE [REVISION] [-f]\n");
+        return 2;
+    }
+    struct follow fw = {0};
+    for (;;) {
+        /* Asked again each round, so -f picks up new revisions and pods. */
+        json_t *st = fetch_status();
+        if (!st) {
+            free(fw.files);
+            return fw.n ? 0 : no_platform(); /* with -f: the platform stopped */
+        }
+        const char *home = json_string_value(json_object_get(st, "home"));
+        size_t i, j;
+        json_t *s, *r;
+        bool found = false;
+        json_array_foreach(json_object_get(st, "services"), i, s)
+        {
+            if (strcmp(json_string_value(json_object_get(s, "name")), svc))
+                continue;
+            found = true;
+            const char *ns = json_string_value(json_object_get(s, "namespace"));
+            json_array_foreach(json_object_get(s, "revisions"), j, r)
+            {
+                const char *rn = json_string_value(json_object_get(r, "name"));
+                if (!rev || !strcmp(rn, rev))
+                    each_log(home, ns, rn, show_new, &fw);
+            }
+        }
+        json_decref(st);
+        fflush(stdout);
+        if (!found) {
+            fprintf(stderr, "coldbrew: no service %s\n", svc);
+            free(fw.files);
+            return 1;
+        }
+        if (!follow) {
+            free(fw.files);
+            return 0;
+        }
+        usleep(FOLLOW_POLL_US);
+    }
 }

@@ -3,7 +3,7 @@
  *   coldbrew run FILE...            run Knative Services on this machine
  *   coldbrew apply FILE...          update a running platform
  *   coldbrew status [--once]        services, revisions, traffic, pods, scale
- *   coldbrew logs SERVICE [REVISION]
+ *   coldbrew logs SERVICE [REVISION] [-f]
  *
  * `run` is the platform (platform.h): it serves the Kubernetes-shaped API
  * and the control calls on 127.0.0.1:COLDBREW_API_PORT, runs the KPA
@@ -399,7 +399,7 @@ static void usage(FILE *f)
                "  coldbrew run FILE...              run the Knative Services in FILE(s)\n"
                "  coldbrew apply FILE...            update the running platform\n"
                "  coldbrew status [--once]          services, revisions, traffic, pods, scale\n"
-               "  coldbrew logs SERVICE [REVISION]  the pods' output\n"
+               "  coldbrew logs SERVICE [REVISION] [-f]  the pods' output (-f: follow)\n"
                "settings (env): COLDBREW_PORT (8080), COLDBREW_DOMAIN (localhost),\n"
                "  COLDBREW_API_PORT (8079), COLDBREW_HOME ($HOME/.coldbrew), COLDBREW_PORT_RANGE\n"
                "  (10000-19999), COLDBREW_SCALE_TO_ZERO_GRACE_SECONDS (30),\n"

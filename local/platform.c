@@ -340,12 +340,17 @@ void revision_reconcile(struct revision_l *r)
                 excess--;
             }
     }
-    if (r->set.reserve && want == 0 && !reserved && live == 0 && !r->failed[0] &&
-        now >= r->next_start) {
-        char err[400];
-        if (!pod_start(r, true, err, sizeof err))
-            mark_failed(r, err);
-        revision_publish_endpoints(r);
+    if (r->set.reserve && want == 0 && !reserved && live == 0 && !r->failed[0]) {
+        if (now < r->next_start) {
+            /* A reserved instance that crashed comes back after the backoff. */
+            struct timeval tv = clock_tv(r->next_start - now);
+            evtimer_add(r->retry, &tv);
+        } else {
+            char err[400];
+            if (!pod_start(r, true, err, sizeof err))
+                mark_failed(r, err);
+            revision_publish_endpoints(r);
+        }
     }
     /* The reserved instance is released once a standard pod is ready. */
     if (reserved && count_pods(r, false, POD_READY, false) > 0) {

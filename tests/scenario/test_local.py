@@ -351,6 +351,11 @@ def local_reserved_instance():
              "the reserved instance released")
     wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=True) and
              not pl.pods("coffee-00001", reserved=False), 30, "back to one reserved instance at zero")
+    # A reserved instance that crashes is replaced after the backoff.
+    res2 = pl.pods("coffee-00001", "Ready", reserved=True)[0]
+    os.kill(res2["user_pid"], signal.SIGKILL)
+    wait_for(lambda: [p for p in pl.pods("coffee-00001", "Ready", reserved=True) if p["name"] != res2["name"]],
+             10, "a new reserved instance after a crash")
 
 
 @test
@@ -459,12 +464,33 @@ def local_cli_status_logs_and_shutdown_leaves_no_orphans():
     ok(rc == 0 and "coffee-00001" in out and "tea-00001" in out and "Ready" in out, out + err)
     rc, out, err = pl.cli("logs", "coffee")
     ok(rc == 0 and "user-container" in out and "listening on 127.0.0.1" in out and "queue-proxy" in out, out + err)
+    # logs -f follows, and picks up a replacement pod's output.
+    env = dict(os.environ)
+    env.update(pl.env)
+    follow = subprocess.Popen([os.path.join(BIN, "coldbrew"), "logs", "tea", "-f"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.set_blocking(follow.stdout.fileno(), False)
+    seen = [b""]
+
+    def headers():
+        try:
+            seen[0] += follow.stdout.read() or b""
+        except (BlockingIOError, TypeError):
+            pass
+        return set(re.findall(rb"==> (tea-00001/\S+) user-container <==", seen[0]))
+
+    wait_for(lambda: len(headers()) == 1, 5, "logs -f shows the pod")
+    os.kill(pl.pods("tea-00001", "Ready")[0]["user_pid"], signal.SIGKILL)
+    wait_for(lambda: len(headers()) == 2, 10, "logs -f shows the replacement pod")
+    ok(seen[0].count(b"listening on 127.0.0.1") >= 2, seen[0].decode(errors="replace"))
+    wait_for(lambda: len(pl.pods("tea-00001", "Ready")) == 1, 10, "tea replaced")
     kids = pl.descendants()
     ok(len(kids) >= 7, "activator + 3 pods x 2 processes: %r" % kids)
     t0 = time.time()
     pl.signal(signal.SIGTERM)
     eq(pl.wait(30), 0, "exit code after SIGTERM")
     print("    drained and stopped in %.1f s" % (time.time() - t0))
+    eq(follow.wait(10), 0, "logs -f ends when the platform stops")
     left = [k for k in kids if alive(k)]
     eq(left, [], "orphan processes")
     rc, out, err = pl.cli("status")
