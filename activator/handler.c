@@ -52,18 +52,34 @@ void act_ctx_pool_trim(unsigned keep)
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
                                             "k-network-hash", "k-proxy-request", NULL};
 
+/* ---------------------------------------------------------------- the wait queue */
+
+/* Takes a held request out of its revision's FIFO (it was queued). */
+static void unqueue(struct act_ctx *c)
+{
+    TAILQ_REMOVE(&c->rev->waiters, c, link);
+    c->queued = false;
+    c->rev->nwaiting--;
+    act->waiting_total--;
+}
+
+/* The request is no longer held: nobody to cancel, and its body may be read. */
+static void unhold(struct request *req)
+{
+    req->cancel = NULL;
+    req->holder = NULL;
+    if (req->conn->holding)
+        request_hold_input(req, false);
+}
+
 /* ---------------------------------------------------------------- finish */
 
 static void on_finish(struct request *req, void *arg)
 {
     struct act_ctx *c = arg;
     struct revision *r = c->rev;
-    if (c->queued) {
-        TAILQ_REMOVE(&r->waiters, c, link);
-        c->queued = false;
-        r->nwaiting--;
-        act->waiting_total--;
-    }
+    if (c->queued)
+        unqueue(c);
     if (r) {
         reporter_request_out(r);
         r->active--;
@@ -87,12 +103,8 @@ static void on_finish(struct request *req, void *arg)
 static void cancel_wait(struct request *req)
 {
     struct act_ctx *c = req->app_ptr;
-    if (!c->queued)
-        return;
-    TAILQ_REMOVE(&c->rev->waiters, c, link);
-    c->queued = false;
-    c->rev->nwaiting--;
-    act->waiting_total--;
+    if (c->queued)
+        unqueue(c);
 }
 
 /* ---------------------------------------------------------------- forwarding */
@@ -101,10 +113,7 @@ static void forward(struct act_ctx *c, struct pod_tracker *pt)
 {
     struct request *req = c->req;
     c->pt = pt;
-    req->cancel = NULL;
-    req->holder = NULL;
-    if (req->conn->holding)
-        request_hold_input(req, false);
+    unhold(req);
     /* Host becomes the pod's ip:port (or the ClusterIP's); K-Original-Host
      * keeps the name. Passthrough LB names the private Service instead (§3.8). */
     const char *host = act->cfg.passthrough_lb ? c->rev->private_host : pt->dest;
@@ -127,10 +136,7 @@ void revision_dispatch(struct revision *r)
             break;
         }
         struct act_ctx *c = TAILQ_FIRST(&r->waiters);
-        TAILQ_REMOVE(&r->waiters, c, link);
-        c->queued = false;
-        r->nwaiting--;
-        act->waiting_total--;
+        unqueue(c);
         forward(c, pt);
     }
     r->dispatching = false;
@@ -148,14 +154,8 @@ void revision_fail_waiting(struct revision *r)
 {
     while (!TAILQ_EMPTY(&r->waiters)) {
         struct act_ctx *c = TAILQ_FIRST(&r->waiters);
-        TAILQ_REMOVE(&r->waiters, c, link);
-        c->queued = false;
-        r->nwaiting--;
-        act->waiting_total--;
-        c->req->cancel = NULL;
-        c->req->holder = NULL;
-        if (c->req->conn->holding)
-            request_hold_input(c->req, false);
+        unqueue(c);
+        unhold(c->req);
         reply_failed(c->req, r);
     }
 }
@@ -371,7 +371,8 @@ void act_on_request(struct request *req, void *arg)
         const char *host = http_header_value(h, q.host, &hl);
         if (host && act->cfg.ingress && (split = ingress_pick(host, hl))) {
             r = revision_find(split->ns, split->rev);
-            snprintf(name, sizeof name, "%s", split->rev);
+            if (!r || !r->exists)
+                snprintf(name, sizeof name, "%s", split->rev); /* for the 404 text */
         } else if (host && revision_from_host(host, hl, ns, sizeof ns, name, sizeof name)) {
             r = revision_find(ns, name);
         } else if (act->cfg.ingress) {

@@ -175,14 +175,15 @@ void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj)
     r->failed[0] = 0;
     size_t ci;
     json_t *cond;
-    json_array_foreach(k8s_get(obj, "status.conditions"), ci, cond)
-    {
-        const char *type = json_string_value(json_object_get(cond, "type"));
-        const char *st = json_string_value(json_object_get(cond, "status"));
-        const char *msg = json_string_value(json_object_get(cond, "message"));
-        if (act->cfg.ingress && type && st && !strcmp(type, "Ready") && !strcmp(st, "False"))
-            snprintf(r->failed, sizeof r->failed, "%s", msg ? msg : "revision failed");
-    }
+    if (act->cfg.ingress)
+        json_array_foreach(k8s_get(obj, "status.conditions"), ci, cond)
+        {
+            const char *type = json_string_value(json_object_get(cond, "type"));
+            const char *st = json_string_value(json_object_get(cond, "status"));
+            const char *msg = json_string_value(json_object_get(cond, "message"));
+            if (type && st && !strcmp(type, "Ready") && !strcmp(st, "False"))
+                snprintf(r->failed, sizeof r->failed, "%s", msg ? msg : "revision failed");
+        }
     if (r->failed[0])
         revision_fail_waiting(r); /* held requests get the reason now, not at the timeout */
     r->timeout = (double)json_long(obj, "spec.timeoutSeconds", 300);

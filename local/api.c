@@ -190,11 +190,28 @@ static void set_rv(struct api *a, json_t *obj)
     json_object_set_new(md, "resourceVersion", json_string(rv));
 }
 
+/* Is obj (no resourceVersion yet) what the store holds already? */
+static bool unchanged(json_t *old, json_t *obj)
+{
+    json_t *md = json_object_get(old, "metadata");
+    json_t *rv = json_incref(json_object_get(md, "resourceVersion"));
+    json_object_del(md, "resourceVersion");
+    bool same = json_equal(old, obj);
+    json_object_set_new(md, "resourceVersion", rv);
+    return same;
+}
+
 void api_put(struct api *a, enum api_kind kind, json_t *obj)
 {
     char key[320];
     obj_key(obj, key, sizeof key);
-    bool existed = json_object_get(a->objects[kind], key) != NULL;
+    json_t *old = json_object_get(a->objects[kind], key);
+    if (old && unchanged(old, obj)) {
+        /* As Kubernetes: an update that changes nothing is no event. */
+        json_decref(obj);
+        return;
+    }
+    bool existed = old != NULL;
     set_rv(a, obj);
     json_object_set_new(a->objects[kind], key, obj);
     record(a, kind, existed ? "MODIFIED" : "ADDED", obj);

@@ -15,6 +15,8 @@
  * Paths under /coldbrew/ go to the control callback (the CLI's status,
  * apply and logs calls).
  *
+ * An api_put that changes nothing is not an event (and keeps the resourceVersion).
+ *
  * Ownership: api_put steals the object's reference; objects handed out are
  * borrowed. The store keeps API_HISTORY events for watch resumption. */
 #ifndef LOCAL_API_H

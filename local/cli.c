@@ -343,6 +343,7 @@ int cli_logs(int argc, char **argv)
 {
     bool follow = false;
     const char *svc = NULL, *rev = NULL;
+    int extra = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow"))
             follow = true;
@@ -351,9 +352,9 @@ int cli_logs(int argc, char **argv)
         else if (!rev)
             rev = argv[i];
         else
-            svc = NULL, i = argc; /* too many */
+            extra++;
     }
-    if (!svc) {
+    if (!svc || extra) {
         fprintf(stderr, "usage: coldbrew logs SERVICE [REVISION] [-f]\n");
         return 2;
     }

@@ -33,15 +33,13 @@
 
 static struct platform *P;
 static struct event *ready_ev, *restart_ev;
-static int api_port_seen;
 static double ready_deadline;
 static unsigned signals_seen;
 
 /* ---------------------------------------------------------------- config */
 
-bool platform_config_load(struct platform_config *c, const char *argv0, char *err, size_t cap)
+bool platform_config_load(struct platform_config *c, char *err, size_t cap)
 {
-    (void)argv0;
     bool ok = true;
     memset(c, 0, sizeof *c);
     c->port = (int)env_long("COLDBREW_PORT", 8080, &ok);
@@ -82,19 +80,7 @@ bool platform_config_load(struct platform_config *c, const char *argv0, char *er
 
 /* ---------------------------------------------------------------- the activator */
 
-static bool port_taken(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool taken = bind(fd, (struct sockaddr *)&a, sizeof a) != 0;
-    close(fd);
-    return taken;
-}
-
-static bool start_activator(struct platform *p, int as_port, char *err, size_t cap)
+static bool start_activator(struct platform *p, char *err, size_t cap)
 {
     char v[16][320];
     int n = 0;
@@ -105,7 +91,7 @@ static bool start_activator(struct platform *p, int as_port, char *err, size_t c
     SETV("SYSTEM_NAMESPACE=knative-serving");
     SETV("CLUSTER_DOMAIN=cluster.local");
     SETV("KUBE_API_URL=http://127.0.0.1:%d", p->cfg.api_port);
-    SETV("AUTOSCALER_URL=ws://127.0.0.1:%d", as_port);
+    SETV("AUTOSCALER_URL=ws://127.0.0.1:%d", autoscaler_port(p->as));
     SETV("ACTIVATOR_HTTP_PORT=%d", p->cfg.port);
     SETV("ACTIVATOR_H2C_PORT=%d", platform_free_port(p));
     SETV("METRICS_PROMETHEUS_PORT=%d", platform_free_port(p));
@@ -133,13 +119,11 @@ static bool start_activator(struct platform *p, int as_port, char *err, size_t c
     return p->activator_pid > 0;
 }
 
-static int as_port_g;
-
 static void on_restart(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     char err[300];
-    if (!P->stopping && !P->activator_pid && !start_activator(P, as_port_g, err, sizeof err))
+    if (!P->stopping && !P->activator_pid && !start_activator(P, err, sizeof err))
         log_error("restarting the activator: %s", err);
 }
 
@@ -256,7 +240,7 @@ static int cmd_run(int argc, char **argv)
     }
     struct platform_config cfg;
     char err[1024];
-    if (!platform_config_load(&cfg, argv[0], err, sizeof err)) {
+    if (!platform_config_load(&cfg, err, sizeof err)) {
         fprintf(stderr, "coldbrew: %s\n", err);
         return 2;
     }
@@ -312,8 +296,7 @@ static int cmd_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    api_port_seen = cfg.api_port;
-    if (port_taken(cfg.port)) {
+    if (!port_free(cfg.port)) {
         fprintf(stderr, "coldbrew: port %d is taken; COLDBREW_PORT moves the ingress\n", cfg.port);
         rc = 1;
         goto out;
@@ -324,7 +307,6 @@ static int cmd_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    as_port_g = autoscaler_port(as);
     P = platform_new(base, &cfg, api, as);
     P->next_port = (int)(getpid() % 997); /* two platforms do not walk the range in step */
     struct timespec seed;
@@ -349,7 +331,7 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
     log_info("applied: %s", summary);
-    if (!start_activator(P, as_port_g, err, sizeof err)) {
+    if (!start_activator(P, err, sizeof err)) {
         fprintf(stderr, "coldbrew: activator: %s\n", err);
         rc = 1;
         platform_shutdown(P);

@@ -240,6 +240,23 @@ static bool check_service(const struct ctx *c, json_t *d, struct svc_doc *out)
         snprintf(path, sizeof path, "spec.template.spec.containers[0].command[%zu]", i);
         return fail(c, path, "must be a string");
     }
+    json_t *args = at(d, "spec.template.spec.containers[0].args");
+    if (args && !json_is_array(args))
+        return fail(c, "spec.template.spec.containers[0].args", "must be a list");
+    json_array_foreach(args, i, v) if (!json_is_string(v))
+    {
+        snprintf(path, sizeof path, "spec.template.spec.containers[0].args[%zu]", i);
+        return fail(c, path, "must be a string");
+    }
+    if (json_array_size(cmd) + json_array_size(args) > MANIFEST_MAX_ARGS) {
+        snprintf(path, sizeof path, "at most %d words of command and args together",
+                 MANIFEST_MAX_ARGS);
+        return fail(c, "spec.template.spec.containers[0].command", path);
+    }
+    if (json_array_size(at(d, "spec.template.spec.containers[0].env")) > MANIFEST_MAX_ENV) {
+        snprintf(path, sizeof path, "at most %d variables", MANIFEST_MAX_ENV);
+        return fail(c, "spec.template.spec.containers[0].env", path);
+    }
     json_array_foreach(at(d, "spec.template.spec.containers[0].env"), i, v)
     {
         snprintf(path, sizeof path, "spec.template.spec.containers[0].env[%zu].name", i);

@@ -21,6 +21,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Limits checked here, so nothing is truncated later (pods.c sizes by them). */
+#define MANIFEST_MAX_ARGS 63  /* words of command + args */
+#define MANIFEST_MAX_ENV  100 /* env entries of the container */
+
 struct svc_doc {
     char file[256];
     int line; /* the document's first line */

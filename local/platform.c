@@ -65,17 +65,23 @@ static struct revision_l *revision_by_name(struct service *s, const char *name)
     return NULL;
 }
 
-static int count_pods(const struct revision_l *r, bool reserved, enum pod_phase phase,
-                      bool any_live)
+/* Standard (not reserved) pods: starting or ready, or ready only. */
+static int standard_pods(const struct revision_l *r, bool ready_only)
 {
     int n = 0;
-    for (const struct pod *pod = r->pods; pod; pod = pod->next) {
-        if (pod->reserved != reserved)
-            continue;
-        if (any_live ? pod->phase != POD_TERMINATING : pod->phase == phase)
+    for (const struct pod *pod = r->pods; pod; pod = pod->next)
+        if (!pod->reserved &&
+            (ready_only ? pod->phase == POD_READY : pod->phase != POD_TERMINATING))
             n++;
-    }
     return n;
+}
+
+static struct pod *reserved_pod(const struct revision_l *r)
+{
+    for (struct pod *pod = r->pods; pod; pod = pod->next)
+        if (pod->reserved && pod->phase != POD_TERMINATING)
+            return pod;
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- published objects */
@@ -89,12 +95,11 @@ static json_t *meta(const char *ns, const char *name, json_t *labels)
 void revision_publish(struct revision_l *r)
 {
     struct service *s = r->svc;
-    json_t *labels = json_pack("{s:s,s:s,s:s}", "serving.knative.dev/service", s->name,
-                               "serving.knative.dev/configuration", s->name,
-                               "serving.knative.dev/configurationGeneration", "");
     char gen[16];
     snprintf(gen, sizeof gen, "%d", r->generation);
-    json_object_set_new(labels, "serving.knative.dev/configurationGeneration", json_string(gen));
+    json_t *labels = json_pack("{s:s,s:s,s:s}", "serving.knative.dev/service", s->name,
+                               "serving.knative.dev/configuration", s->name,
+                               "serving.knative.dev/configurationGeneration", gen);
     json_t *spec = json_deep_copy(json_object_get(r->template, "spec"));
     json_object_set_new(spec, "containerConcurrency", json_integer(r->set.cc));
     json_object_set_new(spec, "timeoutSeconds", json_integer(r->set.timeout));
@@ -148,6 +153,10 @@ void revision_publish_endpoints(struct revision_l *r)
             snprintf(addrs[nstat], sizeof addrs[nstat], "127.0.0.1:%d", pod->stat_port);
             stat_addrs[nstat] = addrs[nstat];
             nstat++;
+        } else if (nstat == AS_MAX_PODS) {
+            log_warn("revision %s has more than %d pods; the autoscaler scrapes the first %d",
+                     r->name, AS_MAX_PODS, AS_MAX_PODS);
+            nstat++; /* warn once per publish */
         }
     }
     char name[220];
@@ -156,7 +165,7 @@ void revision_publish_endpoints(struct revision_l *r)
             json_pack("{s:s,s:s,s:o,s:o}", "apiVersion", "v1", "kind", "Endpoints", "metadata",
                       meta(r->svc->ns, name, endpoint_labels(r, "Private")), "subsets", subsets));
     if (r->as)
-        autoscaler_set_pods(r->as, stat_addrs, nstat, ready);
+        autoscaler_set_pods(r->as, stat_addrs, nstat < AS_MAX_PODS ? nstat : AS_MAX_PODS, ready);
 }
 
 static void publish_public_endpoints(struct revision_l *r)
@@ -263,6 +272,24 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     revision_reconcile(arg);
 }
 
+/* Reconcile again at `when` (monotonic s). One timer serves the grace period
+ * and the crash backoff, so it keeps whichever deadline comes first. */
+static void retry_at(struct revision_l *r, double when)
+{
+    if (evtimer_pending(r->retry, NULL) && r->retry_when <= when)
+        return;
+    r->retry_when = when;
+    struct timeval tv = clock_tv(when - autoscaler_now());
+    evtimer_add(r->retry, &tv);
+}
+
+/* A pod failed to start or died: the next one waits 0.25 s, doubling to 10 s. */
+static void backoff(struct revision_l *r)
+{
+    r->crashes++;
+    r->next_start = autoscaler_now() + fmin(BACKOFF_MAX, BACKOFF_FIRST * pow(2, r->crashes - 1));
+}
+
 static void mark_failed(struct revision_l *r, const char *why)
 {
     if (!strcmp(r->failed, why))
@@ -279,7 +306,7 @@ void revision_reconcile(struct revision_l *r)
     if (p->stopping)
         return;
     double now = autoscaler_now();
-    int live = count_pods(r, false, POD_READY, true);
+    int live = standard_pods(r, false);
     int want = r->decided >= 0 ? r->decided : r->want;
     if (want < r->set.min_scale)
         want = r->set.min_scale;
@@ -292,31 +319,24 @@ void revision_reconcile(struct revision_l *r)
         double hold = fmax(p->cfg.grace, r->set.retention);
         if (live > 0 && now - r->zero_since < hold) {
             want = 1;
-            struct timeval tv = clock_tv(hold - (now - r->zero_since) + 0.01);
-            evtimer_add(r->retry, &tv);
+            retry_at(r, r->zero_since + hold + 0.01);
         }
     } else {
         r->zero_since = 0;
     }
     r->want = want;
 
-    struct pod *reserved = NULL;
-    for (struct pod *pod = r->pods; pod; pod = pod->next)
-        if (pod->reserved && pod->phase != POD_TERMINATING)
-            reserved = pod;
+    struct pod *reserved = reserved_pod(r);
     if (live < want) {
         if (now < r->next_start) {
-            struct timeval tv = clock_tv(r->next_start - now);
-            evtimer_add(r->retry, &tv);
+            retry_at(r, r->next_start);
         } else {
             char err[400];
             for (int i = live; i < want; i++) {
                 if (!pod_start(r, false, err, sizeof err)) {
                     mark_failed(r, err);
-                    r->crashes++;
-                    r->next_start = now + fmin(BACKOFF_MAX, BACKOFF_FIRST * pow(2, r->crashes - 1));
-                    struct timeval tv = clock_tv(r->next_start - now);
-                    evtimer_add(r->retry, &tv);
+                    backoff(r);
+                    retry_at(r, r->next_start);
                     break;
                 }
             }
@@ -342,18 +362,19 @@ void revision_reconcile(struct revision_l *r)
     }
     if (r->set.reserve && want == 0 && !reserved && live == 0 && !r->failed[0]) {
         if (now < r->next_start) {
-            /* A reserved instance that crashed comes back after the backoff. */
-            struct timeval tv = clock_tv(r->next_start - now);
-            evtimer_add(r->retry, &tv);
+            retry_at(r, r->next_start); /* a reserved instance that crashed comes back */
         } else {
             char err[400];
-            if (!pod_start(r, true, err, sizeof err))
+            if (!pod_start(r, true, err, sizeof err)) {
                 mark_failed(r, err);
+                backoff(r);
+                retry_at(r, r->next_start);
+            }
             revision_publish_endpoints(r);
         }
     }
     /* The reserved instance is released once a standard pod is ready. */
-    if (reserved && count_pods(r, false, POD_READY, false) > 0) {
+    if (reserved && standard_pods(r, true) > 0) {
         log_info("releasing the reserved instance %s of %s", reserved->name, r->name);
         pod_terminate(reserved);
     }
@@ -375,9 +396,8 @@ static void on_decide(struct as_rev *ar, const struct kpa_decision *d, bool poke
     revision_reconcile(r);
 }
 
-void revision_pod_ready(struct revision_l *r, struct pod *pod)
+void revision_pod_ready(struct revision_l *r)
 {
-    (void)pod;
     r->crashes = 0;
     r->next_start = 0;
     bool changed = !r->ready_once || r->failed[0];
@@ -391,11 +411,9 @@ void revision_pod_ready(struct revision_l *r, struct pod *pod)
     revision_reconcile(r);
 }
 
-void revision_pod_failed(struct revision_l *r, struct pod *pod, const char *why, bool before_ready)
+void revision_pod_failed(struct revision_l *r, const char *why, bool before_ready)
 {
-    (void)pod;
-    r->crashes++;
-    r->next_start = autoscaler_now() + fmin(BACKOFF_MAX, BACKOFF_FIRST * pow(2, r->crashes - 1));
+    backoff(r);
     if (before_ready)
         mark_failed(r, why);
 }

@@ -46,7 +46,7 @@ struct platform_config {
     const char *bin_dir;  /* where queue-proxy, activator (and coffee) are */
 };
 
-bool platform_config_load(struct platform_config *c, const char *argv0, char *err, size_t cap);
+bool platform_config_load(struct platform_config *c, char *err, size_t cap);
 
 /* A revision's settings, from its template (settings.c). */
 struct rev_settings {
@@ -77,7 +77,6 @@ struct pod {
     enum pod_phase phase;
     bool reserved;          /* the reserved instance (nice 19) */
     pid_t user_pid, qp_pid; /* 0 once reaped */
-    int user_status;        /* wait status of the user process, once reaped */
     int user_port, qp_port, admin_port, stat_port, prom_port;
     uint64_t spawn_wall_us; /* when it was forked, for cold-start accounting */
     double started;         /* monotonic seconds */
@@ -107,7 +106,8 @@ struct revision_l {
     char failed[256];     /* why it cannot run (503 with this), or "" */
     unsigned crashes;     /* consecutive pod failures; backoff grows with it */
     double next_start;    /* no pod starts before this (crash backoff) */
-    struct event *retry;
+    struct event *retry;  /* reconcile again (grace period, crash backoff) */
+    double retry_when;    /* when it fires, while pending */
     struct revision_l *next;
 };
 
@@ -150,8 +150,8 @@ void revision_publish(struct revision_l *r);
 void revision_publish_endpoints(struct revision_l *r);
 void service_publish_ingress(struct service *s);
 /* A pod of r became ready / failed; pods.c calls these. */
-void revision_pod_ready(struct revision_l *r, struct pod *pod);
-void revision_pod_failed(struct revision_l *r, struct pod *pod, const char *why, bool before_ready);
+void revision_pod_ready(struct revision_l *r);
+void revision_pod_failed(struct revision_l *r, const char *why, bool before_ready);
 /* Stops everything: every pod in termination order; on_all_gone when done. */
 void platform_shutdown(struct platform *p);
 bool platform_idle(const struct platform *p); /* no pod left */
@@ -172,6 +172,8 @@ void pod_set_reserved(struct pod *pod, bool reserved);
 /* SIGCHLD: reaps every exited child and routes it to its pod. */
 void pods_reap(struct platform *p);
 int platform_free_port(struct platform *p);
+/* Can a listener (SO_REUSEADDR, as net_listen binds) take 127.0.0.1:port now? */
+bool port_free(int port);
 /* Forks argv (searched on envp's PATH) in its own process group with
  * output to logfd; an exec failure is reported in err, not as a child. */
 pid_t proc_spawn(char *const argv[], char *const envp[], const char *cwd, int logfd, int nice_to,

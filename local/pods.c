@@ -43,17 +43,20 @@
 
 #define POD_PROBE_RETRY    0.002 /* s between probes while the queue-proxy is not listening */
 #define POD_READY_DEADLINE 600.0 /* s: Knative's progressDeadline */
-#define MAX_ENV            128
+/* The container's env plus what the platform adds (PATH, HOME..., PORT, K_*). */
+#define MAX_ENV (MANIFEST_MAX_ENV + 32)
 
 extern char **environ;
 
 /* ---------------------------------------------------------------- ports */
 
-static bool port_free(int port)
+bool port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
+    int one = 1; /* a port in TIME_WAIT is free to a listener, which sets it too */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
@@ -343,12 +346,11 @@ static void on_probe_done(struct http_call *c, const char *err)
     if (!err && c->status == 200) {
         pod->phase = POD_READY;
         log_info("pod %s ready after %.1f ms", pod->name, (autoscaler_now() - pod->started) * 1e3);
-        revision_pod_ready(pod->rev, pod);
+        revision_pod_ready(pod->rev);
         return;
     }
     if (autoscaler_now() - pod->started > POD_READY_DEADLINE) {
-        revision_pod_failed(pod->rev, pod, "did not become ready within the progress deadline",
-                            true);
+        revision_pod_failed(pod->rev, "did not become ready within the progress deadline", true);
         pod_terminate(pod);
         return;
     }
@@ -407,14 +409,14 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
     /* argv: command + args */
     json_t *c0 =
         json_array_get(json_object_get(json_object_get(r->template, "spec"), "containers"), 0);
-    char *argv[64];
+    char *argv[MANIFEST_MAX_ARGS + 1]; /* the manifest check bounds command + args */
     int argc = 0;
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(c0, "command"), i, v) if (argc < 63) argv[argc++] =
+    json_array_foreach(json_object_get(c0, "command"), i, v) argv[argc++] =
         (char *)json_string_value(v);
-    json_array_foreach(json_object_get(c0, "args"), i, v) if (argc < 63 && json_is_string(v))
-        argv[argc++] = (char *)json_string_value(v);
+    json_array_foreach(json_object_get(c0, "args"), i, v) argv[argc++] =
+        (char *)json_string_value(v);
     argv[argc] = NULL;
     /* The working directory: the container's workingDir, relative to the
      * manifest's directory, which is the default. */
@@ -523,15 +525,16 @@ void pod_terminate(struct pod *pod)
     pod->probe = NULL;
     event_free(pod->timer);
     pod->timer = evtimer_new(p->base, on_grace_over, pod);
-    double grace = (double)pod->rev->set.timeout;
-    struct timeval tv = clock_tv(grace > 0 ? grace : 300);
+    /* Knative's terminationGracePeriodSeconds is the revision timeout. */
+    double grace = pod->rev->set.timeout > 0 ? (double)pod->rev->set.timeout : 300;
+    struct timeval tv = clock_tv(grace);
     evtimer_add(pod->timer, &tv);
     revision_publish_endpoints(pod->rev); /* out of the Endpoints first */
     kill_group(pod->qp_pid, SIGTERM);
     if (was_ready && pod->qp_pid && pod->user_pid) {
         static const char req[] = "GET /wait-for-drain HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
         pod->drain = http_call_new(&pod->admin_up, pod);
-        http_call_start(pod->drain, req, sizeof req - 1, grace > 0 ? grace : 300, on_drained, NULL);
+        http_call_start(pod->drain, req, sizeof req - 1, grace, on_drained, NULL);
     } else {
         term_user(pod);
     }
@@ -553,12 +556,10 @@ static void on_exit_of(struct pod *pod, pid_t pid, int status)
 {
     struct revision_l *r = pod->rev;
     bool user = pid == pod->user_pid;
-    if (user) {
+    if (user)
         pod->user_pid = 0;
-        pod->user_status = status;
-    } else {
+    else
         pod->qp_pid = 0;
-    }
     if (pod->phase != POD_TERMINATING) {
         char why[600], tail[200];
         if (WIFEXITED(status))
@@ -582,7 +583,7 @@ static void on_exit_of(struct pod *pod, pid_t pid, int status)
         kill_group(pod->qp_pid, SIGKILL);
         kill_group(pod->user_pid, SIGKILL);
         revision_publish_endpoints(r);
-        revision_pod_failed(r, pod, why, before_ready);
+        revision_pod_failed(r, why, before_ready);
     } else if (!user && pod->user_pid && !pod->drain) {
         term_user(pod);
     }

@@ -31,36 +31,41 @@ static long num(json_t *o, const char *key, long def)
     return json_is_integer(v) ? (long)json_integer_value(v) : def;
 }
 
-/* An annotation that is a number in [lo, hi]; *out untouched when absent. */
-static bool ann_double(json_t *tmpl, const char *key, double lo, double hi, double *out, char *err,
-                       size_t cap)
+/* An annotation that is a number in [lo, hi] (a whole one with `whole`);
+ * *out untouched when absent. */
+static bool ann_number(json_t *tmpl, const char *key, double lo, double hi, bool whole, double *out,
+                       char *err, size_t cap)
 {
     const char *v = ann(tmpl, key);
     if (!v)
         return true;
-    double d;
-    if (!parse_double(v, &d) || d < lo || d > hi) {
-        snprintf(err, cap, "metadata.annotations.%s: must be a number from %g to %g", key, lo, hi);
+    long l = 0;
+    double d = 0;
+    bool ok = whole ? parse_long(v, &l) : parse_double(v, &d);
+    if (whole)
+        d = (double)l;
+    if (!ok || d < lo || d > hi) {
+        snprintf(err, cap, "metadata.annotations.%s: must be a %s from %g to %g", key,
+                 whole ? "whole number" : "number", lo, hi);
         return false;
     }
     *out = d;
     return true;
 }
 
+static bool ann_double(json_t *tmpl, const char *key, double lo, double hi, double *out, char *err,
+                       size_t cap)
+{
+    return ann_number(tmpl, key, lo, hi, false, out, err, cap);
+}
+
 static bool ann_int(json_t *tmpl, const char *key, long lo, long hi, int *out, char *err,
                     size_t cap)
 {
-    const char *v = ann(tmpl, key);
-    if (!v)
-        return true;
-    long l;
-    if (!parse_long(v, &l) || l < lo || l > hi) {
-        snprintf(err, cap, "metadata.annotations.%s: must be a whole number from %ld to %ld", key,
-                 lo, hi);
-        return false;
-    }
-    *out = (int)l;
-    return true;
+    double d = *out;
+    bool ok = ann_number(tmpl, key, (double)lo, (double)hi, true, &d, err, cap);
+    *out = (int)d;
+    return ok;
 }
 
 /* Go durations ("60s", "1m30s"); Knative also takes these as plain seconds. */

@@ -1,7 +1,7 @@
 """Scenario tests for the local platform: the real `coldbrew run` with its
 real activator child, real queue-proxies and real coffee processes, driven
 by real clients (http.client, curl, wrk) on loopback. Nothing is mocked."""
-import json, os, re, signal, subprocess, threading, time
+import json, os, re, signal, subprocess, threading, time, urllib.request
 from harness import *
 
 COFFEE_DEFAULTS = {"autoscaling.knative.dev/initial-scale": "0",
@@ -342,10 +342,16 @@ def local_reserved_instance():
     res = wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=True), 10, "a reserved instance at zero")[0]
     nice = int(open("/proc/%d/stat" % res["user_pid"]).read().rsplit(")", 1)[1].split()[16])
     eq(nice, 19, "the reserved instance's nice value")
+    def served(pod):
+        txt = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % pod["prometheus_port"], timeout=2).read().decode()
+        return sum(int(x) for x in re.findall(r"^http_server_request_duration_seconds_count\{[^}]*\} (\d+)", txt, re.M))
+
+    before = served(res)
     t0 = time.time()
     st, _, body = pl.get(host())
     print("    first request served by the reserved instance in %.1f ms" % ((time.time() - t0) * 1e3))
     eq(st, 200, "first request")
+    eq(served(res) - before, 1, "requests the reserved instance served")
     wait_for(lambda: pl.pods("coffee-00001", "Ready", reserved=False), 15, "a standard pod")
     wait_for(lambda: not any(p["name"] == res["name"] for p in pl.pods("coffee-00001")), 10,
              "the reserved instance released")
@@ -406,7 +412,9 @@ def local_bad_manifests_name_file_line_field():
     cases = [
         ("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: x\n", r"svc0.yaml:\d+: YAML"),
         (service_doc().replace('          command: ["coffee"]\n', ""),
-         r"svc0.yaml:1[0-9]: spec.template.spec.containers\[0\]: |svc0.yaml:\d+: spec.template.spec.containers\[0\].command: is required"),
+         r"svc0.yaml:\d+: spec.template.spec.containers\[0\].command: is required locally"),
+        (service_doc(command=["coffee"] + ["x"] * 63),
+         r"svc0.yaml:\d+: spec.template.spec.containers\[0\].command: at most 63 words"),
         (service_doc(annotations={"autoscaling.knative.dev/window": "3s"}),
          r"svc0.yaml:11: spec.template.metadata.annotations.autoscaling.knative.dev/window: must be a duration"),
         (service_doc(traffic=[{"revisionName": "coffee-00009", "percent": 100}]),
