@@ -35,7 +35,9 @@ void act_check_exit(void)
 {
     if (!act->drained)
         return;
-    if (act->in_flight == 0) {
+    /* Lingering connections (answered, the client still sending) end within
+     * COLDBREW_LINGERING_TIME_SECONDS: waiting for them lets their answers land. */
+    if (act->in_flight == 0 && !server_lingering(act->http) && !server_lingering(act->h2c)) {
         log_info("Shutdown complete, exiting...");
         event_base_loopbreak(act->base);
         return;

@@ -3,7 +3,14 @@
  * Connection states are carried by `req.state` (IDLE/HELD/SENDING) and the
  * parser phase; sconn_process() is the one place that moves a connection
  * from one request to the next, and sconn_close() the one place that tears
- * it down (memory is reclaimed later by the loop's reaper). */
+ * it down (memory is reclaimed later by the loop's reaper).
+ *
+ * Closing after an answer goes one of two ways, decided in sconn_close_after():
+ * with the request read whole, close once the output is out (close_after);
+ * with input left unread, the lingering close (see server.h): SCONN_DISCARD
+ * while the answer flushes, SCONN_LINGER after shutdown(SHUT_WR), both
+ * reading into linger_scratch and bounded by the tev timer and a byte count.
+ * sconn_flushed() is the one place that acts once the last answer is out. */
 #include "server.h"
 
 #include <errno.h>
@@ -25,6 +32,15 @@ static void sconn_process(struct sconn *c);
 static void sconn_close(struct sconn *c);
 static void sconn_update_reading(struct sconn *c);
 static void on_request_timer(evutil_socket_t fd, short what, void *arg);
+static void sconn_flushed(struct sconn *c);
+static void linger_read(struct sconn *c);
+static void linger_on_timer(struct sconn *c);
+
+/* Lingering reads land here and are forgotten: one buffer for the process. */
+#define LINGER_CHUNK 65536
+/* Reads per wake-up (1 MiB): one fast sender cannot hold the loop. */
+#define LINGER_READS 16
+static char linger_scratch[LINGER_CHUNK];
 
 void server_limits_from_env(struct server_limits *lim)
 {
@@ -33,6 +49,15 @@ void server_limits_from_env(struct server_limits *lim)
     lim->header_timeout = env_double("COLDBREW_HEADER_TIMEOUT_SECONDS", 60, NULL);
     lim->watermark = (size_t)env_long("COLDBREW_BUFFER_BYTES", 65536, NULL);
     lim->max_conns = (unsigned)env_long("COLDBREW_MAX_CONNECTIONS", 10000, NULL);
+    /* nginx's lingering_time and lingering_timeout. The byte cap is ours: 64 MiB
+     * is three times the 20 MB upload of issue 9 and twice the largest HTTP/1
+     * request Cloud Run takes (32 MiB), so an ordinary upload that gets an early
+     * 4xx/5xx still reads it; past that a sender is a stream, and reading it for
+     * 30 s would cost a link's worth of bytes for nothing. */
+    lim->linger_time = env_double("COLDBREW_LINGERING_TIME_SECONDS", 30, NULL);
+    lim->linger_timeout = env_double("COLDBREW_LINGERING_TIMEOUT_SECONDS", 5, NULL);
+    long lb = env_long("COLDBREW_LINGERING_BYTES", 64L << 20, NULL);
+    lim->linger_bytes = lb > 0 ? (uint64_t)lb : 0;
 }
 
 const char *http_date_now(void)
@@ -54,7 +79,7 @@ const char *http_date_now(void)
 /* Pushes output to the socket now (saves a loop turn in the common case). */
 static void sconn_write(struct sconn *c)
 {
-    if (c->dead)
+    if (c->dead || c->closing == SCONN_LINGER)
         return;
     if (io_write(c->out, c->fd) == IO_ERROR) {
         log_debug("%s: write to %s failed: %s", c->srv->name, c->peer_ip, strerror(errno));
@@ -64,7 +89,7 @@ static void sconn_write(struct sconn *c)
     size_t left = evbuffer_get_length(c->out);
     io_arm(&c->wev, &c->writing, left > 0);
     if (!left && c->close_after && c->req.state == REQ_IDLE) {
-        sconn_close(c);
+        sconn_flushed(c);
         return;
     }
     if (left < c->srv->lim->watermark && c->req.on_drain)
@@ -81,6 +106,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     struct sconn *c = arg;
+    if (c->closing != SCONN_OPEN) {
+        linger_read(c);
+        return;
+    }
     if (!(what & EV_READ)) {
         /* Holding input (EV_CLOSED only): the peer hung up. */
         c->eof = true;
@@ -107,8 +136,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 
 static void sconn_update_reading(struct sconn *c)
 {
-    if (c->dead || c->eof)
-        return;
+    if (c->dead || c->eof || c->closing != SCONN_OPEN)
+        return; /* a closing connection's reading is the linger code's */
     if (c->holding != c->rev_closed_only) {
         /* Switch between reading and only watching for the peer's hang-up
          * (EPOLLRDHUP): a held request's body stays in the kernel. */
@@ -162,18 +191,197 @@ static void sconn_close(struct sconn *c)
     c->fd = -1;
     LIST_REMOVE(c, link);
     struct server *s = c->srv;
+    if (c->closing != SCONN_OPEN) {
+        TAILQ_REMOVE(&s->lingering, c, linger_link);
+        s->nlingering--;
+    }
     s->nconns--;
     if (s->accepting && s->nconns + 1 == s->lim->max_conns)
         event_add(&s->accept_ev, NULL);
     loop_defer_free(c, sconn_free);
 }
 
+/* ---------------------------------------------------------------- lingering close */
+
+static double linger_elapsed(const struct sconn *c)
+{
+    return (double)(clock_now_ns() - c->linger_start_ns) / 1e9;
+}
+
+/* A bound ended the linger: say which, then close (unread bytes draw a reset now). */
+static void linger_cut(struct sconn *c, const char *bound, double value)
+{
+    log_warn("%s: lingering close of %s:%d cut by %s=%g after %.1fs, %llu bytes discarded",
+             c->srv->name, c->peer_ip, c->peer_port, bound, value, linger_elapsed(c),
+             (unsigned long long)c->linger_bytes);
+    sconn_close(c);
+}
+
+/* Arms tev for the next bound: the total time, and once the answer is out
+ * the silence timeout, whichever comes first. */
+static void linger_arm_timer(struct sconn *c)
+{
+    const struct server_limits *lim = c->srv->lim;
+    double left = lim->linger_time - linger_elapsed(c);
+    if (left <= 0) {
+        linger_cut(c, "COLDBREW_LINGERING_TIME_SECONDS", lim->linger_time);
+        return;
+    }
+    double t = left;
+    if (c->closing == SCONN_LINGER && lim->linger_timeout > 0 && lim->linger_timeout < t)
+        t = lim->linger_timeout;
+    struct timeval tv = clock_tv(t);
+    event_add(&c->tev, &tv);
+}
+
+/* The connection will close after its queued answer, and input was left
+ * unread (a body, pipelined bytes, the rest of a bad head). Instead of
+ * stopping reads, which leaves the client blocked on a full window and then
+ * reset at close(), drop input from now on. */
+static void linger_begin(struct sconn *c)
+{
+    struct server *s = c->srv;
+    c->close_after = true;
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
+    if (c->closing != SCONN_OPEN)
+        return;
+    if (s->lim->linger_time <= 0) {
+        /* Lingering off: stop reading; close() once the answer is out. */
+        io_arm(&c->rev, &c->reading, false);
+        c->eof = true;
+        return;
+    }
+    c->closing = SCONN_DISCARD;
+    c->linger_start_ns = clock_now_ns();
+    c->linger_bytes = 0;
+    TAILQ_INSERT_TAIL(&s->lingering, c, linger_link);
+    s->nlingering++;
+    /* Accepting paused at COLDBREW_MAX_CONNECTIONS: the next client may take its place. */
+    if (s->accepting && s->nconns >= s->lim->max_conns)
+        event_add(&s->accept_ev, NULL);
+    /* eof from here on means read() returned 0; an earlier hang-up seen
+     * through EPOLLRDHUP may still have the body queued in the kernel. */
+    c->eof = false;
+    c->holding = false;
+    if (c->rev_closed_only) {
+        io_arm(&c->rev, &c->reading, false);
+        event_assign(&c->rev, c->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
+        c->rev_closed_only = false;
+    }
+    io_arm(&c->rev, &c->reading, true);
+    event_del(&c->tev);
+    linger_arm_timer(c);
+}
+
+/* The closing answer is out. */
+static void linger_flushed(struct sconn *c)
+{
+    if (c->eof) {
+        sconn_close(c); /* the client's FIN was read: nothing is left to reset */
+        return;
+    }
+    if (shutdown(c->fd, SHUT_WR) < 0) {
+        log_debug("%s: shutdown for %s: %s", c->srv->name, c->peer_ip, strerror(errno));
+        sconn_close(c);
+        return;
+    }
+    c->closing = SCONN_LINGER;
+    io_arm(&c->wev, &c->writing, false);
+    linger_arm_timer(c);
+}
+
+/* Reads and drops what the client still sends. */
+static void linger_read(struct sconn *c)
+{
+    const struct server_limits *lim = c->srv->lim;
+    bool got = false;
+    for (int i = 0; i < LINGER_READS; i++) {
+        ssize_t n = read(c->fd, linger_scratch, sizeof linger_scratch);
+        if (n > 0) {
+            got = true;
+            c->linger_bytes += (uint64_t)n;
+            if (c->linger_bytes > lim->linger_bytes) {
+                linger_cut(c, "COLDBREW_LINGERING_BYTES", (double)lim->linger_bytes);
+                return;
+            }
+            if ((size_t)n < sizeof linger_scratch)
+                break; /* most likely drained: skip the read that would say EAGAIN */
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        if (n < 0 || c->closing == SCONN_LINGER || evbuffer_get_length(c->out) == 0) {
+            /* The client finished (or vanished): the linger did its job. */
+            log_debug("%s: lingering close of %s done: %llu bytes in %.3fs", c->srv->name,
+                      c->peer_ip, (unsigned long long)c->linger_bytes, linger_elapsed(c));
+            sconn_close(c);
+            return;
+        }
+        /* FIN while the answer is still flushing: close once it is out. */
+        c->eof = true;
+        io_arm(&c->rev, &c->reading, false);
+        return;
+    }
+    if (got && c->closing == SCONN_LINGER)
+        linger_arm_timer(c); /* the silence timeout restarts */
+    else if (linger_elapsed(c) >= lim->linger_time)
+        linger_cut(c, "COLDBREW_LINGERING_TIME_SECONDS", lim->linger_time);
+}
+
+static void linger_on_timer(struct sconn *c)
+{
+    const struct server_limits *lim = c->srv->lim;
+    if (linger_elapsed(c) >= lim->linger_time - 0.001)
+        linger_cut(c, "COLDBREW_LINGERING_TIME_SECONDS", lim->linger_time);
+    else if (c->closing == SCONN_LINGER)
+        linger_cut(c, "COLDBREW_LINGERING_TIMEOUT_SECONDS", lim->linger_timeout);
+    else
+        linger_arm_timer(c); /* early by the timer's rounding */
+}
+
+/* The request on c ended and the connection will not carry another: close
+ * after the queued output, lingering when input was left unread. */
+static void sconn_close_after(struct sconn *c, bool unread)
+{
+    if (unread)
+        linger_begin(c);
+    else
+        c->close_after = true;
+    if (evbuffer_get_length(c->out) == 0)
+        sconn_flushed(c);
+}
+
+/* close_after's output is out (the request is over). */
+static void sconn_flushed(struct sconn *c)
+{
+    switch (c->closing) {
+    case SCONN_OPEN:
+        sconn_close(c);
+        break;
+    case SCONN_DISCARD:
+        linger_flushed(c);
+        break;
+    case SCONN_LINGER:
+        break; /* already lingering */
+    }
+}
+
+unsigned server_lingering(const struct server *s)
+{
+    return s ? s->nlingering : 0;
+}
+
 /* ---------------------------------------------------------------- requests */
 
-static void on_header_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct sconn *c = arg;
+    if (c->closing != SCONN_OPEN) {
+        linger_on_timer(c);
+        return;
+    }
+    /* The header timeout. */
     if (c->req.state != REQ_IDLE)
         return;
     if (c->parser.head && c->parser.head->len)
@@ -211,15 +419,13 @@ static void reject_head(struct sconn *c)
     char body[64];
     int n = snprintf(body, sizeof body, "%d %s", status, http_status_text(status));
     write_simple(c, status, "text/plain; charset=utf-8", body, (size_t)n, NULL, true);
-    c->close_after = true;
-    evbuffer_drain(c->in, evbuffer_get_length(c->in));
     if (c->parser.head) {
         http_head_release(c->parser.head);
         c->parser.head = NULL;
     }
-    /* Stop reading: nothing after a bad request is served. */
-    io_arm(&c->rev, &c->reading, false);
-    c->eof = true;
+    /* Nothing after a bad request is served, but the client may still be
+     * sending it (a body, the rest of an oversized head): linger. */
+    linger_begin(c);
     sconn_write(c);
 }
 
@@ -302,7 +508,7 @@ static void sconn_process(struct sconn *c)
         c->busy = false;
         sconn_update_reading(c);
         if (evbuffer_get_length(c->out) == 0 && c->close_after && c->req.state == REQ_IDLE)
-            sconn_close(c);
+            sconn_flushed(c);
     }
 }
 
@@ -450,9 +656,9 @@ void request_end(struct request *req, bool abort)
         return;
     }
     if (!keep) {
-        c->close_after = true;
-        if (evbuffer_get_length(c->out) == 0)
-            sconn_close(c);
+        /* Unread input: a body the request did not consume, or pipelined
+         * bytes. A tunnel's leftovers are not a request: no linger. */
+        sconn_close_after(c, !req->upgraded && (!req->body_done || evbuffer_get_length(c->in)));
         return;
     }
     if (!c->busy)
@@ -497,10 +703,20 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     struct server *s = arg;
     for (int i = 0; i < 64; i++) {
         if (s->nconns >= s->lim->max_conns) {
-            log_warn("%s: %u connections open (COLDBREW_MAX_CONNECTIONS); not accepting", s->name,
-                     s->nconns);
-            event_del(&s->accept_ev);
-            return;
+            struct sconn *old = TAILQ_FIRST(&s->lingering);
+            if (old) {
+                /* A lingering connection only waits for a client that was
+                 * answered already: a new client comes first. */
+                log_warn("%s: %u connections open (COLDBREW_MAX_CONNECTIONS); closing the oldest "
+                         "lingering one, from %s:%d",
+                         s->name, s->nconns, old->peer_ip, old->peer_port);
+                sconn_close(old);
+            } else {
+                log_warn("%s: %u connections open (COLDBREW_MAX_CONNECTIONS); not accepting",
+                         s->name, s->nconns);
+                event_del(&s->accept_ev);
+                return;
+            }
         }
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
@@ -527,7 +743,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         c->req.conn = c;
         event_assign(&c->rev, s->base, fd, EV_READ | EV_PERSIST, on_read, c);
         event_assign(&c->wev, s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
-        event_assign(&c->tev, s->base, -1, 0, on_header_timeout, c);
+        event_assign(&c->tev, s->base, -1, 0, on_conn_timer, c);
         event_assign(&c->req.timer, s->base, -1, 0, on_request_timer, &c->req);
         event_add(&c->rev, NULL);
         c->reading = true;
@@ -558,6 +774,7 @@ struct server *server_open(struct event_base *base, const char *name, const char
     s->arg = arg;
     s->timeout_body = "request timeout";
     LIST_INIT(&s->conns);
+    TAILQ_INIT(&s->lingering);
     event_assign(&s->accept_ev, base, fd, EV_READ | EV_PERSIST, on_accept, s);
     event_add(&s->accept_ev, NULL);
     s->accepting = true;
@@ -580,6 +797,8 @@ void server_close_idle(struct server *s)
     struct sconn *c, *next;
     for (c = LIST_FIRST(&s->conns); c; c = next) {
         next = LIST_NEXT(c, link);
+        if (c->closing != SCONN_OPEN)
+            continue; /* lingering: it ends within its bounds */
         if (c->req.state == REQ_IDLE && evbuffer_get_length(c->in) == 0)
             sconn_close(c);
         else

@@ -19,6 +19,21 @@
  *    callback, so a callback may close a connection and return safely; code
  *    that calls out must check `dead` afterwards.
  *
+ * Lingering close (nginx's lingering_close): a connection that closes after
+ * an answer while its request was not read whole (a 400/431, a 503 from the
+ * breaker, a 404 from the activator, a 502/504 before the body went up) must
+ * not close() with unread input: the kernel would answer the client's next
+ * bytes with a reset, and a client still writing its body (curl uploading a
+ * file, Python's http.client) would fail its write and never read the
+ * answer. So the connection discards input while the answer flushes, then
+ * shuts its write side (the client reads the answer and EOF) and reads and
+ * drops what the client still sends until its FIN, or until a bound: a total
+ * time, a silence, a byte count (server_limits). Discarded bytes go to one
+ * shared scratch buffer, never to memory per connection. A lingering
+ * connection has no request: it counts for nothing but its descriptor, gives
+ * way to a new client at COLDBREW_MAX_CONNECTIONS, and keeps a drained
+ * process alive only within its bounds (server_lingering()).
+ *
  * Timeouts (Knative's TimeoutHandler): per request, a total duration, a
  * response-start limit and an idle (gap between writes) limit, all measured
  * from the request's arrival, queue wait included. When one fires before
@@ -47,6 +62,13 @@ struct server_limits {
     size_t watermark;        /* COLDBREW_BUFFER_BYTES: stop reading a side whose peer's
                                 output holds more than this */
     unsigned max_conns;      /* COLDBREW_MAX_CONNECTIONS per listener; accept pauses beyond */
+    /* Lingering close (nginx's lingering_time, lingering_timeout), counted from
+     * the moment the closing answer is queued. */
+    double linger_time;    /* COLDBREW_LINGERING_TIME_SECONDS: at most this long; 0 turns
+                              lingering off (close at once, as before) */
+    double linger_timeout; /* COLDBREW_LINGERING_TIMEOUT_SECONDS: at most this long without a
+                              byte from the client once the answer is out; 0: no such bound */
+    uint64_t linger_bytes; /* COLDBREW_LINGERING_BYTES: at most this many bytes dropped */
 };
 
 void server_limits_from_env(struct server_limits *lim);
@@ -64,7 +86,9 @@ struct server {
     LIST_HEAD(, sconn) conns;
     unsigned nconns;
     bool accepting;
-    bool keepalive_off;       /* draining: answer with Connection: close */
+    bool keepalive_off;            /* draining: answer with Connection: close */
+    TAILQ_HEAD(, sconn) lingering; /* connections closing (SCONN_DISCARD/LINGER), oldest first */
+    unsigned nlingering;
     const char *timeout_body; /* 504 body: "request timeout" (queue-proxy), or the activator's */
 };
 
@@ -111,6 +135,14 @@ struct request {
     void *app_ptr;
 };
 
+enum sconn_closing {
+    SCONN_OPEN,    /* serving requests (or closing plainly once close_after's output is out) */
+    SCONN_DISCARD, /* the last answer is queued and input was left unread: input is read and
+                      dropped while the answer flushes; in srv->lingering */
+    SCONN_LINGER,  /* the answer is out and the write side shut down: input is read and dropped
+                      until the client's FIN or a bound; in srv->lingering */
+};
+
 struct sconn {
     struct server *srv;
     struct event_base *base;
@@ -130,6 +162,10 @@ struct sconn {
     bool dead;            /* closed; memory freed by the reaper */
     bool busy;            /* inside sconn_process */
     bool first;           /* still waiting for its first request */
+    enum sconn_closing closing;
+    uint64_t linger_start_ns; /* when the closing answer was queued */
+    uint64_t linger_bytes;    /* bytes dropped since */
+    TAILQ_ENTRY(sconn) linger_link;
     LIST_ENTRY(sconn) link;
     struct sconn *next_dead;
 };
@@ -143,6 +179,9 @@ void server_stop_accepting(struct server *s);
 /* Closes every connection that has no request in progress; the rest close
  * after their response (keep-alive turned off). */
 void server_close_idle(struct server *s);
+/* Connections in a lingering close (they hold no request). A drained
+ * process waits for them too: each ends within the lingering bounds. */
+unsigned server_lingering(const struct server *s);
 /* Frees the server; it must have no connections left. */
 void server_free(struct server *s);
 

@@ -179,7 +179,11 @@ void qp_check_exit(void)
         return;
     unsigned tunnels = open_tunnels();
     double since = (double)(clock_now_ns() - qp->drained_ns) / 1e9;
-    if (qp->in_flight == 0 || (qp->in_flight == tunnels && since >= qp->cfg.hijack_drain_seconds)) {
+    /* Lingering connections (answered, the client still sending) end within
+     * COLDBREW_LINGERING_TIME_SECONDS: waiting for them lets their answers land. */
+    bool lingering = server_lingering(qp->main_srv) > 0;
+    if ((qp->in_flight == 0 && !lingering) ||
+        (qp->in_flight == tunnels && since >= qp->cfg.hijack_drain_seconds)) {
         log_info("Shutdown complete, exiting...");
         event_base_loopbreak(qp->base);
         return;

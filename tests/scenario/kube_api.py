@@ -8,7 +8,8 @@ server cannot run here).
        {"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{...}} lines;
        a version older than the compaction point gets ERROR 410 (Gone)
   collections: /apis/serving.knative.dev/v1/revisions, /api/v1/endpoints,
-               /api/v1/services (cluster-wide, as the activator lists them)
+               /api/v1/services (cluster-wide, as the activator lists them),
+               /apis/networking.internal.knative.dev/v1alpha1/ingresses (COLDBREW_INGRESS)
 
 Test hooks (POST, JSON body):
   /_test/apply   {"kind": "...", "object": {...}}   create or update (new resourceVersion)
@@ -24,7 +25,8 @@ Usage: kube_api.py PORT [PAGE_SIZE] [--tls CERT KEY] [--token TOKEN]
 import asyncio, json, sys, urllib.parse
 
 KINDS = {"Revision": "/apis/serving.knative.dev/v1/revisions",
-         "Endpoints": "/api/v1/endpoints", "Service": "/api/v1/services"}
+         "Endpoints": "/api/v1/endpoints", "Service": "/api/v1/services",
+         "Ingress": "/apis/networking.internal.knative.dev/v1alpha1/ingresses"}
 STATE = {"rv": 100, "compacted": 0, "objects": {}, "events": [], "watchers": set(),
          "lists": 0, "watches": 0}
 ARGS = sys.argv[1:]

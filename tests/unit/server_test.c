@@ -9,11 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "loop.h"
 #include "server.h"
 
-static struct server_limits lim = {8192, 50, 5, 65536, 100};
+/* Lingering off (0) unless a test turns it on. */
+static struct server_limits lim = {8192, 50, 5, 65536, 100, 0, 0, 0};
 static int hold_next; /* 1: the handler keeps the request (to test timeouts) */
 
 static void never(struct request *req)
@@ -158,6 +160,133 @@ static void test_request_timeout_504(void **state)
     loop_free();
 }
 
+/* ---- lingering close: a client that writes its whole request before reading */
+
+#define CLTE_HEAD                                                                                  \
+    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\nTransfer-Encoding: "                 \
+    "chunked\r\n\r\n"
+
+static struct server *linger_fixture(struct event_base **base, int *fd, double time, double timeout,
+                                     uint64_t bytes)
+{
+    lim.linger_time = time;
+    lim.linger_timeout = timeout;
+    lim.linger_bytes = bytes;
+    return fixture(base, fd);
+}
+
+static void linger_done(struct server *s, int fd)
+{
+    close(fd);
+    server_free(s);
+    loop_free();
+    lim.linger_time = 0;
+}
+
+/* Writes `total` body bytes without reading, turning the loop between tries;
+ * returns bytes written before an error (errno set) or all of them. */
+static size_t write_body(struct event_base *base, int fd, size_t total, int pace_us, int *err)
+{
+    static char chunk[65536];
+    size_t sent = 0;
+    *err = 0;
+    for (int i = 0; i < 20000 && sent < total; i++) {
+        size_t want = total - sent < sizeof chunk ? total - sent : sizeof chunk;
+        ssize_t n = send(fd, chunk, want, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        else if (n < 0 && errno != EAGAIN) {
+            *err = errno;
+            break;
+        }
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        if (pace_us)
+            usleep((useconds_t)pace_us);
+    }
+    return sent;
+}
+
+/* Turns the loop until the server has no lingering connection (or ~2 s). */
+static void until_no_linger(struct event_base *base, struct server *s)
+{
+    for (int i = 0; i < 2000 && server_lingering(s); i++) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+}
+
+static void test_linger_answer_reaches_a_writing_client(void **state)
+{
+    (void)state;
+    struct event_base *base;
+    int fd;
+    struct server *s = linger_fixture(&base, &fd, 30, 5, 64 << 20);
+    assert_int_equal(write(fd, CLTE_HEAD, strlen(CLTE_HEAD)), (ssize_t)strlen(CLTE_HEAD));
+    int err;
+    /* 4 MiB is far more than both socket buffers: without the linger the
+     * server's close() resets the connection and this write fails. */
+    assert_int_equal(write_body(base, fd, 4 << 20, 0, &err), 4 << 20);
+    assert_int_equal(err, 0);
+    char out[4096];
+    int eof;
+    exchange(base, fd, NULL, out, sizeof out, NULL, &eof);
+    assert_true(strncmp(out, "HTTP/1.1 400 Bad Request\r\n", 26) == 0);
+    assert_non_null(strstr(out, "Connection: close\r\n"));
+    assert_true(eof); /* the server shut its side after the answer */
+    assert_int_equal(server_lingering(s), 1);
+    close(fd); /* the client's FIN ends the linger */
+    fd = -1;
+    until_no_linger(base, s);
+    assert_int_equal(server_lingering(s), 0);
+    assert_int_equal(s->nconns, 0);
+    linger_done(s, fd);
+}
+
+static void test_linger_cut_at_lingering_time(void **state)
+{
+    (void)state;
+    struct event_base *base;
+    int fd;
+    struct server *s = linger_fixture(&base, &fd, 0.3, 5, 1ull << 40);
+    assert_int_equal(write(fd, CLTE_HEAD, strlen(CLTE_HEAD)), (ssize_t)strlen(CLTE_HEAD));
+    uint64_t t0 = clock_now_ns();
+    int err;
+    write_body(base, fd, (size_t)1 << 40, 2000, &err); /* never stops on its own */
+    double took = (double)(clock_now_ns() - t0) / 1e9;
+    assert_true(err == ECONNRESET || err == EPIPE);
+    assert_true(took > 0.25 && took < 2.0);
+    assert_int_equal(server_lingering(s), 0);
+    linger_done(s, fd);
+}
+
+static void test_linger_cut_at_silence_and_bytes(void **state)
+{
+    (void)state;
+    struct event_base *base;
+    int fd;
+    /* Silent client: cut at the 0.1 s timeout, well before the 30 s total. */
+    struct server *s = linger_fixture(&base, &fd, 30, 0.1, 64 << 20);
+    assert_int_equal(write(fd, CLTE_HEAD "abc", strlen(CLTE_HEAD) + 3),
+                     (ssize_t)strlen(CLTE_HEAD) + 3);
+    char out[4096];
+    int eof;
+    exchange(base, fd, NULL, out, sizeof out, NULL, &eof);
+    assert_true(eof);
+    assert_int_equal(server_lingering(s), 1);
+    until_no_linger(base, s);
+    assert_int_equal(server_lingering(s), 0);
+    linger_done(s, fd);
+    /* Byte cap: cut after 64 KiB of a 4 MiB body. */
+    s = linger_fixture(&base, &fd, 30, 5, 65536);
+    assert_int_equal(write(fd, CLTE_HEAD, strlen(CLTE_HEAD)), (ssize_t)strlen(CLTE_HEAD));
+    int err;
+    size_t sent = write_body(base, fd, 4 << 20, 0, &err);
+    assert_true(err == ECONNRESET || err == EPIPE);
+    assert_true(sent < (4 << 20));
+    assert_int_equal(server_lingering(s), 0);
+    linger_done(s, fd);
+}
+
 int main(void)
 {
     log_set_level("error");
@@ -165,6 +294,9 @@ int main(void)
         cmocka_unit_test(test_keepalive_and_pipelining),
         cmocka_unit_test(test_bad_request_closes),
         cmocka_unit_test(test_request_timeout_504),
+        cmocka_unit_test(test_linger_answer_reaches_a_writing_client),
+        cmocka_unit_test(test_linger_cut_at_lingering_time),
+        cmocka_unit_test(test_linger_cut_at_silence_and_bytes),
     };
     int r = cmocka_run_group_tests_name("server", tests, NULL, NULL);
     http_head_pool_drain();
