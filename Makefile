@@ -137,7 +137,7 @@ $(BUILD)/liblocal.a: $(LOCAL_LIB_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lnghttp2 -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
