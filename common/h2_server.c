@@ -1,22 +1,13 @@
 /* h2_server.c — see h2_server.h.
  *
- * Invariants:
- *  - nghttp2 is driven from two places only: conn_io() (socket events) and
- *    conn_kick() (after the application submitted something from outside a
- *    callback). Inside nghttp2's callbacks `in_io` is set, and conn_kick()
- *    leaves the sending to conn_io(), because nghttp2_session_send() must
- *    not be called from its own callbacks.
- *  - Frames other than DATA are copied into `out` by nghttp2's send
- *    callback; DATA payloads are moved (not copied) from the stream's `out`
- *    into the connection's (NGHTTP2_DATA_FLAG_NO_COPY).
- *  - `out` is bounded: past the watermark the send callback answers
- *    WOULDBLOCK, and nghttp2 keeps the rest queued until the socket drains.
+ * Invariants (the socket side is h2_wire's; see h2_wire.h):
  *  - A stream's holder is told exactly once that the stream died under it
  *    (`cancel`), and only while it still holds it (not after it ended its
  *    answer or reset the stream itself). */
 #include "h2_server.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <llhttp.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -36,22 +27,19 @@
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 struct h2_conn {
-    struct event_base *base;
-    int fd;
+    struct h2_wire wire; /* first: nghttp2's user data is the connection, and the wire's */
     nghttp2_session *session;
-    struct event rev, wev, tev;
-    struct evbuffer *in, *out;
+    struct event tev;
     const struct h2_limits *lim;
     const struct h2_server_ops *ops;
     void *arg;
     char peer_ip[48];
     TAILQ_HEAD(, h2_stream) streams;
     unsigned nstreams;
-    bool reading, writing, in_io, dead, eof;
+    bool dead;
 };
 
 static void conn_close(struct h2_conn *c, const char *why);
-static void conn_kick(struct h2_conn *c);
 
 /* A numeric setting within [lo, hi]; outside it, the default with a warning. */
 static long env_int(const char *name, long def, long lo, long hi)
@@ -111,8 +99,7 @@ static void stream_free(void *p)
     if (st->trailers)
         http_head_release(st->trailers);
     evbuffer_free(st->in);
-    evbuffer_free(st->out);
-    free(st->trailers_out);
+    h2_body_free(&st->out);
     free(st);
 }
 
@@ -139,20 +126,6 @@ static void stream_release(struct h2_conn *c, struct h2_stream *st)
 }
 
 /* Adds a header to a head's arena; false past the arena's or the slots' limits. */
-static bool head_add(struct http_head *h, const uint8_t *name, size_t nlen, const uint8_t *value,
-                     size_t vlen, size_t limit)
-{
-    struct http_header *hd = http_head_add(h);
-    if (!hd)
-        return false;
-    hd->name.off = h->len;
-    hd->name.len = (uint32_t)nlen;
-    if (!http_head_append(h, (const char *)name, nlen, limit))
-        return false;
-    hd->value.off = h->len;
-    hd->value.len = (uint32_t)vlen;
-    return http_head_append(h, (const char *)value, vlen, limit);
-}
 
 /* llhttp's method number for a :method value; -1 for one HTTP does not know. */
 static int method_of(const uint8_t *v, size_t len)
@@ -163,6 +136,13 @@ static int method_of(const uint8_t *v, size_t len)
     HTTP_METHOD_MAP(XX)
 #undef XX
     return -1;
+}
+
+static void stream_drained(struct h2_body_out *b)
+{
+    struct h2_stream *st = (struct h2_stream *)((char *)b - offsetof(struct h2_stream, out));
+    if (st->on_drain)
+        st->on_drain(st);
 }
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
@@ -183,7 +163,14 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         st->head->keep_alive = true;
         st->head->connection_idx = -1;
         st->in = evbuffer_new();
-        st->out = evbuffer_new();
+        if (!st->in || !h2_body_init(&st->out, st->id)) {
+            if (st->in)
+                evbuffer_free(st->in);
+            http_head_release(st->head);
+            free(st);
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        st->out.on_drain = stream_drained;
         TAILQ_INSERT_TAIL(&c->streams, st, link);
         c->nstreams++;
         event_del(&c->tev);
@@ -230,12 +217,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         } else if (nlen == 10 && !memcmp(name, ":authority", 10)) {
             /* Kept as a header of its own name; on_request_head turns it
              * into Host when the request has none. */
-            over = !head_add(h, name, nlen, value, vlen, c->lim->max_header_bytes);
+            over = !h2_head_add(h, name, nlen, value, vlen, c->lim->max_header_bytes);
         }
         /* :scheme and :protocol are not kept: the proxy speaks http upstream. */
     } else if (!over) {
         over = h->nheaders >= c->lim->max_headers ||
-               !head_add(h, name, nlen, value, vlen, c->lim->max_header_bytes);
+               !h2_head_add(h, name, nlen, value, vlen, c->lim->max_header_bytes);
         if (!over && h == st->head && nlen == 14 && !memcmp(name, "content-length", 14)) {
             h->has_content_length = true;
             h->content_length = strtoull((const char *)value, NULL, 10);
@@ -371,173 +358,17 @@ static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *f, int err,
     return 0;
 }
 
-static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *arg)
-{
-    (void)s, (void)flags;
-    struct h2_conn *c = arg;
-    if (evbuffer_get_length(c->out) >= c->lim->watermark)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    evbuffer_add(c->out, data, len);
-    return (ssize_t)len;
-}
-
-static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd, size_t len,
-                        nghttp2_data_source *src, void *arg)
-{
-    struct h2_conn *c = arg;
-    struct h2_stream *st = stream_of(s, f->hd.stream_id);
-    if (evbuffer_get_length(c->out) >= c->lim->watermark)
-        return NGHTTP2_ERR_WOULDBLOCK;
-    evbuffer_add(c->out, framehd, 9);
-    if (st && len)
-        evbuffer_remove_buffer(st->out, c->out, len);
-    (void)src;
-    if (st && st->on_drain && evbuffer_get_length(st->out) < c->lim->watermark)
-        st->on_drain(st);
-    return 0;
-}
-
-/* The data source of a response body: what the holder wrote, as the
- * window allows; deferred while there is nothing and the answer is open. */
-static ssize_t on_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                            uint32_t *flags, nghttp2_data_source *src, void *arg)
-{
-    (void)s, (void)buf, (void)src, (void)arg;
-    struct h2_stream *st = stream_of(s, id);
-    if (!st)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t have = evbuffer_get_length(st->out);
-    size_t n = have < len ? have : len;
-    if (n)
-        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == have && st->state == H2S_ENDED) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        /* Trailers go now, behind the last DATA (submitted earlier, nghttp2
-         * would send them ahead of the body). */
-        if (st->ntrailers_out &&
-            !nghttp2_submit_trailer(s, id, st->trailers_out, st->ntrailers_out))
-            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    } else if (!n) {
-        st->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
-}
-
 /* ---------------------------------------------------------------- the connection */
-
-static void conn_update_events(struct h2_conn *c)
-{
-    if (c->dead)
-        return;
-    bool out_left = evbuffer_get_length(c->out) > 0;
-    io_arm(&c->wev, &c->writing, out_left);
-    /* Read while nghttp2 wants to and our output is not piling up (a peer
-     * that does not read its answers is not given more to answer). */
-    io_arm(&c->rev, &c->reading,
-           !c->eof && nghttp2_session_want_read(c->session) &&
-               evbuffer_get_length(c->out) < c->lim->watermark);
-    if (!out_left && !nghttp2_session_want_read(c->session) &&
-        !nghttp2_session_want_write(c->session))
-        conn_close(c, NULL);
-    else if (c->eof && !out_left && !nghttp2_session_want_write(c->session))
-        conn_close(c, NULL);
-}
-
-/* Lets nghttp2 queue what it can, then writes it. */
-static void conn_send(struct h2_conn *c)
-{
-    for (int round = 0; round < 8 && !c->dead; round++) {
-        int rv = nghttp2_session_send(c->session);
-        if (rv) {
-            conn_close(c, nghttp2_strerror(rv));
-            return;
-        }
-        if (!evbuffer_get_length(c->out))
-            break;
-        enum io_status w = io_write(c->out, c->fd);
-        if (w == IO_ERROR) {
-            conn_close(c, NULL); /* the peer is gone */
-            return;
-        }
-        if (w == IO_AGAIN || !nghttp2_session_want_write(c->session))
-            break;
-    }
-}
 
 static void conn_kick(struct h2_conn *c)
 {
-    if (c->in_io || c->dead)
-        return;
-    c->in_io = true;
-    conn_send(c);
-    c->in_io = false;
-    conn_update_events(c);
+    h2_wire_kick(&c->wire);
 }
 
-/* Feeds what was read to nghttp2; false when the connection must go. */
-static bool conn_feed(struct h2_conn *c)
+static void on_wire_done(struct h2_wire *w, const char *why)
 {
-    struct evbuffer_iovec v[8];
-    while (evbuffer_get_length(c->in) && !c->dead) {
-        int n = evbuffer_peek(c->in, -1, NULL, v, 8);
-        for (int i = 0; i < n && i < 8; i++) {
-            ssize_t used = nghttp2_session_mem_recv(c->session, v[i].iov_base, v[i].iov_len);
-            if (used < 0) {
-                log_warn("h2: connection from %s: %s", c->peer_ip, nghttp2_strerror((int)used));
-                /* nghttp2 queued a GOAWAY for protocol errors: let it out. */
-                evbuffer_drain(c->in, evbuffer_get_length(c->in));
-                return false;
-            }
-            evbuffer_drain(c->in, (size_t)used);
-            if (c->dead)
-                return false;
-        }
-    }
-    return true;
-}
-
-static void conn_io(struct h2_conn *c, bool readable)
-{
-    c->in_io = true;
-    bool ok = true;
-    if (readable) {
-        for (int i = 0; i < 4 && !c->eof; i++) {
-            enum io_status r = io_read(c->in, c->fd);
-            if (r == IO_AGAIN)
-                break;
-            if (r == IO_EOF || r == IO_ERROR) {
-                c->eof = true;
-                break;
-            }
-        }
-    }
-    if (evbuffer_get_length(c->in))
-        ok = conn_feed(c);
-    if (!c->dead)
-        conn_send(c);
-    c->in_io = false;
-    if (c->dead)
-        return;
-    if (!ok) {
-        /* Flush the GOAWAY nghttp2 queued, then close. */
-        io_write(c->out, c->fd);
-        conn_close(c, NULL);
-        return;
-    }
-    conn_update_events(c);
-}
-
-static void on_readable(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    conn_io(arg, true);
-}
-
-static void on_writable(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    conn_io(arg, false);
+    struct h2_conn *c = (struct h2_conn *)w;
+    conn_close(c, why);
 }
 
 static void on_idle(evutil_socket_t fd, short what, void *arg)
@@ -547,17 +378,14 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     if (c->nstreams)
         return;
     nghttp2_session_terminate_session(c->session, NGHTTP2_NO_ERROR);
-    conn_kick(c);
-    if (!c->dead)
-        conn_close(c, NULL);
+    conn_kick(c); /* sends the GOAWAY; the wire ends once nothing is left */
 }
 
 static void conn_free(void *p)
 {
     struct h2_conn *c = p;
     nghttp2_session_del(c->session);
-    evbuffer_free(c->in);
-    evbuffer_free(c->out);
+    h2_wire_free_buffers(&c->wire);
     free(c);
 }
 
@@ -577,11 +405,8 @@ static void conn_close(struct h2_conn *c, const char *why)
         stream_gone(st);
         stream_release(c, st);
     }
-    event_del(&c->rev);
-    event_del(&c->wev);
     event_del(&c->tev);
-    close(c->fd);
-    c->fd = -1;
+    h2_wire_close(&c->wire);
     if (c->ops->on_close)
         c->ops->on_close(c, c->arg);
     loop_defer_free(c, conn_free);
@@ -594,24 +419,18 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
     struct h2_conn *c = calloc(1, sizeof *c);
     nghttp2_session_callbacks *cb = NULL;
     nghttp2_option *opt = NULL;
-    if (!c || nghttp2_session_callbacks_new(&cb) || nghttp2_option_new(&opt))
+    if (!c || nghttp2_session_callbacks_new(&cb) || nghttp2_option_new(&opt) ||
+        !h2_wire_init(&c->wire, base, fd, lim->watermark, on_wire_done))
         goto fail;
-    c->base = base;
-    c->fd = fd;
     c->lim = lim;
     c->ops = ops;
     c->arg = arg;
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", peer_ip ? peer_ip : "?");
     TAILQ_INIT(&c->streams);
-    c->in = evbuffer_new();
-    c->out = evbuffer_new();
-    if (!c->in || !c->out)
-        goto fail;
     if (preread)
-        evbuffer_add_buffer(c->in, preread);
+        evbuffer_add_buffer(c->wire.in, preread);
 
-    nghttp2_session_callbacks_set_send_callback(cb, on_send);
-    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    h2_wire_set_callbacks(cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -644,12 +463,12 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
                                               (int32_t)lim->conn_window))
         goto fail;
 
-    event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, on_readable, c);
-    event_assign(&c->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    c->wire.session = c->session;
     event_assign(&c->tev, base, -1, 0, on_idle, c);
     struct timeval tv = clock_tv(H2_IDLE_SECONDS);
     event_add(&c->tev, &tv);
-    conn_io(c, false); /* the preface already read, and our SETTINGS */
+    /* The preface already read, and our SETTINGS. */
+    h2_wire_start(&c->wire);
     return c;
 
 fail:
@@ -661,10 +480,7 @@ fail:
     if (c) {
         if (c->session)
             nghttp2_session_del(c->session);
-        if (c->in)
-            evbuffer_free(c->in);
-        if (c->out)
-            evbuffer_free(c->out);
+        h2_wire_free_buffers(&c->wire);
         free(c);
     }
     close(fd);
@@ -688,15 +504,6 @@ unsigned h2_conn_streams(const struct h2_conn *c)
 
 /* ---------------------------------------------------------------- answering */
 
-static void to_nv(nghttp2_nv *nv, const struct h2_header_out *h)
-{
-    nv->name = (uint8_t *)h->name;
-    nv->namelen = h->name_len;
-    nv->value = (uint8_t *)h->value;
-    nv->valuelen = h->value_len;
-    nv->flags = NGHTTP2_NV_FLAG_NONE;
-}
-
 bool h2_stream_respond(struct h2_stream *s, int status, const struct h2_header_out *hdrs, size_t n,
                        bool end)
 {
@@ -709,8 +516,8 @@ bool h2_stream_respond(struct h2_stream *s, int status, const struct h2_header_o
         return false;
     nva[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < n; i++)
-        to_nv(&nva[i + 1], &hdrs[i]);
-    nghttp2_data_provider body = {.read_callback = on_read_body};
+        h2_nv_from(&nva[i + 1], &hdrs[i]);
+    nghttp2_data_provider body = h2_body_provider(&s->out);
     s->state = end ? H2S_ENDED : H2S_ANSWERING;
     int rv = nghttp2_submit_response(s->conn->session, s->id, nva, n + 1, end ? NULL : &body);
     if (nva != stack)
@@ -719,22 +526,13 @@ bool h2_stream_respond(struct h2_stream *s, int status, const struct h2_header_o
     return rv == 0;
 }
 
-static void resume(struct h2_stream *s)
-{
-    if (s->deferred) {
-        s->deferred = false;
-        nghttp2_session_resume_data(s->conn->session, s->id);
-    }
-}
-
 void h2_stream_write(struct h2_stream *s, struct evbuffer *data)
 {
     if (s->state != H2S_ANSWERING) {
         evbuffer_drain(data, evbuffer_get_length(data));
         return;
     }
-    evbuffer_add_buffer(s->out, data);
-    resume(s);
+    h2_body_write(s->conn->session, &s->out, data);
     conn_kick(s->conn);
 }
 
@@ -743,30 +541,11 @@ void h2_stream_end(struct h2_stream *s, const struct h2_header_out *trailers, si
     if (s->state != H2S_ANSWERING)
         return;
     s->state = H2S_ENDED;
-    if (n) {
-        /* One block: the nv array, then the names and values it points at. */
-        size_t bytes = n * sizeof(nghttp2_nv);
-        for (size_t i = 0; i < n; i++)
-            bytes += trailers[i].name_len + trailers[i].value_len;
-        nghttp2_nv *nva = malloc(bytes);
-        if (!nva) {
-            log_error("h2: out of memory for trailers; resetting stream %d", s->id);
-            h2_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
-            return;
-        }
-        char *p = (char *)(nva + n);
-        for (size_t i = 0; i < n; i++) {
-            struct h2_header_out h = trailers[i];
-            memcpy(p, h.name, h.name_len);
-            h.name = p, p += h.name_len;
-            memcpy(p, h.value, h.value_len);
-            h.value = p, p += h.value_len;
-            to_nv(&nva[i], &h);
-        }
-        s->trailers_out = nva;
-        s->ntrailers_out = n;
+    if (!h2_body_end(s->conn->session, &s->out, trailers, n)) {
+        log_error("h2: out of memory for trailers; resetting stream %d", s->id);
+        h2_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+        return;
     }
-    resume(s);
     conn_kick(s->conn);
 }
 
@@ -790,7 +569,7 @@ void h2_stream_consumed(struct h2_stream *s, size_t n)
 
 bool h2_stream_output_full(const struct h2_stream *s)
 {
-    return evbuffer_get_length(s->out) >= s->conn->lim->watermark;
+    return evbuffer_get_length(s->out.buf) >= s->conn->lim->watermark;
 }
 
 void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, const char *body,
@@ -812,7 +591,7 @@ void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, 
     if (!h2_stream_respond(s, status, h, content_type ? 2 : 1, len == 0))
         return;
     if (len) {
-        evbuffer_add(s->out, body, len);
+        evbuffer_add(s->out.buf, body, len);
         h2_stream_end(s, NULL, 0);
     }
 }

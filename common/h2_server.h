@@ -55,6 +55,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "h2_wire.h"
+
 struct http_head;
 struct h2_conn;
 struct h2_stream;
@@ -104,15 +106,12 @@ struct h2_stream {
     enum h2_stream_state state;
     struct http_head *head;     /* the request head, owned by the stream */
     struct evbuffer *in;        /* request body bytes (DATA payloads) not yet consumed */
-    struct evbuffer *out;       /* response body bytes waiting for the peer's window */
+    struct h2_body_out out;     /* the response body, waiting for the peer's window */
     bool in_done;               /* the client ended its half (END_STREAM) */
     bool head_too_large;        /* over the header limits: answered 431 */
-    bool deferred;              /* nghttp2's data source is paused for want of bytes */
     size_t header_bytes;        /* decoded header list size so far (RFC 9113 §6.5.2 rule) */
     struct http_head *trailers; /* request trailers, when the client sent some */
     uint32_t reset_code;        /* why the stream closed (NO_ERROR = 0 when it ended) */
-    void *trailers_out; /* the answer's trailers (nghttp2_nv + bytes), sent after the body */
-    size_t ntrailers_out;
 
     /* The holder (the exchange): called when the stream dies under it. */
     void (*cancel)(struct h2_stream *s);
@@ -132,11 +131,7 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
                             const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
                             struct evbuffer *preread);
 
-/* Answering a stream. Header names must be lower-case. */
-struct h2_header_out {
-    const char *name, *value;
-    size_t name_len, value_len;
-};
+/* Answering a stream. Header names must be lower-case (h2_header_out is in h2_wire.h). */
 /* The response head (status plus headers); with end, there is no body. */
 bool h2_stream_respond(struct h2_stream *s, int status, const struct h2_header_out *hdrs, size_t n,
                        bool end);
