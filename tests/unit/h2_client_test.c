@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "h2_client.h"
+#include "h2_pool.h"
 #include "h2_server.h"
 #include "http_head.h"
 #include "log.h"
@@ -330,6 +331,53 @@ static void connect_refused_resets_queued_streams(void **state)
     turn(NULL, NULL);
 }
 
+static bool all_300(void *arg)
+{
+    struct result *r = arg;
+    for (int i = 0; i < 300; i++)
+        if (r[i].ends + r[i].resets == 0)
+            return false;
+    return true;
+}
+
+static bool pool_empty(void *arg)
+{
+    return h2_pool_conns(arg) == 0;
+}
+
+static void pool_spreads_streams_and_closes_idle_connections(void **state)
+{
+    (void)state;
+    struct h2_pool *p = h2_pool_new(base, &addr, &lim, 3, 0.05);
+    static struct result r[300];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 300; i++) {
+        struct h2c_stream *s = h2_pool_request(p, "POST", "http", "svc", "/p", grpc_hdrs, 2, false,
+                                               &stream_ops, &r[i]);
+        assert_non_null(s);
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "%d", i);
+        h2c_stream_write(s, b);
+        evbuffer_free(b);
+        h2c_stream_end(s, NULL, 0);
+    }
+    /* 250 streams a connection (the server's limit, and nghttp2's assumption
+     * before SETTINGS): the 251st opens a second connection. */
+    assert_int_equal(h2_pool_conns(p), 2);
+    turn(all_300, r);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(r[i].ends, 1);
+    turn(pool_empty, p); /* idle for 50 ms: closed */
+    assert_int_equal(h2_pool_conns(p), 0);
+    /* And it opens again on demand. */
+    struct result again = {0};
+    h2_pool_request(p, "GET", "http", "svc", "/x", NULL, 0, true, &stream_ops, &again);
+    turn(finished, &again);
+    assert_int_equal(again.ends, 1);
+    h2_pool_free(p);
+    turn(NULL, NULL);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -357,6 +405,7 @@ int main(void)
         cmocka_unit_test(upstream_dying_mid_stream_is_a_reset_not_an_end),
         cmocka_unit_test(graceful_goaway_finishes_in_flight_and_refuses_more),
         cmocka_unit_test(connect_refused_resets_queued_streams),
+        cmocka_unit_test(pool_spreads_streams_and_closes_idle_connections),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
