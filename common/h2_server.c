@@ -145,6 +145,31 @@ static void stream_drained(struct h2_body_out *b)
         st->on_drain(st);
 }
 
+/* A stream for `id` with its request head (owned by the stream from now). */
+static struct h2_stream *stream_new(struct h2_conn *c, int32_t id, struct http_head *head)
+{
+    struct h2_stream *st = calloc(1, sizeof *st);
+    if (!st || !(st->in = evbuffer_new()) || !h2_body_init(&st->out, id)) {
+        if (st && st->in)
+            evbuffer_free(st->in);
+        free(st);
+        http_head_release(head);
+        return NULL;
+    }
+    st->conn = c;
+    st->id = id;
+    st->head = head;
+    head->major = 2;
+    head->minor = 0;
+    head->keep_alive = true;
+    st->out.on_drain = stream_drained;
+    TAILQ_INSERT_TAIL(&c->streams, st, link);
+    c->nstreams++;
+    event_del(&c->tev);
+    nghttp2_session_set_stream_user_data(c->session, id, st);
+    return st;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
 {
     struct h2_conn *c = arg;
@@ -152,29 +177,10 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ar
         return 0;
     struct h2_stream *st = stream_of(s, f->hd.stream_id);
     if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        st = calloc(1, sizeof *st);
-        if (!st)
+        struct http_head *h = http_head_acquire();
+        h->connection_idx = -1;
+        if (!stream_new(c, f->hd.stream_id, h))
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this one */
-        st->conn = c;
-        st->id = f->hd.stream_id;
-        st->head = http_head_acquire();
-        st->head->major = 2;
-        st->head->minor = 0;
-        st->head->keep_alive = true;
-        st->head->connection_idx = -1;
-        st->in = evbuffer_new();
-        if (!st->in || !h2_body_init(&st->out, st->id)) {
-            if (st->in)
-                evbuffer_free(st->in);
-            http_head_release(st->head);
-            free(st);
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        }
-        st->out.on_drain = stream_drained;
-        TAILQ_INSERT_TAIL(&c->streams, st, link);
-        c->nstreams++;
-        event_del(&c->tev);
-        nghttp2_session_set_stream_user_data(s, st->id, st);
     } else if (st && !st->trailers) {
         st->trailers = http_head_acquire();
         st->header_bytes = 0;
@@ -412,9 +418,10 @@ static void conn_close(struct h2_conn *c, const char *why)
     loop_defer_free(c, conn_free);
 }
 
-struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip,
-                            const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
-                            struct evbuffer *preread)
+/* A connection with its session, not started yet; NULL (socket closed) on failure. */
+static struct h2_conn *conn_create(struct event_base *base, int fd, const char *peer_ip,
+                                   const struct h2_limits *lim, const struct h2_server_ops *ops,
+                                   void *arg, struct evbuffer *preread)
 {
     struct h2_conn *c = calloc(1, sizeof *c);
     nghttp2_session_callbacks *cb = NULL;
@@ -452,23 +459,10 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
     nghttp2_option_del(opt);
     cb = NULL, opt = NULL;
 
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, lim->max_concurrent_streams},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window},
-        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, lim->max_frame_size},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lim->max_header_bytes},
-    };
-    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) ||
-        nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
-                                              (int32_t)lim->conn_window))
-        goto fail;
-
     c->wire.session = c->session;
     event_assign(&c->tev, base, -1, 0, on_idle, c);
     struct timeval tv = clock_tv(H2_IDLE_SECONDS);
     event_add(&c->tev, &tv);
-    /* The preface already read, and our SETTINGS. */
-    h2_wire_start(&c->wire);
     return c;
 
 fail:
@@ -485,6 +479,99 @@ fail:
     }
     close(fd);
     return NULL;
+}
+
+/* Our SETTINGS and the connection window, then the first read's bytes. */
+static struct h2_conn *conn_start(struct h2_conn *c)
+{
+    const struct h2_limits *lim = c->lim;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, lim->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->stream_window},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, lim->max_frame_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lim->max_header_bytes},
+    };
+    if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) ||
+        nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)lim->conn_window)) {
+        conn_close(c, "out of memory");
+        return NULL;
+    }
+    h2_wire_start(&c->wire);
+    return c->dead ? NULL : c;
+}
+
+struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip,
+                            const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
+                            struct evbuffer *preread)
+{
+    struct h2_conn *c = conn_create(base, fd, peer_ip, lim, ops, arg, preread);
+    return c ? conn_start(c) : NULL;
+}
+
+/* base64url (RFC 4648 §5, no padding) as HTTP2-Settings carries it; -1 on a
+ * bad character or when it does not fit. */
+static ssize_t base64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
+                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
+                : ch >= '0' && ch <= '9' ? ch - '0' + 52
+                : ch == '-' || ch == '+' ? 62
+                : ch == '_' || ch == '/' ? 63
+                : ch == '='              ? -2
+                                         : -1;
+        if (v == -2)
+            break;
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                return -1;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (ssize_t)n;
+}
+
+struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *peer_ip,
+                                const struct h2_limits *lim, const struct h2_server_ops *ops,
+                                void *arg, struct evbuffer *preread, const char *settings,
+                                size_t settings_len, struct http_head *head)
+{
+    uint8_t payload[256];
+    ssize_t plen = base64url_decode(settings, settings_len, payload, sizeof payload);
+    struct h2_conn *c = conn_create(base, fd, peer_ip, lim, ops, arg, preread);
+    if (!c) {
+        http_head_release(head);
+        return NULL;
+    }
+    static const char switching[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                                    "Upgrade: h2c\r\n\r\n";
+    evbuffer_add(c->wire.out, switching, sizeof switching - 1);
+    struct h2_stream *st = stream_new(c, 1, head);
+    int rv = plen < 0 ? NGHTTP2_ERR_INVALID_ARGUMENT
+             : !st    ? NGHTTP2_ERR_NOMEM
+                      : nghttp2_session_upgrade2(c->session, payload, (size_t)plen,
+                                                 head->method == HTTP_HEAD, st);
+    if (rv) {
+        log_warn("h2: h2c upgrade from %s refused: %s", c->peer_ip,
+                 plen < 0 ? "HTTP2-Settings is not base64url" : nghttp2_strerror(rv));
+        conn_close(c, NULL);
+        return NULL;
+    }
+    st->in_done = true; /* only requests without a body are upgraded */
+    if (!conn_start(c))
+        return NULL;
+    c->ops->on_request(st, c->arg);
+    return c->dead ? NULL : c;
 }
 
 void h2_conn_shutdown(struct h2_conn *c)

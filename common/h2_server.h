@@ -131,6 +131,17 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
                             const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
                             struct evbuffer *preread);
 
+/* Takes over a connection whose HTTP/1.1 request asked to upgrade to h2c
+ * (Upgrade: h2c, HTTP2-Settings: `settings`, base64url). The request,
+ * `head` (owned by the connection from now on, body-less), becomes stream 1
+ * and goes to on_request once 101 Switching Protocols and our SETTINGS are
+ * queued. NULL when the upgrade is refused or memory runs out: the socket
+ * is then closed. */
+struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *peer_ip,
+                                const struct h2_limits *lim, const struct h2_server_ops *ops,
+                                void *arg, struct evbuffer *preread, const char *settings,
+                                size_t settings_len, struct http_head *head);
+
 /* Answering a stream. Header names must be lower-case (h2_header_out is in h2_wire.h). */
 /* The response head (status plus headers); with end, there is no body. */
 bool h2_stream_respond(struct h2_stream *s, int status, const struct h2_header_out *hdrs, size_t n,
