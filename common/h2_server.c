@@ -670,10 +670,7 @@ void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, 
          content_type ? strlen(content_type) : 0},
     };
     /* What the client still sends is not read: the window opens for it. */
-    size_t unread = evbuffer_get_length(s->in);
-    evbuffer_drain(s->in, unread);
-    if (unread)
-        nghttp2_session_consume(s->conn->session, s->id, unread);
+    h2_stream_discard_input(s);
     s->cancel = NULL, s->on_input = NULL, s->on_drain = NULL;
     if (!h2_stream_respond(s, status, h, content_type ? 2 : 1, len == 0))
         return;
@@ -681,4 +678,17 @@ void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, 
         evbuffer_add(s->out.buf, body, len);
         h2_stream_end(s, NULL, 0);
     }
+}
+
+const char *h2_stream_peer_ip(const struct h2_stream *s)
+{
+    return s->conn->peer_ip;
+}
+
+void h2_stream_discard_input(struct h2_stream *s)
+{
+    size_t unread = evbuffer_get_length(s->in);
+    evbuffer_drain(s->in, unread);
+    if (unread && s->state != H2S_CLOSED)
+        nghttp2_session_consume(s->conn->session, s->id, unread);
 }

@@ -160,6 +160,12 @@ bool h2_stream_output_full(const struct h2_stream *s);
 void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, const char *body,
                      size_t len);
 
+/* The client's address, for logs and X-Forwarded-For. */
+const char *h2_stream_peer_ip(const struct h2_stream *s);
+/* Drops the unread request body and opens the window for it; what arrives
+ * later is dropped too once the answer is complete. */
+void h2_stream_discard_input(struct h2_stream *s);
+
 /* Graceful shutdown (drain): GOAWAY naming the last stream that will be
  * served; streams in flight finish, new ones are refused, and the
  * connection closes once the last stream is done. */
