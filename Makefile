@@ -43,7 +43,9 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 QP_SRC     := $(wildcard queue-proxy/*.c)
-QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o)
+# The queue-proxy's gRPC readiness probe speaks h2c (nghttp2) and grpc.health.v1.
+QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/health.pb-c.o
+QP_LIBS    := -lnghttp2
 # The activator's rooms, without main.o, so unit tests can link them.
 AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))
 AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
@@ -67,9 +69,10 @@ all: $(BINS)
 # What building needs (the Dockerfiles' build stage installs exactly this set:
 # `make deps-build`), then what testing, benchmarking and the local platform add.
 BUILD_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev \
-              libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev libyaml-dev
+              libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev libyaml-dev \
+              libnghttp2-dev
 TEST_PKGS  := libcmocka-dev curl wrk nginx-light haproxy python3 python3-websockets python3-yaml \
-              clang libclang-rt-14-dev clang-format procps gnuplot-nox
+              clang libclang-rt-14-dev clang-format procps gnuplot-nox python3-grpcio
 DEB_PKGS   := $(BUILD_PKGS) $(TEST_PKGS)
 # kubectl (for the kustomization check) comes from Debian's kubernetes-client
 # unless some kubectl is already on PATH.
@@ -88,11 +91,11 @@ deps-build:
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS)"
 
 # ---------------------------------------------------------------- build
-$(BUILD)/gen/stat.pb-c.c $(BUILD)/gen/stat.pb-c.h: common/proto/stat.proto
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: common/proto/%.proto
 	@mkdir -p $(BUILD)/gen
-	protoc-c --proto_path=common/proto --c_out=$(BUILD)/gen common/proto/stat.proto
+	protoc-c --proto_path=common/proto --c_out=$(BUILD)/gen $<
 
-$(BUILD)/obj/gen/stat.pb-c.o: $(BUILD)/gen/stat.pb-c.c
+$(BUILD)/obj/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -100,7 +103,7 @@ $(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $(SANFLAGS) -I$(LLHTTP_INC) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c $(BUILD)/gen/stat.pb-c.h
+$(BUILD)/obj/%.o: %.c $(BUILD)/gen/stat.pb-c.h $(BUILD)/gen/health.pb-c.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -109,7 +112,7 @@ $(BUILD)/libcoldbrew.a: $(COMMON_OBJ) $(LLHTTP_OBJ)
 
 $(BUILD)/bin/queue-proxy: $(QP_OBJ) $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(QP_OBJ) $(BUILD)/libcoldbrew.a $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(QP_OBJ) $(BUILD)/libcoldbrew.a $(QP_LIBS) $(LIBS)
 
 $(BUILD)/bin/activator: $(BUILD)/obj/activator/main.o $(BUILD)/libactivator.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
@@ -134,7 +137,7 @@ $(BUILD)/liblocal.a: $(LOCAL_LIB_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lnghttp2 -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
@@ -173,14 +176,17 @@ pressure: deps all
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I$(LLHTTP_INC) -Ibuild/fuzz/gen -Icommon
-build/fuzz/gen/stat.pb-c.c: common/proto/stat.proto
-	@mkdir -p build/fuzz/gen
-	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen common/proto/stat.proto
 # The local platform's parsers (fuzz_local) link beside the common core.
-FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c autoscaler/kpa.c
-build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(FUZZ_LOCAL) build/fuzz/gen/stat.pb-c.c
+# ...and the queue-proxy's gRPC health check (fuzz_grpc_health).
+FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c autoscaler/kpa.c queue-proxy/grpc_health.c
+FUZZ_GEN   := build/fuzz/gen/stat.pb-c.c build/fuzz/gen/health.pb-c.c
+.PRECIOUS: build/fuzz/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h
+build/fuzz/gen/%.pb-c.c: common/proto/%.proto
+	@mkdir -p build/fuzz/gen
+	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen $<
+build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(FUZZ_LOCAL) $(FUZZ_GEN)
 	@mkdir -p build/fuzz
-	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) $(FUZZ_LOCAL) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lssl -lcrypto -ljansson -lprotobuf-c -lyaml -lm
+	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) $(FUZZ_LOCAL) $(FUZZ_GEN) $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lssl -lcrypto -ljansson -lprotobuf-c -lnghttp2 -lyaml -lm
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "fuzz: $$n for $${FUZZ_SECONDS:-20}s"; \
 	  mkdir -p build/fuzz/corpus-$$n; \

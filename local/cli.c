@@ -188,10 +188,12 @@ static void render(FILE *f, json_t *st)
                 snprintf(ds, sizeof ds, "-");
             else
                 snprintf(ds, sizeof ds, "%lld", desired);
-            char mode[48];
-            snprintf(mode, sizeof mode, "%s %s",
+            char mode[64];
+            const char *proto = json_string_value(json_object_get(r, "protocol"));
+            snprintf(mode, sizeof mode, "%s %s%s",
                      json_is_true(json_object_get(r, "panic")) ? "PANIC" : "stable",
-                     json_string_value(json_object_get(r, "mode")));
+                     json_string_value(json_object_get(r, "mode")),
+                     proto && !strcmp(proto, "h2c") ? " h2c" : "");
             fprintf(f, "  %-22s %-8s %5s %7s %5lld  %-21s %6.1f  %s\n",
                     json_string_value(json_object_get(r, "name")),
                     json_string_value(json_object_get(r, "ready")), pods, ds,

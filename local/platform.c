@@ -120,6 +120,13 @@ void revision_publish(struct revision_l *r)
     api_put(s->p->api, API_REVISION, obj);
 }
 
+/* The Endpoints port the activator looks for: Knative names it after the
+ * revision's protocol (http, or http2 for h2c revisions). */
+static const char *port_name(const struct revision_l *r)
+{
+    return r->set.h2c ? "http2" : "http";
+}
+
 static json_t *endpoint_labels(const struct revision_l *r, const char *type)
 {
     return json_pack("{s:s,s:s,s:s}", "serving.knative.dev/revision", r->name,
@@ -141,8 +148,8 @@ void revision_publish_endpoints(struct revision_l *r)
         /* One subset per pod: every pod has its own port on 127.0.0.1. */
         json_t *addr = json_pack("[{s:s,s:{s:s,s:s,s:s}}]", "ip", "127.0.0.1", "targetRef", "kind",
                                  "Pod", "name", pod->name, "namespace", r->svc->ns);
-        json_t *ports =
-            json_pack("[{s:s,s:i,s:s}]", "name", "http", "port", pod->qp_port, "protocol", "TCP");
+        json_t *ports = json_pack("[{s:s,s:i,s:s}]", "name", port_name(r), "port", pod->qp_port,
+                                  "protocol", "TCP");
         json_array_append_new(subsets,
                               json_pack("{s:o,s:o}",
                                         pod->phase == POD_READY ? "addresses" : "notReadyAddresses",
@@ -172,7 +179,7 @@ static void publish_public_endpoints(struct revision_l *r)
 {
     struct platform *p = r->svc->p;
     json_t *subsets = json_pack("[{s:[{s:s}],s:[{s:s,s:i}]}]", "addresses", "ip", "127.0.0.1",
-                                "ports", "name", "http", "port", p->cfg.port);
+                                "ports", "name", port_name(r), "port", p->cfg.port);
     api_put(p->api, API_ENDPOINTS,
             json_pack("{s:s,s:s,s:o,s:o}", "apiVersion", "v1", "kind", "Endpoints", "metadata",
                       meta(r->svc->ns, r->name, endpoint_labels(r, "Public")), "subsets", subsets));
@@ -760,6 +767,7 @@ json_t *platform_status_json(struct platform *p)
              * capacity to spare. Here the activator is the ingress either way. */
             json_t *rj = json_array_get(revs, json_array_size(revs) - 1);
             json_object_set_new(rj, "excess_burst_capacity", json_integer(r->ebc));
+            json_object_set_new(rj, "protocol", json_string(r->set.h2c ? "h2c" : "http1"));
             json_object_set_new(rj, "mode",
                                 json_string(r->want > 0 && r->ebc >= 0 ? "Serve" : "Proxy"));
             json_object_set_new(rj, "metric", json_string(r->set.rps ? "rps" : "concurrency"));

@@ -57,6 +57,7 @@ struct rev_settings {
     bool rps;           /* metric: rps (else concurrency) */
     bool reserve;       /* coldbrew.dev/reserve-instance: enable */
     int container_port; /* ports[0].containerPort, 8080 */
+    bool h2c;           /* ports[0].name is h2c: pods are reached on their http2 port */
     struct kpa_config kpa;
 };
 

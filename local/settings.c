@@ -94,8 +94,17 @@ bool rev_settings_parse(json_t *tmpl, struct rev_settings *s, char *err, size_t 
     s->timeout = num(spec, "timeoutSeconds", 300);
     s->response_start_timeout = num(spec, "responseStartTimeoutSeconds", 0);
     s->idle_timeout = num(spec, "idleTimeoutSeconds", 0);
-    s->container_port =
-        (int)num(json_array_get(json_object_get(c0, "ports"), 0), "containerPort", 8080);
+    json_t *port0 = json_array_get(json_object_get(c0, "ports"), 0);
+    s->container_port = (int)num(port0, "containerPort", 8080);
+    /* Knative's GetProtocol: a port named h2c makes the revision HTTP/2
+     * cleartext; "http1" or no name is HTTP/1. */
+    const char *pname = json_string_value(json_object_get(port0, "name"));
+    if (pname && *pname && strcmp(pname, "h2c") && strcmp(pname, "http1")) {
+        snprintf(err, cap,
+                 "spec.containers[0].ports[0].name: must be h2c or http1 (Knative's port names)");
+        return false;
+    }
+    s->h2c = pname && !strcmp(pname, "h2c");
     s->initial_scale = 1;
 
     const char *cls = ann(tmpl, ANN "class");

@@ -11,6 +11,7 @@
 #include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/net.h"
+#include "grpc_health.h"
 
 #define AGGRESSIVE_INTERVAL 0.05
 #define AGGRESSIVE_TIMEOUT  0.1
@@ -23,6 +24,8 @@ struct probe_spec {
     struct net_addr addr;
     char request[2048]; /* HTTP request bytes */
     size_t request_len;
+    char service[200];  /* gRPC: the service to check ("" = the server) */
+    char authority[96]; /* gRPC: host:port */
     double timeout;
 };
 
@@ -35,6 +38,7 @@ struct probe_attempt {
     size_t sent;
     char resp[64];
     size_t resp_len;
+    struct grpc_health *grpc;       /* gRPC: the check in flight once connected */
     LIST_ENTRY(probe_attempt) link; /* in r->attempts while in flight */
 };
 
@@ -73,7 +77,6 @@ static bool parse_one(struct readiness *r, json_t *p, struct probe_spec *s, int 
         s->kind = PROBE_HTTP;
     } else if ((h = json_object_get(p, "grpc"))) {
         s->kind = PROBE_GRPC;
-        log_warn("gRPC readiness probes are checked as TCP connects until h2c support lands");
     } else if ((h = json_object_get(p, "exec"))) {
         s->kind = PROBE_TCP; /* the reconciler rewrites exec to tcpSocket; be lenient */
         h = NULL;
@@ -90,6 +93,17 @@ static bool parse_one(struct readiness *r, json_t *p, struct probe_spec *s, int 
     if (!net_addr_parse(&s->addr, host, port)) {
         snprintf(err, cap, "SERVING_READINESS_PROBE: host %s is not an IP address", host);
         return false;
+    }
+    if (s->kind == PROBE_GRPC) {
+        json_t *v = json_object_get(h, "service");
+        const char *svc = json_is_string(v) ? json_string_value(v) : "";
+        if (strlen(svc) >= sizeof s->service) {
+            snprintf(err, cap, "SERVING_READINESS_PROBE: grpc service name longer than %zu bytes",
+                     sizeof s->service - 1);
+            return false;
+        }
+        strcpy(s->service, svc);
+        snprintf(s->authority, sizeof s->authority, "%s:%d", s->addr.text, port);
     }
     if (s->kind == PROBE_HTTP) {
         json_t *v = json_object_get(h, "path");
@@ -210,6 +224,7 @@ static void round_done(struct readiness *r)
 static void attempt_release(struct probe_attempt *a)
 {
     LIST_REMOVE(a, link);
+    grpc_health_free(a->grpc);
     if (a->io)
         event_free(a->io);
     if (a->timer)
@@ -235,6 +250,28 @@ static void on_attempt_timeout(evutil_socket_t fd, short what, void *arg)
     attempt_end(arg, false);
 }
 
+static void on_attempt_io(evutil_socket_t fd, short what, void *arg);
+
+/* One step of a gRPC health check; reading stays armed, writing only while
+ * nghttp2 has bytes to send. */
+static void grpc_step(struct probe_attempt *a, bool readable)
+{
+    enum grpc_health_result res = grpc_health_io(a->grpc, readable);
+    if (res != GRPC_HEALTH_PENDING) {
+        if (res != GRPC_HEALTH_SERVING)
+            log_debug("gRPC readiness probe of %s: %s", a->spec->authority,
+                      grpc_health_reason(a->grpc));
+        attempt_end(a, res == GRPC_HEALTH_SERVING);
+        return;
+    }
+    short want = EV_READ | EV_PERSIST | (grpc_health_wants_write(a->grpc) ? EV_WRITE : 0);
+    if (event_get_events(a->io) != want) {
+        event_del(a->io);
+        event_assign(a->io, a->r->base, a->fd, want, on_attempt_io, a);
+        event_add(a->io, NULL);
+    }
+}
+
 static void on_attempt_io(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -245,13 +282,20 @@ static void on_attempt_io(evutil_socket_t fd, short what, void *arg)
             return;
         }
         a->connected = true;
-        if (a->spec->kind != PROBE_HTTP) {
+        if (a->spec->kind == PROBE_TCP) {
             attempt_end(a, true);
             return;
         }
+        if (a->spec->kind == PROBE_GRPC &&
+            !(a->grpc = grpc_health_start(a->fd, a->spec->authority, a->spec->service))) {
+            attempt_end(a, false);
+            return;
+        }
     }
-    if (a->spec->kind != PROBE_HTTP)
+    if (a->spec->kind == PROBE_GRPC) {
+        grpc_step(a, what & EV_READ);
         return;
+    }
     if (a->sent < a->spec->request_len && (what & EV_WRITE)) {
         ssize_t w = write(a->fd, a->spec->request + a->sent, a->spec->request_len - a->sent);
         if (w < 0 && errno != EAGAIN) {

@@ -13,8 +13,8 @@
  *
  * Handlers: tcpSocket (connect), httpGet (GET with the probe's headers and
  * User-Agent "kube-probe//", ready on 200-399; redirects are not followed: a
- * 3xx is ready, as it is within Go's accepted range), and grpc, which is
- * probed as tcpSocket until h2c lands (README). */
+ * 3xx is ready, as it is within Go's accepted range), and grpc
+ * (grpc.health.v1.Health/Check over h2c, ready on SERVING; grpc_health.h). */
 #ifndef QP_READINESS_H
 #define QP_READINESS_H
 

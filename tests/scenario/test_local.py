@@ -19,7 +19,7 @@ def wait_for(cond, timeout=10.0, what="condition", step=0.02):
 
 
 def service_doc(name="coffee", version="v1", cc=10, annotations=None, traffic=None,
-                command=None, env=None, rev_name=None, timeout=60, readiness=True):
+                command=None, env=None, rev_name=None, timeout=60, readiness=True, port_name=None):
     ann = dict(COFFEE_DEFAULTS)
     ann.update(annotations or {})
     lines = ["apiVersion: serving.knative.dev/v1", "kind: Service", "metadata:",
@@ -35,6 +35,8 @@ def service_doc(name="coffee", version="v1", cc=10, annotations=None, traffic=No
               "            - name: COFFEE_VERSION", "              value: %s" % version]
     for k, v in (env or {}).items():
         lines += ["            - name: %s" % k, '              value: "%s"' % v]
+    if port_name:
+        lines += ["          ports:", "            - name: %s" % port_name, "              containerPort: 8080"]
     if readiness:
         lines += ["          readinessProbe:", "            httpGet:", "              path: /healthz"]
     if traffic:
@@ -421,6 +423,8 @@ def local_bad_manifests_name_file_line_field():
          r"svc0.yaml:2\d: spec.traffic\[0\].revisionName: revision coffee-00009 does not exist"),
         (service_doc(traffic=[{"latestRevision": True, "percent": 90}]), r"svc0.yaml:\d+: spec.traffic: percents must add up to 100"),
         (service_doc().replace("kind: Service", "kind: Servic"), r"svc0.yaml:2: kind: must be Service"),
+        (service_doc(port_name="grpc"),
+         r"svc0.yaml:\d+: spec.template.spec.containers\[0\].ports\[0\].name: must be h2c or http1"),
     ]
     for text, want in cases:
         pl = Platform(text, expect_ready=False)
@@ -429,6 +433,22 @@ def local_bad_manifests_name_file_line_field():
         eq(rc, 2, "exit code for %s" % want)
         ok(re.search(want, out), "message %r in %r" % (want, out))
         ok("ready at" not in out and not os.path.exists(os.path.join(pl.home, "logs")), "nothing started: " + out)
+
+
+@test
+def local_h2c_revision_is_reached_on_its_http2_port():
+    # A port named h2c makes the revision HTTP/2 (Knative's GetProtocol): its
+    # pods are published under the Endpoints port "http2", which the
+    # activator must find; an HTTP/1 request still goes through as HTTP/1.
+    pl = Platform(service_doc(name="h2", port_name="h2c"), service_doc(name="h1", port_name="http1"))
+    eq(pl.revision("h2-00001")["protocol"], "h2c", "status shows the protocol")
+    eq(pl.revision("h1-00001")["protocol"], "http1", "http1 by name")
+    st, _, body = pl.get(host("h2"))
+    eq(st, 200, "cold start of an h2c revision over HTTP/1: %s" % body[:200])
+    eq(pl.get(host("h1"))[0], 200, "http1 revision")
+    rc, out, _ = pl.cli("status", "--once")
+    ok(re.search(r"h2-00001 .* h2c", out), "status table marks h2c: " + out)
+    pl.stop()
 
 
 @test
