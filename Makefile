@@ -35,7 +35,7 @@ LLHTTP_INC := /usr/share/include/llhttp
 CFLAGS  += $(OPT) $(SANFLAGS) -std=gnu11 -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
            -I$(LLHTTP_INC) -I$(BUILD)/gen -Icommon $(MALLOC)
 LDFLAGS += $(SANFLAGS)
-LIBS    := -levent_core -ljansson -lprotobuf-c $(MALLOC_LIB) -lm
+LIBS    := -levent_core -ljansson -lprotobuf-c -lnghttp2 $(MALLOC_LIB) -lm
 # The activator also speaks WebSocket (wslay, OpenSSL for the handshake's SHA-1) and resolves names (evdns).
 AC_LIBS := -levent_extra -lwslay -lssl -lcrypto
 
@@ -45,7 +45,7 @@ LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/ob
 QP_SRC     := $(wildcard queue-proxy/*.c)
 # The queue-proxy's gRPC readiness probe speaks h2c (nghttp2) and grpc.health.v1.
 QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/health.pb-c.o
-QP_LIBS    := -lnghttp2
+QP_LIBS    :=
 # The activator's rooms, without main.o, so unit tests can link them.
 AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))
 AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
@@ -137,7 +137,7 @@ $(BUILD)/liblocal.a: $(LOCAL_LIB_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lnghttp2 -lcmocka
+	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lcmocka
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

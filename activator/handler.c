@@ -68,8 +68,7 @@ static void unhold(struct request *req)
 {
     req->cancel = NULL;
     req->holder = NULL;
-    if (req->conn->holding)
-        request_hold_input(req, false);
+    request_hold_input(req, false);
 }
 
 /* ---------------------------------------------------------------- finish */

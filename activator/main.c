@@ -105,7 +105,7 @@ static void on_sync_check(evutil_socket_t fd, short what, void *arg)
     }
     act->http = listen_or_die("http", act->cfg.http_port);
     act->h2c = listen_or_die("h2c", act->cfg.h2c_port);
-    log_info("activator serving on :%d and :%d (HTTP/1.1; h2c and TLS not built yet), "
+    log_info("activator serving on :%d and :%d (HTTP/1.1 and h2c on both; TLS not built yet), "
              "autoscaler %s",
              act->cfg.http_port, act->cfg.h2c_port, act->cfg.autoscaler_url);
 }

@@ -283,9 +283,11 @@ struct h2c_conn *h2c_conn_new(struct event_base *base, const struct net_addr *ad
     nghttp2_option_set_max_settings(opt, lim->max_settings);
     nghttp2_option_set_max_outbound_ack(opt, lim->max_outbound_ack);
     nghttp2_option_set_no_closed_streams(opt, 1);
-    /* Until the upstream's SETTINGS arrive, assume Go's default of 250
-     * rather than nghttp2's unlimited. */
-    nghttp2_option_set_peer_max_concurrent_streams(opt, 250);
+    /* Until the upstream's SETTINGS arrive, assume 100 (RFC 9113 §6.5.2's
+     * recommended floor) rather than nghttp2's unlimited: a server that
+     * allows fewer may treat the excess as a connection error (python-h2
+     * does). nghttp2 queues streams over the limit until slots free. */
+    nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
     if (nghttp2_session_client_new2(&c->session, cb, c, opt))
         goto fail;
     nghttp2_session_callbacks_del(cb);

@@ -34,6 +34,7 @@ struct h2_conn {
     const struct h2_server_ops *ops;
     void *arg;
     char peer_ip[48];
+    int peer_port;
     TAILQ_HEAD(, h2_stream) streams;
     unsigned nstreams;
     bool dead;
@@ -57,7 +58,7 @@ void h2_limits_from_env(struct h2_limits *lim, size_t max_header_bytes, unsigned
                         size_t watermark)
 {
     lim->max_concurrent_streams =
-        (uint32_t)env_int("COLDBREW_H2_MAX_CONCURRENT_STREAMS", 250, 1, 1 << 20);
+        (uint32_t)env_int("COLDBREW_H2_MAX_CONCURRENT_STREAMS", 1000, 1, 1 << 20);
     lim->stream_window =
         (uint32_t)env_int("COLDBREW_H2_STREAM_WINDOW_BYTES", 256 << 10, 65535, 0x7fffffff);
     lim->conn_window =
@@ -420,8 +421,9 @@ static void conn_close(struct h2_conn *c, const char *why)
 
 /* A connection with its session, not started yet; NULL (socket closed) on failure. */
 static struct h2_conn *conn_create(struct event_base *base, int fd, const char *peer_ip,
-                                   const struct h2_limits *lim, const struct h2_server_ops *ops,
-                                   void *arg, struct evbuffer *preread)
+                                   int peer_port, const struct h2_limits *lim,
+                                   const struct h2_server_ops *ops, void *arg,
+                                   struct evbuffer *preread)
 {
     struct h2_conn *c = calloc(1, sizeof *c);
     nghttp2_session_callbacks *cb = NULL;
@@ -433,6 +435,7 @@ static struct h2_conn *conn_create(struct event_base *base, int fd, const char *
     c->ops = ops;
     c->arg = arg;
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", peer_ip ? peer_ip : "?");
+    c->peer_port = peer_port;
     TAILQ_INIT(&c->streams);
     if (preread)
         evbuffer_add_buffer(c->wire.in, preread);
@@ -501,11 +504,11 @@ static struct h2_conn *conn_start(struct h2_conn *c)
     return c->dead ? NULL : c;
 }
 
-struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip,
+struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip, int peer_port,
                             const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
                             struct evbuffer *preread)
 {
-    struct h2_conn *c = conn_create(base, fd, peer_ip, lim, ops, arg, preread);
+    struct h2_conn *c = conn_create(base, fd, peer_ip, peer_port, lim, ops, arg, preread);
     return c ? conn_start(c) : NULL;
 }
 
@@ -541,14 +544,14 @@ static ssize_t base64url_decode(const char *in, size_t len, uint8_t *out, size_t
     return (ssize_t)n;
 }
 
-struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *peer_ip,
+struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *peer_ip, int peer_port,
                                 const struct h2_limits *lim, const struct h2_server_ops *ops,
                                 void *arg, struct evbuffer *preread, const char *settings,
                                 size_t settings_len, struct http_head *head)
 {
     uint8_t payload[256];
     ssize_t plen = base64url_decode(settings, settings_len, payload, sizeof payload);
-    struct h2_conn *c = conn_create(base, fd, peer_ip, lim, ops, arg, preread);
+    struct h2_conn *c = conn_create(base, fd, peer_ip, peer_port, lim, ops, arg, preread);
     if (!c) {
         http_head_release(head);
         return NULL;
@@ -683,6 +686,11 @@ void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, 
 const char *h2_stream_peer_ip(const struct h2_stream *s)
 {
     return s->conn->peer_ip;
+}
+
+int h2_stream_peer_port(const struct h2_stream *s)
+{
+    return s->conn->peer_port;
 }
 
 void h2_stream_discard_input(struct h2_stream *s)

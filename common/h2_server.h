@@ -67,7 +67,9 @@ struct h2_stream;
 
 /* Each is a documented setting (README); h2_limits_from_env() reads them. */
 struct h2_limits {
-    uint32_t max_concurrent_streams; /* COLDBREW_H2_MAX_CONCURRENT_STREAMS (250, Go's) */
+    uint32_t max_concurrent_streams; /* COLDBREW_H2_MAX_CONCURRENT_STREAMS (1000; Go's is 250,
+                                        but an activator holds a cold start's whole burst,
+                                        which one client connection may carry) */
     uint32_t stream_window;          /* COLDBREW_H2_STREAM_WINDOW_BYTES (256 KiB) */
     uint32_t conn_window;            /* COLDBREW_H2_CONN_WINDOW_BYTES (1 MiB) */
     uint32_t max_frame_size;         /* COLDBREW_H2_MAX_FRAME_BYTES (16 KiB, the minimum) */
@@ -127,7 +129,7 @@ struct h2_stream {
 /* Takes over a connected socket whose first bytes (the client preface, and
  * whatever followed) may already sit in `preread`, which is moved from.
  * NULL when memory runs out (the socket is then closed). */
-struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip,
+struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip, int peer_port,
                             const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
                             struct evbuffer *preread);
 
@@ -137,7 +139,7 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
  * and goes to on_request once 101 Switching Protocols and our SETTINGS are
  * queued. NULL when the upgrade is refused or memory runs out: the socket
  * is then closed. */
-struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *peer_ip,
+struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *peer_ip, int peer_port,
                                 const struct h2_limits *lim, const struct h2_server_ops *ops,
                                 void *arg, struct evbuffer *preread, const char *settings,
                                 size_t settings_len, struct http_head *head);
@@ -162,6 +164,7 @@ void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, 
 
 /* The client's address, for logs and X-Forwarded-For. */
 const char *h2_stream_peer_ip(const struct h2_stream *s);
+int h2_stream_peer_port(const struct h2_stream *s);
 /* Drops the unread request body and opens the window for it; what arrives
  * later is dropped too once the answer is complete. */
 void h2_stream_discard_input(struct h2_stream *s);

@@ -667,5 +667,9 @@ static void start(struct request *req, struct upstream *u, const struct proxy_ed
 
 void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit)
 {
+    if (request_is_h2(req)) {
+        proxy_forward_h2(req, u, edit);
+        return;
+    }
     start(req, u, edit, false, false);
 }

@@ -38,7 +38,11 @@ struct proxy_edit {
     bool append_xff;         /* append the peer IP to X-Forwarded-For */
 };
 
+/* Either protocol: a request that arrived over HTTP/2 goes upstream as an
+ * h2c stream (Knative's protocol mirroring; h2_proxy.c), one over HTTP/1.1
+ * as HTTP/1.1. */
 void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit);
+void proxy_forward_h2(struct request *req, struct upstream *u, const struct proxy_edit *edit);
 
 /* Builds the upstream request head into buf; returns its length, or 0 when
  * it does not fit. Exposed for tests and the fuzz target. */

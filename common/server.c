@@ -27,11 +27,12 @@
 #include "io.h"
 #include "log.h"
 #include "loop.h"
+#include "server_h2.h"
 
 static void sconn_process(struct sconn *c);
 static void sconn_close(struct sconn *c);
 static void sconn_update_reading(struct sconn *c);
-static void on_request_timer(evutil_socket_t fd, short what, void *arg);
+
 static void sconn_flushed(struct sconn *c);
 static void linger_read(struct sconn *c);
 static void linger_on_timer(struct sconn *c);
@@ -58,6 +59,7 @@ void server_limits_from_env(struct server_limits *lim)
     lim->linger_timeout = env_double("COLDBREW_LINGERING_TIMEOUT_SECONDS", 5, NULL);
     long lb = env_long("COLDBREW_LINGERING_BYTES", 64L << 20, NULL);
     lim->linger_bytes = lb > 0 ? (uint64_t)lb : 0;
+    h2_limits_from_env(&lim->h2, lim->max_header_bytes, lim->max_headers, lim->watermark);
 }
 
 const char *http_date_now(void)
@@ -152,6 +154,8 @@ static void sconn_update_reading(struct sconn *c)
 void request_hold_input(struct request *req, bool hold)
 {
     struct sconn *c = req->conn;
+    if (!c)
+        return; /* HTTP/2: the stream's window holds its body (it opens only as it is read) */
     if (c->holding == hold)
         return;
     c->holding = hold;
@@ -195,10 +199,49 @@ static void sconn_close(struct sconn *c)
         TAILQ_REMOVE(&s->lingering, c, linger_link);
         s->nlingering--;
     }
+    server_conn_closed(s);
+    loop_defer_free(c, sconn_free);
+}
+
+void server_conn_closed(struct server *s)
+{
     s->nconns--;
     if (s->accepting && s->nconns + 1 == s->lim->max_conns)
         event_add(&s->accept_ev, NULL);
+}
+
+/* The socket goes to the HTTP/2 side (server_h2.c): the connection object
+ * is retired without closing it, and keeps its place in nconns until the
+ * HTTP/2 connection closes. */
+static int sconn_hand_off(struct sconn *c)
+{
+    int fd = c->fd;
+    c->dead = true;
+    c->fd = -1;
+    event_del(&c->rev);
+    event_del(&c->wev);
+    event_del(&c->tev);
+    LIST_REMOVE(c, link);
+    if (c->parser.head) {
+        http_head_release(c->parser.head);
+        c->parser.head = NULL;
+    }
     loop_defer_free(c, sconn_free);
+    return fd;
+}
+
+/* An HTTP/1.1 request asking for h2c (RFC 7540 §3.2): Upgrade: h2c with
+ * HTTP2-Settings. Only a request without a body is upgraded, as the
+ * upgrade makes it stream 1; one with a body is served over HTTP/1.1
+ * (a server may ignore Upgrade). */
+static bool wants_h2c(const struct http_head *h, bool body_done, const char **settings, size_t *len)
+{
+    if (!h->upgrade || !body_done)
+        return false;
+    size_t ul;
+    const char *up = http_head_get(h, "upgrade", &ul);
+    *settings = http_head_get(h, "http2-settings", len);
+    return up && *settings && http_token_list_has(up, ul, "h2c");
 }
 
 /* ---------------------------------------------------------------- lingering close */
@@ -437,6 +480,7 @@ static void start_request(struct sconn *c)
     r->app_ptr = NULL;
     c->holding = false;
     r->conn = c;
+    r->srv = c->srv;
     r->head = h;
     r->state = REQ_HELD;
     r->start_ns = clock_now_ns();
@@ -480,6 +524,22 @@ static void sconn_process(struct sconn *c)
                 sconn_close(c);
             break;
         }
+        if (c->first && !c->parser.head) {
+            /* h2c with prior knowledge: the HTTP/2 preface instead of a request. */
+            int pre = h2_is_preface(c->in);
+            if (pre < 0 && !c->eof)
+                break; /* a prefix of it: wait for more */
+            if (pre > 0) {
+                struct server *srv = c->srv;
+                char ip[sizeof c->peer_ip];
+                memcpy(ip, c->peer_ip, sizeof ip);
+                struct evbuffer *in = c->in;
+                int port = c->peer_port;
+                int fd = sconn_hand_off(c);
+                server_h2_adopt(srv, fd, ip, port, in);
+                return;
+            }
+        }
         if (!c->parser.head) {
             h1_parser_begin(&c->parser, http_head_acquire());
             if (!c->first && c->srv->lim->header_timeout > 0) {
@@ -499,6 +559,23 @@ static void sconn_process(struct sconn *c)
                 sconn_close(c);
             }
             break;
+        }
+        const char *settings;
+        size_t slen;
+        if (wants_h2c(c->parser.head,
+                      !c->parser.head->chunked && !(c->parser.head->has_content_length &&
+                                                    c->parser.head->content_length > 0),
+                      &settings, &slen)) {
+            struct server *srv = c->srv;
+            struct http_head *h = c->parser.head;
+            c->parser.head = NULL; /* the HTTP/2 connection's from now on */
+            char ip[sizeof c->peer_ip];
+            memcpy(ip, c->peer_ip, sizeof ip);
+            struct evbuffer *in = c->in;
+            int port = c->peer_port;
+            int fd = sconn_hand_off(c);
+            server_h2_upgrade(srv, fd, ip, port, in, h, settings, slen);
+            return;
         }
         start_request(c);
         c->parser.head = NULL; /* now owned by the request */
@@ -532,7 +609,7 @@ void request_set_timeouts(struct request *req, double total, double start, doubl
         static struct timeval cached_tv;
         if (first != cached) {
             struct timeval tv = clock_tv(first);
-            const struct timeval *ct = event_base_init_common_timeout(req->conn->base, &tv);
+            const struct timeval *ct = event_base_init_common_timeout(req->srv->base, &tv);
             cached_tv = ct ? *ct : tv;
             cached = first;
         }
@@ -540,7 +617,7 @@ void request_set_timeouts(struct request *req, double total, double start, doubl
     }
 }
 
-static void on_request_timer(evutil_socket_t fd, short what, void *arg)
+void server_request_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct request *req = arg;
@@ -572,7 +649,7 @@ static void on_request_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct sconn *c = req->conn;
-    log_warn("%s: %s: %s %.*s after %.3fs", c->srv->name, which,
+    log_warn("%s: %s: %s %.*s after %.3fs", req->srv->name, which,
              llhttp_method_name((llhttp_method_t)req->head->method), (int)req->head->url.len,
              http_str_ptr(req->head, req->head->url), el);
     bool at_boundary = req->resp_chunked && req->resp_at_boundary;
@@ -582,8 +659,10 @@ static void on_request_timer(evutil_socket_t fd, short what, void *arg)
     req->on_input = NULL;
     req->on_drain = NULL;
     if (req->state == REQ_HELD) {
-        const char *tb = c->srv->timeout_body;
+        const char *tb = req->srv->timeout_body;
         request_reply(req, 504, "text/plain; charset=utf-8", tb, strlen(tb), NULL);
+    } else if (!c) {
+        request_end(req, true); /* HTTP/2: the stream is reset */
     } else if (req->resp_chunked && at_boundary && !req->upgraded) {
         /* Go's TimeoutHandler appends its text to a streamed body and ends the response. */
         evbuffer_add_printf(c->out, "%zx\r\n%s\r\n0\r\n\r\n", strlen(c->srv->timeout_body),
@@ -602,6 +681,10 @@ void request_reply(struct request *req, int status, const char *content_type, co
     struct sconn *c = req->conn;
     if (req->state != REQ_HELD)
         return;
+    if (!c) {
+        server_h2_reply(req, status, content_type, body, len, extra);
+        return;
+    }
     /* An unread request body cannot be skipped safely: close instead. */
     bool close = req->resp_close || !req->body_done || c->srv->keepalive_off;
     if (req->head && req->head->method == HTTP_HEAD)
@@ -644,6 +727,10 @@ void request_end(struct request *req, bool abort)
     req->on_input = NULL;
     req->on_drain = NULL;
     req->state = REQ_IDLE;
+    if (!c) {
+        server_h2_end(req, abort); /* the head is the stream's; the request goes back */
+        return;
+    }
     c->holding = false; /* the next request is read normally (see sconn_update_reading) */
     bool keep =
         !abort && req->body_done && !req->resp_close && !req->upgraded && !c->srv->keepalive_off;
@@ -687,7 +774,19 @@ void request_input_consumed(struct request *req)
 
 bool request_output_full(struct request *req)
 {
+    if (!req->conn)
+        return server_h2_output_full(req);
     return evbuffer_get_length(req->conn->out) >= req->conn->srv->lim->watermark;
+}
+
+const char *request_peer_ip(const struct request *req)
+{
+    return req->conn ? req->conn->peer_ip : server_h2_peer_ip(req);
+}
+
+int request_peer_port(const struct request *req)
+{
+    return req->conn ? req->conn->peer_port : server_h2_peer_port(req);
 }
 
 double request_elapsed(const struct request *req)
@@ -744,7 +843,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         event_assign(&c->rev, s->base, fd, EV_READ | EV_PERSIST, on_read, c);
         event_assign(&c->wev, s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
         event_assign(&c->tev, s->base, -1, 0, on_conn_timer, c);
-        event_assign(&c->req.timer, s->base, -1, 0, on_request_timer, &c->req);
+        event_assign(&c->req.timer, s->base, -1, 0, server_request_timer_cb, &c->req);
         event_add(&c->rev, NULL);
         c->reading = true;
         if (s->lim->header_timeout > 0) {
@@ -794,6 +893,7 @@ void server_stop_accepting(struct server *s)
 void server_close_idle(struct server *s)
 {
     s->keepalive_off = true;
+    server_h2_shutdown_all(s); /* GOAWAY: streams in flight finish, new ones go elsewhere */
     struct sconn *c, *next;
     for (c = LIST_FIRST(&s->conns); c; c = next) {
         next = LIST_NEXT(c, link);

@@ -49,6 +49,7 @@
 #include <sys/queue.h>
 
 #include "h1_parser.h"
+#include "h2_server.h"
 #include "net.h"
 
 struct request;
@@ -69,6 +70,7 @@ struct server_limits {
     double linger_timeout; /* COLDBREW_LINGERING_TIMEOUT_SECONDS: at most this long without a
                               byte from the client once the answer is out; 0: no such bound */
     uint64_t linger_bytes; /* COLDBREW_LINGERING_BYTES: at most this many bytes dropped */
+    struct h2_limits h2;   /* HTTP/2 connections (h2_server.h) */
 };
 
 void server_limits_from_env(struct server_limits *lim);
@@ -90,6 +92,9 @@ struct server {
     TAILQ_HEAD(, sconn) lingering; /* connections closing (SCONN_DISCARD/LINGER), oldest first */
     unsigned nlingering;
     const char *timeout_body; /* 504 body: "request timeout" (queue-proxy), or the activator's */
+    /* HTTP/2 connections (server_h2.c): counted in nconns like the rest. */
+    struct h2_conn **h2;
+    unsigned nh2, h2cap;
 };
 
 enum request_state {
@@ -98,8 +103,15 @@ enum request_state {
     REQ_SENDING, /* response head written; body may still be streaming */
 };
 
+/* The exchange: one request and its response, whatever the protocol. An
+ * HTTP/1.1 request is embedded in its connection (conn); an HTTP/2 one is
+ * a stream's (h2, conn NULL; server_h2.c). The request_* calls below work
+ * for both; request_output/input/flush/input_consumed are the HTTP/1
+ * proxy's and take HTTP/1 requests only. */
 struct request {
-    struct sconn *conn;
+    struct sconn *conn;   /* HTTP/1.1: the connection; NULL for HTTP/2 */
+    struct h2_stream *h2; /* HTTP/2: the stream, until it ends or dies */
+    struct server *srv;
     struct http_head *head;
     enum request_state state;
     uint64_t start_ns;
@@ -213,6 +225,20 @@ void request_input_consumed(struct request *req);
 bool request_output_full(struct request *req);
 /* Latency so far in seconds. */
 double request_elapsed(const struct request *req);
+/* Did it arrive over HTTP/2 (then it goes upstream as h2c, Knative's
+ * protocol mirroring)? */
+static inline bool request_is_h2(const struct request *req)
+{
+    return req->conn == NULL;
+}
+/* The client's address (for X-Forwarded-For and logs). */
+const char *request_peer_ip(const struct request *req);
+int request_peer_port(const struct request *req);
+
+/* ---- for the HTTP/2 side (server_h2.c, h2_proxy.c) ---- */
+void server_request_timer_cb(evutil_socket_t fd, short what, void *arg);
+/* A connection (HTTP/2) of the listener closed: the count, and accepting again. */
+void server_conn_closed(struct server *s);
 
 /* Current Date header value ("Wed, 25 Nov 2026 16:00:00 GMT"), cached per second. */
 const char *http_date_now(void);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "h2_pool.h"
 #include "io.h"
 #include "loop.h"
 #include "tls.h"
@@ -259,4 +260,10 @@ void upstream_close_idle(struct upstream *u)
     struct upconn *uc;
     while ((uc = TAILQ_FIRST(&u->idle)))
         upconn_close(uc);
+}
+
+void upstream_release_h2(struct upstream *u)
+{
+    h2_pool_free(u->h2);
+    u->h2 = NULL;
 }

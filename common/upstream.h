@@ -45,6 +45,8 @@ struct upstream {
     struct timeval idle_tv;   /* a libevent common timeout */
     unsigned nconns;          /* open connections, idle or busy */
     struct upstream_tls *tls; /* NULL: plain TCP (see tls.h) */
+    struct h2_pool *h2;       /* HTTP/2 streams to the same destination, made on first use
+                                 (h2_proxy.c); freed with upstream_release_h2() */
 };
 
 struct upconn {
@@ -92,5 +94,7 @@ void upstream_checkin(struct upconn *uc);
 void upconn_close(struct upconn *uc);
 /* Closes every idle connection (shutdown). */
 void upstream_close_idle(struct upstream *u);
+/* Frees the HTTP/2 pool, resetting its streams (their holders are told). */
+void upstream_release_h2(struct upstream *u);
 
 #endif

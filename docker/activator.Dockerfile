@@ -26,7 +26,7 @@ RUN make build/bin/activator && strip build/bin/activator
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libevent-core-2.1-7 libevent-extra-2.1-7 libjansson4 libjemalloc2 libprotobuf-c1 \
+      libevent-core-2.1-7 libevent-extra-2.1-7 libjansson4 libjemalloc2 libnghttp2-14 libprotobuf-c1 \
       libssl3 libstdc++6 libwslay1 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/bin/activator /ko-app/activator

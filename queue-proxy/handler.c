@@ -134,8 +134,9 @@ static void request_log(struct request *req)
     js_escape(ua, sizeof ua, v ? v : "", v ? len : 0);
     v = http_head_get(h, "referer", &len);
     js_escape(ref, sizeof ref, v ? v : "", v ? len : 0);
-    snprintf(peer, sizeof peer, strchr(req->conn->peer_ip, ':') ? "[%s]:%d" : "%s:%d",
-             req->conn->peer_ip, req->conn->peer_port);
+    const char *pip = request_peer_ip(req);
+    snprintf(peer, sizeof peer, strchr(pip, ':') ? "[%s]:%d" : "%s:%d", pip,
+             request_peer_port(req));
     js_escape(remote, sizeof remote, peer, strlen(peer));
     go_float(lat, sizeof lat, request_elapsed(req));
     long long size = h->has_content_length ? (long long)h->content_length : (h->chunked ? -1 : 0);

@@ -90,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct evbuffer *pre = evbuffer_new();
     if (preface)
         evbuffer_add(pre, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0", 33);
-    h2_conn_new(base, sv[0], "fuzz", &lim, &ops, NULL, pre);
+    h2_conn_new(base, sv[0], "fuzz", 0, &lim, &ops, NULL, pre);
     evbuffer_free(pre);
     size_t off = 0;
     for (int i = 0; i < 200 && !gone; i++) {

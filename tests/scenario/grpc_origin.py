@@ -9,12 +9,14 @@ It serves, on 127.0.0.1:PORT over h2c:
   coldbrew.test.Echo/ServerStream   request "N" -> N messages "0".."N-1"
   coldbrew.test.Echo/ClientStream   the request messages joined by ","
   coldbrew.test.Echo/Bidi           echoes each message as it arrives
+  coldbrew.test.Echo/Sleep          request "MS": answers after MS ms (deadlines)
+  coldbrew.test.Echo/DieMidStream   sends "before", then the process exits
 
 Messages are raw bytes (no serializer): the tests care about the transport.
 With --no-health the Health service is not registered (UNIMPLEMENTED).
 Usage: grpc_origin.py PORT [--no-health]
 """
-import sys
+import os, sys, time
 from concurrent import futures
 
 import grpc
@@ -54,6 +56,19 @@ def bidi(it, ctx):
         yield m
 
 
+def sleep(req, ctx):
+    end = time.time() + int(req or b"0") / 1000
+    while time.time() < end and ctx.is_active():
+        time.sleep(0.01)
+    return b"slept"
+
+
+def die_mid_stream(req, ctx):
+    yield b"before"
+    time.sleep(0.2)
+    os._exit(3)  # the user container dies with the stream open
+
+
 def main():
     port = int(sys.argv[1])
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -62,6 +77,8 @@ def main():
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
+        "DieMidStream": grpc.unary_stream_rpc_method_handler(die_mid_stream),
     })]
     if "--no-health" not in sys.argv:
         handlers.append(grpc.method_handlers_generic_handler(

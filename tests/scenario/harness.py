@@ -311,11 +311,12 @@ class KubeAPI(Proc):
                                                     "labels": {"serving.knative.dev/service": name.rsplit("-", 1)[0]}},
                                        "spec": s})
 
-    def private_endpoints(self, ns, rev, ready=(), not_ready=()):
-        """ready/not_ready: lists of (ip, port); one subset per pod so ports may differ."""
-        subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+    def private_endpoints(self, ns, rev, ready=(), not_ready=(), port_name="http"):
+        """ready/not_ready: lists of (ip, port); one subset per pod so ports may differ.
+        port_name: "http", or "http2" for an h2c revision (Knative's names)."""
+        subsets = [{"addresses": [{"ip": ip}], "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}
                    for ip, port in ready]
-        subsets += [{"notReadyAddresses": [{"ip": ip}], "ports": [{"name": "http", "port": port}]}
+        subsets += [{"notReadyAddresses": [{"ip": ip}], "ports": [{"name": port_name, "port": port}]}
                     for ip, port in not_ready]
         return self.apply("Endpoints", {"apiVersion": "v1", "kind": "Endpoints",
                                         "metadata": {"namespace": ns, "name": rev + "-private", "labels": {

@@ -232,7 +232,7 @@ static struct h2_conn *server_side(int *client_fd)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     *client_fd = sv[1];
-    struct h2_conn *c = h2_conn_new(base, sv[0], "test", &lim, &ops, NULL, NULL);
+    struct h2_conn *c = h2_conn_new(base, sv[0], "test", 0, &lim, &ops, NULL, NULL);
     assert_non_null(c);
     return c;
 }
