@@ -94,4 +94,6 @@ def grpc_probe_waits_for_a_starting_server():
 
 
 if __name__ == "__main__":
-    run_all()
+    import sys
+    p, f = run_all(sys.argv[1] if len(sys.argv) > 1 else None)
+    sys.exit(1 if f else 0)

@@ -506,5 +506,41 @@ def activator_grpc_scale_from_zero():
     grpc_four_shapes(a.port, "g-00001.default.svc.cluster.local", "activator -> queue-proxy: ")
 
 
+# ---------------------------------------------------------------- local platform
+
+@test
+def local_grpc_example_cold_start_split_and_tags():
+    # examples/grpc/barista.yaml, as the README runs it: two revisions of a
+    # gRPC service (port named h2c, gRPC readiness), 50/50, scaled to zero.
+    import grpc
+    from test_local import Platform
+    pl = Platform(files=[os.path.join(ROOT, "examples", "grpc", "barista.yaml")])
+    client = [PY, os.path.join(ROOT, "examples", "grpc", "barista.py")]
+    t0 = time.time()
+    r = subprocess.run(client + ["order", "127.0.0.1:%d" % pl.port, "latte", "2", "--authority",
+                                 "barista.default.localhost"], capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    eq(r.returncode, 0, "the example's own client, through coldbrew run: %s" % r.stderr.decode()[-400:])
+    ok(out.startswith("2 x latte (served by barista-0000"), out)
+    print("    cold gRPC call answered in %.2fs" % (time.time() - t0))
+    r = subprocess.run(client + ["pour", "127.0.0.1:%d" % pl.port, "mocha", "3", "--authority",
+                                 "candidate-barista.default.localhost"], capture_output=True, timeout=60)
+    eq(r.stdout.decode().splitlines(), ["cup %d of mocha (served by barista-00002)" % i for i in (1, 2, 3)],
+       "server streaming through the candidate tag")
+    # The split: both revisions answer over one client's calls.
+    seen = set()
+    ch = grpc.insecure_channel("127.0.0.1:%d" % pl.port, options=[("grpc.default_authority", "barista.default.localhost")])
+    call = ch.unary_unary("/coldbrew.example.Barista/Order")
+    for i in range(60):
+        reply = call(b"\x0a\x03tea", timeout=30)
+        seen.add(reply.split(b"\x12")[-1][1:].decode())
+    eq(sorted(seen), ["barista-00001", "barista-00002"], "50/50 split over HTTP/2 streams")
+    rev = pl.revision("barista-00002")
+    eq(rev["protocol"], "h2c", "status shows h2c")
+    pl.stop()
+
+
 if __name__ == "__main__":
-    run_all()
+    import sys
+    p, f = run_all(sys.argv[1] if len(sys.argv) > 1 else None)
+    sys.exit(1 if f else 0)
