@@ -15,6 +15,7 @@
 
 #include "../common/clock.h"
 #include "../common/log.h"
+#include "../common/proxy.h"
 #include "../common/loop.h"
 #include "activator.h"
 
@@ -186,5 +187,6 @@ int main(void)
     loop_free();
     http_head_pool_drain();
     act_ctx_pool_trim(0);
+    proxy_h2_trim(0);
     return 0;
 }

@@ -60,6 +60,7 @@ void pod_pool_put(struct pod_pool *p)
     /* Every request holds its tracker and every tracker and probe holds the
      * pool, so nothing is using a connection now: the idle ones are all. */
     upstream_close_idle(&p->up);
+    upstream_release_h2(&p->up);
     if (p->up.nconns)
         log_error("pod pool %s released with %u busy connections", p->dest, p->up.nconns);
     free(p);

@@ -314,6 +314,11 @@ static size_t build_fields(const struct request *req, const struct proxy_edit *e
 
 /* ---------------------------------------------------------------- entry */
 
+void proxy_h2_trim(unsigned keep)
+{
+    freelist_trim(&hops, keep);
+}
+
 void proxy_forward_h2(struct request *req, struct upstream *u, const struct proxy_edit *edit)
 {
     struct h2_stream *front = req->h2;

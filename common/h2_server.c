@@ -577,6 +577,11 @@ struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *pee
     return c->dead ? NULL : c;
 }
 
+void h2_conn_close(struct h2_conn *c)
+{
+    conn_close(c, NULL);
+}
+
 void h2_conn_shutdown(struct h2_conn *c)
 {
     if (c->dead)

@@ -169,6 +169,8 @@ int h2_stream_peer_port(const struct h2_stream *s);
  * later is dropped too once the answer is complete. */
 void h2_stream_discard_input(struct h2_stream *s);
 
+/* Closes at once (exit): open streams' holders are cancelled. */
+void h2_conn_close(struct h2_conn *c);
 /* Graceful shutdown (drain): GOAWAY naming the last stream that will be
  * served; streams in flight finish, new ones are refused, and the
  * connection closes once the last stream is done. */

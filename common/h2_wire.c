@@ -117,8 +117,9 @@ static bool send_all(struct h2_wire *w)
     return !w->dead;
 }
 
-/* Feeds what was read to nghttp2; false when the connection must go. */
-static bool feed(struct h2_wire *w, const char **why)
+/* Feeds what was read to nghttp2; false (with nghttp2's error in *rv) when
+ * the connection must go. */
+static bool feed(struct h2_wire *w, const char **why, int *rv)
 {
     struct evbuffer_iovec v[8];
     while (evbuffer_get_length(w->in) && !w->dead) {
@@ -127,6 +128,7 @@ static bool feed(struct h2_wire *w, const char **why)
             ssize_t used = nghttp2_session_mem_recv(w->session, v[i].iov_base, v[i].iov_len);
             if (used < 0) {
                 *why = nghttp2_strerror((int)used);
+                *rv = (int)used;
                 evbuffer_drain(w->in, evbuffer_get_length(w->in));
                 return false;
             }
@@ -139,6 +141,7 @@ static bool feed(struct h2_wire *w, const char **why)
 static void wire_io(struct h2_wire *w, bool readable)
 {
     const char *why = NULL;
+    int rv = 0;
     w->in_io = true;
     if (readable) {
         for (int i = 0; i < 4 && !w->eof; i++) {
@@ -151,14 +154,22 @@ static void wire_io(struct h2_wire *w, bool readable)
             }
         }
     }
-    bool ok = !evbuffer_get_length(w->in) || feed(w, &why);
+    bool ok = !evbuffer_get_length(w->in) || feed(w, &why, &rv);
     if (!w->dead)
         send_all(w);
     w->in_io = false;
     if (w->dead)
         return;
     if (!ok) {
-        /* A protocol error: nghttp2 queued a GOAWAY; let it out, then go. */
+        /* A fatal error. For a flood (CONTINUATION, or frames nghttp2 will not
+         * queue answers for) the peer is told ENHANCE_YOUR_CALM, for anything
+         * else but a peer that never spoke HTTP/2 (a bad preface) a
+         * PROTOCOL_ERROR; then what is queued goes out and the wire ends. */
+        if (rv && rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
+            nghttp2_session_terminate_session(
+                w->session, rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                                ? NGHTTP2_ENHANCE_YOUR_CALM
+                                : NGHTTP2_PROTOCOL_ERROR);
         nghttp2_session_send(w->session);
         io_write(w->out, w->fd);
         wire_done(w, why);
@@ -179,6 +190,19 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     wire_io(arg, false);
 }
 
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct h2_wire *w = arg;
+    w->flush_pending = false;
+    if (w->dead)
+        return;
+    w->in_io = true;
+    send_all(w);
+    w->in_io = false;
+    update_events(w);
+}
+
 bool h2_wire_init(struct h2_wire *w, struct event_base *base, int fd, size_t watermark,
                   void (*on_done)(struct h2_wire *, const char *))
 {
@@ -193,6 +217,7 @@ bool h2_wire_init(struct h2_wire *w, struct event_base *base, int fd, size_t wat
     }
     event_assign(&w->rev, base, fd, EV_READ | EV_PERSIST, on_readable, w);
     event_assign(&w->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, w);
+    event_assign(&w->flush, base, -1, 0, on_flush, w);
     return true;
 }
 
@@ -203,12 +228,10 @@ void h2_wire_start(struct h2_wire *w)
 
 void h2_wire_kick(struct h2_wire *w)
 {
-    if (w->in_io || w->dead)
+    if (w->in_io || w->dead || w->flush_pending)
         return;
-    w->in_io = true;
-    send_all(w);
-    w->in_io = false;
-    update_events(w);
+    w->flush_pending = true;
+    event_active(&w->flush, 0, 0);
 }
 
 void h2_wire_close(struct h2_wire *w)
@@ -216,6 +239,7 @@ void h2_wire_close(struct h2_wire *w)
     w->dead = true;
     event_del(&w->rev);
     event_del(&w->wev);
+    event_del(&w->flush);
     w->reading = w->writing = false;
     if (w->fd >= 0)
         close(w->fd);

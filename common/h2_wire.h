@@ -50,9 +50,10 @@ struct h2_wire {
     int fd;
     nghttp2_session *session;
     struct event rev, wev;
+    struct event flush; /* a deferred send: kicks within one loop turn coalesce */
     struct evbuffer *in, *out;
     size_t watermark;
-    bool reading, writing, in_io, eof, dead;
+    bool reading, writing, in_io, eof, dead, flush_pending;
     /* The wire cannot go on (peer closed, I/O error, protocol error, or
      * nghttp2 has nothing left to read or write). `why` is NULL for an
      * orderly end, else a short text. Called at most once. */
@@ -70,8 +71,9 @@ void h2_wire_free_buffers(struct h2_wire *w);
 /* Processes what is already in `in` (a preface read by the HTTP/1 side)
  * and sends what nghttp2 has queued (our SETTINGS); arms the events. */
 void h2_wire_start(struct h2_wire *w);
-/* After the application submitted frames: send them now, unless nghttp2 is
- * running (then the running loop sends them). */
+/* After the application submitted frames: send them once the current
+ * callbacks are done (every kick of one loop turn is one send and one
+ * write), or from the running I/O if nghttp2 is running now. */
 void h2_wire_kick(struct h2_wire *w);
 
 /* Body sources. */

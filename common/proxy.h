@@ -43,6 +43,8 @@ struct proxy_edit {
  * as HTTP/1.1. */
 void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit);
 void proxy_forward_h2(struct request *req, struct upstream *u, const struct proxy_edit *edit);
+/* Gives back pooled HTTP/2 hop contexts beyond `keep` (idle trimming; 0 at exit). */
+void proxy_h2_trim(unsigned keep);
 
 /* Builds the upstream request head into buf; returns its length, or 0 when
  * it does not fit. Exposed for tests and the fuzz target. */

@@ -914,5 +914,9 @@ void server_free(struct server *s)
     struct sconn *c;
     while ((c = LIST_FIRST(&s->conns)))
         sconn_close(c);
+    while (s->nh2)
+        h2_conn_close(s->h2[s->nh2 - 1]); /* on_close takes it out of the array */
+    free(s->h2);
+    server_h2_trim(0);
     free(s);
 }

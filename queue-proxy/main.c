@@ -192,6 +192,7 @@ int main(void)
     server_free(qp->admin_srv);
     server_free(qp->stat_srv);
     server_free(qp->prom_srv);
+    upstream_release_h2(&qp->user);
     loop_flush_deferred();
     upstream_close_idle(&qp->user);
     if (qp->has_breaker)
@@ -200,5 +201,6 @@ int main(void)
     loop_free();
     http_head_pool_drain();
     qp_ctx_pool_trim(0);
+    proxy_h2_trim(0);
     return 0;
 }

@@ -513,7 +513,6 @@ def local_grpc_example_cold_start_split_and_tags():
     # examples/grpc/barista.yaml, as the README runs it: two revisions of a
     # gRPC service (port named h2c, gRPC readiness), 50/50, scaled to zero.
     import grpc
-    from test_local import Platform
     pl = Platform(files=[os.path.join(ROOT, "examples", "grpc", "barista.yaml")])
     client = [PY, os.path.join(ROOT, "examples", "grpc", "barista.py")]
     t0 = time.time()

@@ -8,14 +8,6 @@ COFFEE_DEFAULTS = {"autoscaling.knative.dev/initial-scale": "0",
                    "autoscaling.knative.dev/window": "6s"}
 
 
-def wait_for(cond, timeout=10.0, what="condition", step=0.02):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def service_doc(name="coffee", version="v1", cc=10, annotations=None, traffic=None,
@@ -50,87 +42,6 @@ def service_doc(name="coffee", version="v1", cc=10, annotations=None, traffic=No
     return "\n".join(lines) + "\n"
 
 
-class Platform(Proc):
-    """`coldbrew run` on its own ports and home directory."""
-
-    def __init__(self, *docs, files=None, expect_ready=True, **env):
-        self.home = tempfile.mkdtemp(prefix="home-", dir=LOGDIR)
-        self.port = free_port()
-        self.api_port = free_port()
-        self.files = files or []
-        for i, d in enumerate(docs):
-            path = os.path.join(self.home, "svc%d.yaml" % i)
-            with open(path, "w") as f:
-                f.write(d)
-            self.files.append(path)
-        self.env = {"COLDBREW_PORT": str(self.port), "COLDBREW_API_PORT": str(self.api_port),
-                    "COLDBREW_HOME": self.home, "COLDBREW_SCALE_TO_ZERO_GRACE_SECONDS": "1",
-                    "COLDBREW_POD_DRAIN_SECONDS": "0.3"}
-        self.env.update({k: str(v) for k, v in env.items()})
-        super().__init__("coldbrew", [os.path.join(BIN, "coldbrew"), "run", *self.files], self.env)
-        if expect_ready:
-            wait_for(lambda: "ready at" in self.output() or self.p.poll() is not None, 20,
-                     "coldbrew run to say ready")
-            ok(self.p.poll() is None, "coldbrew run exited: " + self.output())
-
-    def stop(self, timeout=30.0):
-        """Stops the platform; a sanitizer report in any of its children's logs
-        (activator, queue-proxies, user processes) is copied into this
-        process's output, where run_all looks for them."""
-        rc = super().stop(timeout)
-        for d, _, names in os.walk(self.home):
-            for n in names:
-                if n.endswith(".log"):
-                    text = open(os.path.join(d, n), errors="replace").read()
-                    if any(m in text for m in SANITIZER_MARKS):
-                        with open(self.log_path, "a") as f:
-                            f.write("\n[%s]\n%s" % (n, text[-4000:]))
-        return rc
-
-    def cli(self, *args, timeout=30):
-        env = dict(os.environ)
-        env.update(self.env)
-        r = subprocess.run([os.path.join(BIN, "coldbrew"), *args], env=env, capture_output=True,
-                           timeout=timeout)
-        return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
-
-    def status(self):
-        rc, out, err = self.cli("status", "--json")
-        eq(rc, 0, "status exit code (%s)" % err)
-        return json.loads(out)
-
-    def revision(self, name):
-        for s in self.status()["services"]:
-            for r in s["revisions"]:
-                if r["name"] == name:
-                    return r
-        return None
-
-    def pods(self, rev, phase=None, reserved=None):
-        r = self.revision(rev)
-        return [p for p in (r["pods"] if r else [])
-                if (phase is None or p["phase"] == phase) and (reserved is None or p["reserved"] == reserved)]
-
-    def get(self, host, path="/", timeout=10):
-        return get(self.port, path, {"Host": host}, timeout=timeout)
-
-    def descendants(self):
-        """Every live process below coldbrew, from /proc (for the orphan check)."""
-        kids = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open("/proc/%s/stat" % d) as f:
-                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                    kids.setdefault(ppid, []).append(int(d))
-                except (OSError, IndexError, ValueError):
-                    pass
-        out, todo = [], [self.p.pid]
-        while todo:
-            for c in kids.get(todo.pop(), []):
-                out.append(c)
-                todo.append(c)
-        return out
 
 
 def host(svc="coffee", tag=None):

@@ -499,6 +499,129 @@ static void output_is_bounded_for_a_reader_that_never_reads(void **state)
     assert_int_equal(cancels, 1); /* the connection went with the stream in flight */
 }
 
+/* ---------------------------------------------------------------- attack shapes on raw frames */
+
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static size_t frame(uint8_t *out, uint8_t type, uint8_t flags, uint32_t sid, const uint8_t *p,
+                    size_t n)
+{
+    out[0] = (uint8_t)(n >> 16), out[1] = (uint8_t)(n >> 8), out[2] = (uint8_t)n;
+    out[3] = type, out[4] = flags;
+    out[5] = (uint8_t)(sid >> 24), out[6] = (uint8_t)(sid >> 16), out[7] = (uint8_t)(sid >> 8),
+    out[8] = (uint8_t)sid;
+    memcpy(out + 9, p, n);
+    return 9 + n;
+}
+
+/* Sends raw bytes and turns the loop until the server closes; returns the
+ * GOAWAY error code it sent (or -1 when none came). */
+static long raw_until_goaway(int fd, const uint8_t *data, size_t n)
+{
+    size_t off = 0;
+    uint8_t in[1 << 16];
+    size_t have = 0;
+    bool eof = false;
+    for (int i = 0; i < 400 && !eof; i++) {
+        if (off < n) {
+            ssize_t w = write(fd, data + off, n - off);
+            if (w > 0)
+                off += (size_t)w;
+        }
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        ssize_t r = recv(fd, in + have, sizeof in - have, MSG_DONTWAIT);
+        if (r > 0)
+            have += (size_t)r;
+        eof = r == 0;
+    }
+    for (size_t i = 0; i + 9 <= have;) {
+        size_t len = (size_t)in[i] << 16 | (size_t)in[i + 1] << 8 | in[i + 2];
+        if (in[i + 3] == NGHTTP2_GOAWAY && i + 9 + 8 <= have)
+            return (long)((uint32_t)in[i + 13] << 24 | (uint32_t)in[i + 14] << 16 |
+                          (uint32_t)in[i + 15] << 8 | in[i + 16]);
+        i += 9 + len;
+    }
+    return -1;
+}
+
+static uint8_t attack[1 << 20];
+
+static size_t start_attack(void)
+{
+    memcpy(attack, preface, sizeof preface - 1);
+    size_t n = sizeof preface - 1;
+    return n + frame(attack + n, NGHTTP2_SETTINGS, 0, 0, NULL, 0);
+}
+
+static void hpack_bomb_gets_goaway_enhance_your_calm(void **state)
+{
+    (void)state;
+    reset_app(APP_ECHO);
+    int fd;
+    server_side(&fd);
+    size_t n = start_attack();
+    /* Stream 1 puts one 4,000-byte header into the HPACK table (and gets a
+     * 431 for it); stream 3 refers to it 200 times in 203 bytes: 800 KB
+     * decoded, past 4x the 2 KiB limit. */
+    uint8_t block[8192];
+    size_t b = 0;
+    block[b++] = 0x82, block[b++] = 0x86, block[b++] = 0x84; /* GET http / */
+    block[b++] = 0x40, block[b++] = 5;
+    memcpy(block + b, "x-big", 5), b += 5;
+    block[b++] = 0x7f, block[b++] = 0xa1, block[b++] = 0x1e; /* length 4000 */
+    memset(block + b, 'v', 4000), b += 4000;
+    n += frame(attack + n, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1,
+               block, b);
+    b = 0;
+    block[b++] = 0x82, block[b++] = 0x86, block[b++] = 0x84;
+    for (int i = 0; i < 200; i++)
+        block[b++] = 0xbe; /* indexed: dynamic entry 62, the 4,000-byte header */
+    n += frame(attack + n, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 3,
+               block, b);
+    assert_int_equal(raw_until_goaway(fd, attack, n), NGHTTP2_ENHANCE_YOUR_CALM);
+    assert_int_equal(closes, 1);
+    assert_string_equal(seen_path, ""); /* neither reached the application */
+    close(fd);
+    pump_quiet();
+}
+
+static void continuation_flood_gets_goaway(void **state)
+{
+    (void)state;
+    reset_app(APP_ECHO);
+    int fd;
+    server_side(&fd);
+    size_t n = start_attack();
+    uint8_t first[] = {0x82, 0x86, 0x84};
+    n += frame(attack + n, NGHTTP2_HEADERS, 0, 1, first, sizeof first);
+    uint8_t lit[] = {0x00, 1, 'x', 1, 'y'}; /* x: y, literal without indexing */
+    for (int i = 0; i < 100; i++)
+        n += frame(attack + n, NGHTTP2_CONTINUATION, 0, 1, lit, sizeof lit);
+    /* Cut off with a GOAWAY after max_continuations (CVE-2024-27316). */
+    assert_int_equal(raw_until_goaway(fd, attack, n), NGHTTP2_ENHANCE_YOUR_CALM);
+    assert_int_equal(closes, 1);
+    close(fd);
+    pump_quiet();
+}
+
+static void settings_flood_gets_goaway(void **state)
+{
+    (void)state;
+    reset_app(APP_ECHO);
+    int fd;
+    server_side(&fd);
+    size_t n = start_attack();
+    uint8_t entries[6 * 100];
+    for (int i = 0; i < 100; i++) {
+        uint8_t *e = entries + 6 * i;
+        e[0] = 0, e[1] = NGHTTP2_SETTINGS_ENABLE_PUSH, e[2] = e[3] = e[4] = 0, e[5] = 0;
+    }
+    n += frame(attack + n, NGHTTP2_SETTINGS, 0, 0, entries, sizeof entries);
+    assert_int_equal(raw_until_goaway(fd, attack, n), NGHTTP2_ENHANCE_YOUR_CALM);
+    close(fd);
+    pump_quiet();
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -524,6 +647,9 @@ int main(void)
         cmocka_unit_test(rapid_reset_gets_goaway),
         cmocka_unit_test(shutdown_sends_goaway_and_lets_streams_finish),
         cmocka_unit_test(output_is_bounded_for_a_reader_that_never_reads),
+        cmocka_unit_test(hpack_bomb_gets_goaway_enhance_your_calm),
+        cmocka_unit_test(continuation_flood_gets_goaway),
+        cmocka_unit_test(settings_flood_gets_goaway),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
