@@ -22,7 +22,6 @@
 #include "log.h"
 #include "loop.h"
 
-#define H2_IDLE_SECONDS 300.0 /* a connection with no stream for this long is closed */
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -70,6 +69,7 @@ void h2_limits_from_env(struct h2_limits *lim, size_t max_header_bytes, unsigned
     lim->max_continuations = (size_t)env_int("COLDBREW_H2_MAX_CONTINUATIONS", 8, 1, 1 << 20);
     lim->max_settings = (size_t)env_int("COLDBREW_H2_MAX_SETTINGS", 32, 1, 1 << 20);
     lim->max_outbound_ack = (size_t)env_int("COLDBREW_H2_MAX_OUTBOUND_ACK", 1000, 1, 1 << 20);
+    lim->idle_seconds = (double)env_int("COLDBREW_H2_IDLE_SECONDS", 300, 1, 86400);
     lim->max_header_bytes = max_header_bytes;
     lim->max_headers = max_headers;
     lim->watermark = watermark;
@@ -121,7 +121,7 @@ static void stream_release(struct h2_conn *c, struct h2_stream *st)
     c->nstreams--;
     loop_defer_free(st, stream_free);
     if (!c->nstreams && !c->dead) {
-        struct timeval tv = clock_tv(H2_IDLE_SECONDS);
+        struct timeval tv = clock_tv(c->lim->idle_seconds);
         event_add(&c->tev, &tv);
     }
 }
@@ -464,7 +464,7 @@ static struct h2_conn *conn_create(struct event_base *base, int fd, const char *
 
     c->wire.session = c->session;
     event_assign(&c->tev, base, -1, 0, on_idle, c);
-    struct timeval tv = clock_tv(H2_IDLE_SECONDS);
+    struct timeval tv = clock_tv(c->lim->idle_seconds);
     event_add(&c->tev, &tv);
     return c;
 

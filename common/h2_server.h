@@ -78,6 +78,8 @@ struct h2_limits {
     size_t max_continuations;        /* COLDBREW_H2_MAX_CONTINUATIONS (8) */
     size_t max_settings;             /* COLDBREW_H2_MAX_SETTINGS entries per frame (32) */
     size_t max_outbound_ack;         /* COLDBREW_H2_MAX_OUTBOUND_ACK (1000) */
+    double idle_seconds;             /* COLDBREW_H2_IDLE_SECONDS (300): a connection with no
+                                        stream this long gets GOAWAY and is closed */
     size_t max_header_bytes;         /* the server's COLDBREW_MAX_HEADER_BYTES */
     unsigned max_headers;            /* the server's COLDBREW_MAX_HEADERS */
     size_t watermark; /* the server's COLDBREW_BUFFER_BYTES: output above it is full */
