@@ -291,6 +291,7 @@ struct otlp_exporter {
     struct span *ring;
     unsigned head, count, cap;
     unsigned batch_n; /* spans in the export in flight */
+    bool draining;    /* otlp_flush(): send partial batches back to back */
     struct event tick, kick;
     /* metrics */
     struct sender me;
@@ -866,8 +867,9 @@ static void on_traces_done(struct sender *sd, bool ok, const char *err, int64_t 
         x->st.exports_failed++;
         x->st.spans_dropped_export += n;
     }
-    /* A full batch waiting goes at once; a partial one waits for the tick. */
-    if (x->count >= x->set.batch_spans)
+    /* A full batch waiting goes at once; a partial one waits for the tick
+     * (unless draining for a shutdown). */
+    if (x->count >= x->set.batch_spans || (x->draining && x->count))
         event_active(&x->kick, EV_TIMEOUT, 0);
 }
 
@@ -1306,6 +1308,7 @@ void otlp_flush(struct otlp_exporter *x)
 {
     if (!x)
         return;
+    x->draining = true;
     flush_traces(x);
     flush_metrics(x);
 }

@@ -108,7 +108,8 @@ bool otlp_tracing(const struct otlp_exporter *x);
 /* Queues an ended span (copied). Unsampled or unended spans are ignored.
  * O(1); drops (counted) when the ring is full. x may be NULL. */
 void otlp_add_span(struct otlp_exporter *x, const struct span *s);
-/* Starts exports of whatever is queued now (shutdown; tests). */
+/* Starts exports of whatever is queued now, and from then on sends partial
+ * batches back to back (shutdown: call once, then wait for otlp_idle()). */
 void otlp_flush(struct otlp_exporter *x);
 /* Nothing queued and nothing in flight (a shutdown waits for this, bounded). */
 bool otlp_idle(const struct otlp_exporter *x);
