@@ -12,6 +12,10 @@
  *       a request path would add them. Prints the stats, how many trees were
  *       made against how many were due, the worst timer lateness, the
  *       slowest otlp_add_span() and the peak RSS.
+ *   otlp_driver encode TREES
+ *       Queues TREES span trees, then times one otlp_flush(): the encoding
+ *       of a batch and the start of its export, the exporter's own cost on
+ *       the loop.
  *
  * OBSERVABILITY_CONFIG and the COLDBREW_OTLP_* settings come from the
  * environment. Logs go to stderr; stdout has "STATS {json}". */
@@ -201,6 +205,19 @@ int main(int argc, char **argv)
                  "us\":%.3f",
                  (unsigned long long)made, (unsigned long long)due, (double)max_lag_ns / 1e6,
                  (double)max_add_ns / 1e3, adds ? (double)sum_add_ns / (double)adds / 1e3 : 0.0);
+        print_stats(extra);
+    } else if (!strcmp(argv[1], "encode") && argc > 2) {
+        /* The exporter's own cost on the loop: N trees queued, then the
+         * time otlp_flush() takes to encode a batch and start sending it. */
+        long n = atol(argv[2]);
+        for (long i = 0; i < n; i++)
+            one_tree(NULL, NULL);
+        uint64_t t0 = clock_now_ns();
+        otlp_flush(x);
+        uint64_t t1 = clock_now_ns();
+        drain(10);
+        char extra[128];
+        snprintf(extra, sizeof extra, ",\"flush_us\":%.1f", (double)(t1 - t0) / 1e3);
         print_stats(extra);
     } else {
         fprintf(stderr, "otlp_driver: unknown mode %s\n", argv[1]);

@@ -176,8 +176,10 @@ def pace(rcv, proto, rate=RATE):
     ok(st["trees"] >= 0.97 * st["due"], "kept pace: %d of %d trees" % (st["trees"], st["due"]))
     # A blocking export would stall the loop for the whole timeout (500 ms);
     # the bound leaves room for a loaded test machine's scheduling.
-    ok(st["max_lag_ms"] < 250, "the loop never stalled: %.1f ms" % st["max_lag_ms"])
-    ok(st["mean_add_us"] < 20, "adding spans is quick: %.2f us (3 spans)" % st["mean_add_us"])
+    # (ASan makes everything several times slower: only the pace is checked.)
+    if not SANITIZE:
+        ok(st["max_lag_ms"] < 250, "the loop never stalled: %.1f ms" % st["max_lag_ms"])
+    ok(SANITIZE or st["mean_add_us"] < 20, "adding spans is quick: %.2f us (3 spans)" % st["mean_add_us"])
     eq(st["spans_queued"] + st["spans_dropped_full"], 3 * st["trees"], "every span accounted for")
     return st, err
 
