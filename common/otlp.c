@@ -219,6 +219,38 @@ void otlp_settings_from_env(struct otlp_settings *s)
     s->max_message = (size_t)env_range("COLDBREW_OTLP_MAX_MESSAGE_BYTES", 4 << 20, 4096, 1 << 30);
 }
 
+static bool set_(const char *s)
+{
+    return s && *s;
+}
+
+size_t otlp_knative_resource(const struct otlp_knative_ids *ids,
+                             struct otlp_kv out[OTLP_KNATIVE_ATTRS])
+{
+    size_t n = 0;
+#define ADD(k, v)                                                                                  \
+    do {                                                                                           \
+        if (set_(v))                                                                               \
+            out[n++] = (struct otlp_kv){k, v};                                                     \
+    } while (0)
+    ADD("k8s.container.name", ids->container);
+    ADD("k8s.namespace.name", ids->ns);
+    ADD("k8s.pod.name", ids->pod);
+    const char *name = set_(ids->otel_service_name) ? ids->otel_service_name
+                       : set_(ids->service)         ? ids->service
+                       : set_(ids->configuration)   ? ids->configuration
+                       : set_(ids->revision)        ? ids->revision
+                                                    : ids->pod;
+    ADD("service.name", name);
+    ADD("service.version", ids->version);
+    ADD("service.instance.id", ids->pod);
+    ADD("kn.service.name", ids->service);
+    ADD("kn.configuration.name", ids->configuration);
+    ADD("kn.revision.name", ids->revision);
+#undef ADD
+    return n;
+}
+
 /* ---------------------------------------------------------------- types */
 
 struct otlp_series {

@@ -92,6 +92,24 @@ struct otlp_kv {
     const char *key, *value;
 };
 
+/* Knative's resource attributes for its data plane (contract §3e,
+ * pkg/queue/sharedmain/otel.go): k8s.container.name, k8s.namespace.name,
+ * k8s.pod.name, service.name (OTEL_SERVICE_NAME, else the service, the
+ * configuration, the revision, the pod: the first one not empty),
+ * service.version, service.instance.id (the pod), kn.service.name,
+ * kn.configuration.name, kn.revision.name. NULL or empty inputs are left
+ * out (the activator has no revision of its own). */
+struct otlp_knative_ids {
+    const char *container; /* "queue-proxy", "activator" */
+    const char *ns, *pod, *service, *configuration, *revision;
+    const char *version;           /* Knative's changeset: coldbrew's version */
+    const char *otel_service_name; /* OTEL_SERVICE_NAME */
+};
+#define OTLP_KNATIVE_ATTRS 10
+/* Fills out (pointers into ids' strings); returns how many. */
+size_t otlp_knative_resource(const struct otlp_knative_ids *ids,
+                             struct otlp_kv out[OTLP_KNATIVE_ATTRS]);
+
 struct otlp_exporter;
 
 /* Starts an exporter (traces and/or metrics; an endpoint with protocol

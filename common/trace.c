@@ -276,6 +276,14 @@ bool trace_state_add(struct trace_state *ts, const char *s, size_t len)
     return true;
 }
 
+const char *trace_state_check(const char *s, size_t len)
+{
+    struct trace_state ts;
+    trace_state_init(&ts);
+    trace_state_add(&ts, s, len);
+    return ts.dropped;
+}
+
 /* ---------------------------------------------------------------- sampling */
 
 bool trace_should_sample(double rate, const struct trace_ctx *parent,

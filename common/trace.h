@@ -80,6 +80,10 @@ void trace_state_init(struct trace_state *ts);
  * are ignored. */
 bool trace_state_add(struct trace_state *ts, const char *s, size_t len);
 
+/* Would this single tracestate field be kept? NULL if so (pass the header
+ * on verbatim), else why not. No copy. */
+const char *trace_state_check(const char *s, size_t len);
+
 /* Fresh ids, never all-zero. */
 void trace_new_trace_id(uint8_t out[TRACE_ID_LEN]);
 void trace_new_span_id(uint8_t out[TRACE_SPAN_ID_LEN]);

@@ -111,6 +111,41 @@ static void test_observability_config(void **state)
         otlp_config_parse("{\"tracing\":{\"samplingRate\":\"half\"}}", &c, err, sizeof err));
 }
 
+static void test_knative_resource(void **state)
+{
+    (void)state;
+    struct otlp_kv kv[OTLP_KNATIVE_ATTRS];
+    struct otlp_knative_ids qp = {"queue-proxy", "default", "hello-00001-deployment-abc",
+                                  "hello",       "hello",   "hello-00001",
+                                  "v1",          NULL};
+    size_t n = otlp_knative_resource(&qp, kv);
+    assert_int_equal(n, 9);
+    assert_string_equal(kv[0].key, "k8s.container.name");
+    assert_string_equal(kv[3].key, "service.name");
+    assert_string_equal(kv[3].value, "hello");
+    assert_string_equal(kv[5].key, "service.instance.id");
+    assert_string_equal(kv[5].value, "hello-00001-deployment-abc");
+    assert_string_equal(kv[8].key, "kn.revision.name");
+    /* service.name: OTEL_SERVICE_NAME first; without a service, the configuration... */
+    qp.otel_service_name = "override";
+    otlp_knative_resource(&qp, kv);
+    assert_string_equal(kv[3].value, "override");
+    qp.otel_service_name = NULL;
+    qp.service = "";
+    n = otlp_knative_resource(&qp, kv);
+    assert_int_equal(n, 8); /* no kn.service.name */
+    assert_string_equal(kv[3].value, "hello");
+    qp.configuration = NULL;
+    otlp_knative_resource(&qp, kv);
+    assert_string_equal(kv[3].value, "hello-00001");
+    struct otlp_knative_ids act = {
+        .container = "activator", .ns = "knative-serving", .pod = "activator-xyz"};
+    n = otlp_knative_resource(&act, kv);
+    assert_int_equal(n, 5);
+    assert_string_equal(kv[3].key, "service.name");
+    assert_string_equal(kv[3].value, "activator-xyz");
+}
+
 /* ---------------------------------------------------------------- a collector */
 
 struct collector {
@@ -502,6 +537,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_endpoint_forms),
         cmocka_unit_test(test_observability_config),
+        cmocka_unit_test(test_knative_resource),
         cmocka_unit_test(test_batches_and_contents),
         cmocka_unit_test(test_ring_overflow_counts_drops),
         cmocka_unit_test(test_refused_and_hung_collectors_drop_and_count),

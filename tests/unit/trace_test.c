@@ -146,6 +146,9 @@ static void test_tracestate(void **state)
     trace_state_init(&ts);
     snprintf(big, sizeof big, "a=%0257d", 1);
     assert_false(trace_state_add(&ts, big, strlen(big)));
+    /* The no-copy check says the same. */
+    assert_null(trace_state_check("rojo=00f067aa0ba902b7", 21));
+    assert_string_equal(trace_state_check("Key=1", 5), "tracestate is malformed");
     /* 33 members are too many. */
     trace_state_init(&ts);
     char many[400] = "";
