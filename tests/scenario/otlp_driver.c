@@ -155,14 +155,19 @@ int main(int argc, char **argv)
     struct otlp_settings set;
     otlp_settings_from_env(&set);
     /* Knative's resource attributes for a queue-proxy (contract §3e). */
-    const struct otlp_kv res[] = {
-        {"service.name", "hello"},           {"service.version", "abc123"},
-        {"service.instance.id", "pod-1"},    {"k8s.container.name", "queue-proxy"},
-        {"k8s.namespace.name", "default"},   {"k8s.pod.name", "hello-00001-deployment-xyz"},
-        {"kn.service.name", "hello"},        {"kn.configuration.name", "hello"},
-        {"kn.revision.name", "hello-00001"},
+    const struct otlp_knative_ids ids = {
+        .container = "queue-proxy",
+        .ns = "default",
+        .pod = "hello-00001-deployment-xyz",
+        .service = "hello",
+        .configuration = "hello",
+        .revision = "hello-00001",
+        .version = "abc123",
+        .otel_service_name = getenv("OTEL_SERVICE_NAME"),
     };
-    x = otlp_new(base, &cfg, &set, res, sizeof res / sizeof res[0], "knative.dev/serving", &why);
+    struct otlp_kv res[OTLP_KNATIVE_ATTRS];
+    size_t nres = otlp_knative_resource(&ids, res);
+    x = otlp_new(base, &cfg, &set, res, nres, "knative.dev/serving", &why);
     if (!x) {
         fprintf(stderr, "otlp_new: %s\n", why);
         return 1;

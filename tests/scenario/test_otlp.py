@@ -10,7 +10,7 @@ PARENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN = "b7ad6b7169203331"
 
 RESOURCE = {
-    "service.name": "hello", "service.version": "abc123", "service.instance.id": "pod-1",
+    "service.name": "hello", "service.version": "abc123", "service.instance.id": "hello-00001-deployment-xyz",
     "k8s.container.name": "queue-proxy", "k8s.namespace.name": "default",
     "k8s.pod.name": "hello-00001-deployment-xyz", "kn.service.name": "hello",
     "kn.configuration.name": "hello", "kn.revision.name": "hello-00001",
