@@ -777,16 +777,17 @@ static void attr_to_kv(const struct span_attr *sa, KeyValue *kv, AnyValue *av, c
     }
 }
 
-/* Encodes spans[0..n) as an ExportTraceServiceRequest; malloc'd bytes. */
-static uint8_t *encode_spans(struct otlp_exporter *x, const struct span *spans, size_t n,
-                             size_t *len)
+/* Encodes the ring's first n spans as an ExportTraceServiceRequest;
+ * malloc'd bytes. */
+static uint8_t *encode_spans(struct otlp_exporter *x, size_t n, size_t *len)
 {
+#define SPAN_AT(i) (&x->ring[(x->head + (i)) % x->cap])
     typedef Opentelemetry__Proto__Trace__V1__Span Span;
     typedef Opentelemetry__Proto__Trace__V1__Span__Event Event;
     typedef Opentelemetry__Proto__Trace__V1__Status Status;
     size_t nattrs = 0, nevents = 0;
     for (size_t i = 0; i < n; i++)
-        nattrs += spans[i].nattrs, nevents += spans[i].nevents;
+        nattrs += SPAN_AT(i)->nattrs, nevents += SPAN_AT(i)->nevents;
     struct arena a = {0};
     a.cap = 4096 + x->nres * (sizeof(KeyValue *) + sizeof(KeyValue) + sizeof(AnyValue) + 48) +
             n * (sizeof(Span *) + sizeof(Span) + sizeof(Status) + 64) +
@@ -812,7 +813,7 @@ static uint8_t *encode_spans(struct otlp_exporter *x, const struct span *spans, 
     static const Event ev_init = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__EVENT__INIT;
     static const Status st_init = OPENTELEMETRY__PROTO__TRACE__V1__STATUS__INIT;
     for (size_t i = 0; i < n; i++) {
-        const struct span *s = &spans[i];
+        const struct span *s = SPAN_AT(i);
         Span *o = arena_get(&a, sizeof *o);
         *o = span_init;
         sp[i] = o;
@@ -879,6 +880,7 @@ static uint8_t *encode_spans(struct otlp_exporter *x, const struct span *spans, 
 done:
     free(a.p);
     return out;
+#undef SPAN_AT
 }
 
 /* ---------------------------------------------------------------- traces */
@@ -910,24 +912,9 @@ static void flush_traces(struct otlp_exporter *x)
     if (!x->count || !sender_ready(&x->tr))
         return;
     unsigned n = x->count < x->set.batch_spans ? x->count : x->set.batch_spans;
-    /* The batch leaves the ring before encoding: contiguous when it does
-     * not wrap, else copied out (an exporter-side cost, off the request path). */
-    struct span *batch = NULL;
-    const struct span *spans;
-    if (x->head + n <= x->cap) {
-        spans = &x->ring[x->head];
-    } else {
-        batch = malloc((size_t)n * sizeof *batch);
-        if (!batch)
-            return;
-        unsigned first = x->cap - x->head;
-        memcpy(batch, &x->ring[x->head], first * sizeof *batch);
-        memcpy(batch + first, x->ring, (n - first) * sizeof *batch);
-        spans = batch;
-    }
+    /* Encoded straight from the ring; the slots are free again at once. */
     size_t len = 0;
-    uint8_t *msg = encode_spans(x, spans, n, &len);
-    free(batch);
+    uint8_t *msg = encode_spans(x, n, &len);
     x->head = (x->head + n) % x->cap;
     x->count -= n;
     x->batch_n = n;

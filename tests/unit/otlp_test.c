@@ -410,6 +410,35 @@ static void test_ring_overflow_counts_drops(void **state)
     otlp_free(x);
 }
 
+static void test_ring_wraps_in_order(void **state)
+{
+    (void)state;
+    collector_start(&col);
+    /* A queue of 6 and batches of 4: the second batch wraps the ring. */
+    struct otlp_exporter *x = exporter(col.port, "http/protobuf", 6, 4, 20, 2000);
+    add_spans(x, 4, "first");
+    turn_until(idle, x, 3);
+    add_spans(x, 6, "second");
+    turn_until(idle, x, 3);
+    struct otlp_stats st;
+    otlp_get_stats(x, &st);
+    assert_int_equal(st.spans_exported, 10);
+    assert_int_equal(col.nbatch, 3);
+    assert_int_equal(col.batch[1], 4);
+    assert_int_equal(col.batch[2], 2);
+    /* In the order they were added: i = 0..5 across the wrap. */
+    int64_t want = 0;
+    for (unsigned b = 1; b < 3; b++) {
+        Opentelemetry__Proto__Trace__V1__ScopeSpans *ss =
+            col.treq[b]->resource_spans[0]->scope_spans[0];
+        for (size_t i = 0; i < ss->n_spans; i++) {
+            assert_string_equal(ss->spans[i]->name, "second");
+            assert_int_equal(ss->spans[i]->attributes[0]->value->int_value, want++);
+        }
+    }
+    otlp_free(x);
+}
+
 static void test_refused_and_hung_collectors_drop_and_count(void **state)
 {
     (void)state;
@@ -540,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_knative_resource),
         cmocka_unit_test(test_batches_and_contents),
         cmocka_unit_test(test_ring_overflow_counts_drops),
+        cmocka_unit_test(test_ring_wraps_in_order),
         cmocka_unit_test(test_refused_and_hung_collectors_drop_and_count),
         cmocka_unit_test(test_metrics_series),
     };
