@@ -143,8 +143,31 @@ static const char *str_field(json_t *o, const char *key, const char **out, char 
     return NULL;
 }
 
+/* An endpoint the config leaves empty comes from OTel's standard variables,
+ * as OTel Go's exporters read them when no endpoint option is given: the
+ * signal's own (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, used as is), else the
+ * base OTEL_EXPORTER_OTLP_ENDPOINT (http/protobuf appends /v1/<signal>). */
+static const char *env_endpoint(const char *proto, bool metrics, char *buf, size_t cap)
+{
+    const char *sig = getenv(metrics ? "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+                                     : "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    if (sig && *sig)
+        return sig;
+    const char *b = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if (!b || !*b)
+        return NULL;
+    if (!proto || strcmp(proto, "http/protobuf"))
+        return b;
+    size_t n = strlen(b);
+    while (n && b[n - 1] == '/')
+        n--;
+    snprintf(buf, cap, "%.*s%s", (int)n, b, metrics ? "/v1/metrics" : "/v1/traces");
+    return buf;
+}
+
 const char *otlp_config_parse(const char *json, struct otlp_config *out, char *err, size_t cap)
 {
+    char envbuf[512];
     memset(out, 0, sizeof *out);
     out->metrics_interval = 60; /* OTel's default export interval */
     if (!json || !*json)
@@ -163,6 +186,8 @@ const char *otlp_config_parse(const char *json, struct otlp_config *out, char *e
         if ((why = str_field(t, "protocol", &proto, err, cap)) ||
             (why = str_field(t, "endpoint", &ep, err, cap)))
             goto out;
+        if (!ep || !*ep)
+            ep = env_endpoint(proto, false, envbuf, sizeof envbuf);
         if ((why = otlp_endpoint_parse(proto, ep, false, &out->traces))) {
             snprintf(err, cap, "tracing: %s", why);
             why = err;
@@ -182,6 +207,8 @@ const char *otlp_config_parse(const char *json, struct otlp_config *out, char *e
         if ((why = str_field(m, "protocol", &proto, err, cap)) ||
             (why = str_field(m, "endpoint", &ep, err, cap)))
             goto out;
+        if (!ep || !*ep)
+            ep = env_endpoint(proto, true, envbuf, sizeof envbuf);
         if ((why = otlp_endpoint_parse(proto, ep, true, &out->metrics))) {
             snprintf(err, cap, "requestMetrics: %s", why);
             why = err;

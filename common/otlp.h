@@ -70,7 +70,10 @@ struct otlp_config {
  * http/protobuf "http://host:4318/v1/traces" (no path: "/v1/traces" or
  * "/v1/metrics"; no port: 4318; no scheme: http), grpc "host:4317" or
  * "http://host:4317" (no port: 4317). "https://" is refused: the exporter
- * has no TLS client yet. */
+ * has no TLS client yet. An empty endpoint falls back to OTel's
+ * OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT (as is), then
+ * OTEL_EXPORTER_OTLP_ENDPOINT (a base: http/protobuf appends /v1/traces or
+ * /v1/metrics), then OTel's default, localhost. */
 const char *otlp_config_parse(const char *json, struct otlp_config *out, char *err, size_t cap);
 /* One endpoint string for `protocol` (exposed for tests). */
 const char *otlp_endpoint_parse(const char *protocol, const char *endpoint, bool metrics,

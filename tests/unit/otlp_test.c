@@ -101,6 +101,26 @@ static void test_observability_config(void **state)
     assert_null(otlp_config_parse(
         "{\"tracing\":{\"protocol\":\"http/protobuf\",\"samplingRate\":1}}", &c, err, sizeof err));
     assert_true(c.sampling_rate == 1);
+    /* An empty endpoint: OTel's variables. */
+    setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/otel/", 1);
+    assert_null(otlp_config_parse("{\"tracing\":{\"protocol\":\"http/protobuf\"},"
+                                  "\"requestMetrics\":{\"protocol\":\"grpc\"}}",
+                                  &c, err, sizeof err));
+    assert_string_equal(c.traces.host, "base");
+    assert_string_equal(c.traces.path, "/otel/v1/traces");
+    assert_string_equal(c.metrics.host, "base");
+    assert_int_equal(c.metrics.port, 4318);
+    setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://sig:9/x", 1);
+    assert_null(otlp_config_parse(
+        "{\"tracing\":{\"protocol\":\"http/protobuf\",\"endpoint\":\"\"}}", &c, err, sizeof err));
+    assert_string_equal(c.traces.host, "sig");
+    assert_string_equal(c.traces.path, "/x");
+    /* The config's own endpoint wins. */
+    assert_null(otlp_config_parse("{\"tracing\":{\"protocol\":\"grpc\",\"endpoint\":\"mine:1\"}}",
+                                  &c, err, sizeof err));
+    assert_string_equal(c.traces.host, "mine");
+    unsetenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
     /* Invalid: fatal in Knative. */
     assert_non_null(otlp_config_parse("{", &c, err, sizeof err));
     assert_non_null(otlp_config_parse("[]", &c, err, sizeof err));
