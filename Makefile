@@ -40,7 +40,11 @@ LIBS    := -levent_core -ljansson -lprotobuf-c -lnghttp2 $(MALLOC_LIB) -lm
 AC_LIBS := -levent_extra -lwslay -lssl -lcrypto
 
 COMMON_SRC := $(wildcard common/*.c)
-COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o
+# OTLP (common/otlp.c): the messages from common/proto/otlp_*.proto.
+OTLP_PROTO := otlp_common otlp_trace otlp_metrics
+OTLP_OBJ   := $(OTLP_PROTO:%=$(BUILD)/obj/gen/%.pb-c.o)
+OTLP_HDR   := $(OTLP_PROTO:%=$(BUILD)/gen/%.pb-c.h)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/stat.pb-c.o $(OTLP_OBJ)
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 QP_SRC     := $(wildcard queue-proxy/*.c)
 # The queue-proxy's gRPC readiness probe speaks h2c (nghttp2) and grpc.health.v1.
@@ -103,7 +107,10 @@ $(BUILD)/obj/llhttp/%.o: $(LLHTTP_SRC)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $(SANFLAGS) -I$(LLHTTP_INC) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c $(BUILD)/gen/stat.pb-c.h $(BUILD)/gen/health.pb-c.h
+# otlp_trace and otlp_metrics import otlp_common.
+$(BUILD)/obj/gen/otlp_trace.pb-c.o $(BUILD)/obj/gen/otlp_metrics.pb-c.o: $(BUILD)/gen/otlp_common.pb-c.h
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/gen/stat.pb-c.h $(BUILD)/gen/health.pb-c.h $(OTLP_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -139,16 +146,22 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(B
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lcmocka
 
+# The scenario tests' stand-in for a request path that exports spans
+# (tests/scenario/test_otlp.py), until the queue-proxy and activator do.
+$(BUILD)/tests/otlp_driver: tests/scenario/otlp_driver.c $(BUILD)/libcoldbrew.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcoldbrew.a $(LIBS) -lnghttp2
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---------------------------------------------------------------- test
-test: all $(UNIT_BIN)
+test: all $(UNIT_BIN) $(BUILD)/tests/otlp_driver
 	@BUILD=$(BUILD) SANITIZE=$(SANITIZE) bash tests/run.sh
 
 unit: $(UNIT_BIN)
 	@BUILD=$(BUILD) ONLY=unit bash tests/run.sh
 
-scenario: all
+scenario: all $(BUILD)/tests/otlp_driver
 	@BUILD=$(BUILD) ONLY=scenario bash tests/run.sh
 
 # ---------------------------------------------------------------- run
@@ -179,7 +192,7 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURC
 # The local platform's parsers (fuzz_local) link beside the common core.
 # ...and the queue-proxy's gRPC health check (fuzz_grpc_health).
 FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c autoscaler/kpa.c queue-proxy/grpc_health.c
-FUZZ_GEN   := build/fuzz/gen/stat.pb-c.c build/fuzz/gen/health.pb-c.c
+FUZZ_GEN   := build/fuzz/gen/stat.pb-c.c build/fuzz/gen/health.pb-c.c $(OTLP_PROTO:%=build/fuzz/gen/%.pb-c.c)
 .PRECIOUS: build/fuzz/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h
 build/fuzz/gen/%.pb-c.c: common/proto/%.proto
 	@mkdir -p build/fuzz/gen
