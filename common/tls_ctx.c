@@ -31,6 +31,8 @@ static const char R_NAME[] = "peer certificate does not carry the server name";
 static const char R_SAN[] = "peer certificate lacks the SAN kn-user-<namespace>";
 static const char R_REJECTED[] = "peer certificate rejected";
 static const char R_PEER_REFUSED[] = "the peer refused our certificate";
+static const char R_NO_PEER_CERT[] = "the peer sent no certificate (one is required)";
+static const char R_CERT_REQUIRED[] = "the peer requires a client certificate";
 static const char R_CLOSED[] = "connection closed during the TLS handshake";
 static const char R_FAILED[] = "TLS handshake failed";
 
@@ -240,11 +242,11 @@ static const char *classify(SSL *ssl, int err)
     struct peer_expect *p = peer_idx >= 0 ? SSL_get_ex_data(ssl, peer_idx) : NULL;
     if (p && p->reason)
         return p->reason;
-    if (!SSL_is_server(ssl)) {
-        long v = SSL_get_verify_result(ssl);
-        if (v != X509_V_OK)
-            return verify_reason(v);
-    }
+    /* A client checks the server's certificate; a server asking for client
+     * certificates checks the client's. */
+    long v = SSL_get_verify_result(ssl);
+    if (v != X509_V_OK)
+        return verify_reason(v);
     unsigned long e;
     const char *why = NULL;
     while ((e = ERR_get_error()) != 0) {
@@ -267,6 +269,12 @@ static const char *classify(SSL *ssl, int err)
         case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
         case SSL_R_TLSV1_ALERT_DECRYPT_ERROR:
             why = R_PEER_REFUSED;
+            break;
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+            why = R_NO_PEER_CERT;
+            break;
+        case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+            why = R_CERT_REQUIRED;
             break;
         case SSL_R_UNEXPECTED_EOF_WHILE_READING:
             why = R_CLOSED;
@@ -364,7 +372,8 @@ static char *read_file(const char *path, size_t max, size_t *len, const char **w
 
 struct tls_ctx_server {
     SSL_CTX *ctx; /* current; SSLs made from older ones hold their own reference */
-    char *cert_file, *key_file, *ciphers, *groups;
+    char *cert_file, *key_file, *ciphers, *groups, *client_ca_file;
+    enum tls_client_auth client_auth;
     int min_version, max_version;
     size_t max_pem_bytes;
     unsigned char hash[32];     /* SHA-256 of the bytes behind ctx */
@@ -405,15 +414,41 @@ static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-static void hash_pair(const char *cert, size_t clen, const char *key, size_t klen,
-                      unsigned char out[32])
+bool tls_ctx_parse_client_auth(const char *s, enum tls_client_auth *out)
+{
+    char v[16];
+    size_t n = 0;
+    while (s && isspace((unsigned char)*s))
+        s++;
+    for (; s && *s && n < sizeof v - 1; s++)
+        v[n++] = (char)tolower((unsigned char)*s);
+    while (n && isspace((unsigned char)v[n - 1]))
+        n--;
+    v[n] = '\0';
+    if (s && *s)
+        return false; /* longer than any valid value */
+    if (!strcmp(v, "") || !strcmp(v, "none"))
+        *out = TLS_CLIENT_AUTH_NONE;
+    else if (!strcmp(v, "optional"))
+        *out = TLS_CLIENT_AUTH_OPTIONAL;
+    else if (!strcmp(v, "require"))
+        *out = TLS_CLIENT_AUTH_REQUIRE;
+    else
+        return false;
+    return true;
+}
+
+/* One SHA-256 over every file, each prefixed by its length. */
+static void hash_files(char *const *data, const size_t *len, int n, unsigned char out[32])
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    uint64_t l = clen;
-    unsigned n = 32;
-    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) || !EVP_DigestUpdate(md, &l, sizeof l) ||
-        !EVP_DigestUpdate(md, cert, clen) || !EVP_DigestUpdate(md, key, klen) ||
-        !EVP_DigestFinal_ex(md, out, &n))
+    unsigned w = 32;
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (int i = 0; ok && i < n; i++) {
+        uint64_t l = len[i];
+        ok = EVP_DigestUpdate(md, &l, sizeof l) && EVP_DigestUpdate(md, data[i], len[i]);
+    }
+    if (!ok || !EVP_DigestFinal_ex(md, out, &w))
         memset(out, 0xff, 32); /* never equal to a real digest in practice */
     EVP_MD_CTX_free(md);
 }
@@ -445,6 +480,8 @@ static SSL_CTX *server_ctx_new(const struct tls_ctx_server *s, const char **why)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn_select, NULL);
+    /* Resuming a session whose client certificate was verified needs one. */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"coldbrew", 8);
     return ctx;
 fail:
     SSL_CTX_free(ctx);
@@ -452,9 +489,44 @@ fail:
     return NULL;
 }
 
+/* Client-certificate verification from the CA file's bytes. */
+static bool server_client_auth(const struct tls_ctx_server *s, SSL_CTX *ctx, const char *ca,
+                               size_t calen, const char **why)
+{
+    BIO *b = BIO_new_mem_buf(ca, (int)calen);
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+    int n = 0;
+    X509 *x;
+    while (b && names && (x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL)) != NULL) {
+        if (X509_STORE_add_cert(st, x) == 1) {
+            X509_NAME *nm = X509_NAME_dup(X509_get_subject_name(x));
+            if (nm && !sk_X509_NAME_push(names, nm))
+                X509_NAME_free(nm);
+            n++;
+        }
+        X509_free(x);
+    }
+    BIO_free(b);
+    if (!n) {
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        *why = "the client CA file holds no PEM certificate";
+        return false;
+    }
+    /* The CertificateRequest names the CAs, as Go's ClientCAs does. */
+    SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(
+        ctx,
+        SSL_VERIFY_PEER |
+            (s->client_auth == TLS_CLIENT_AUTH_REQUIRE ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
+    return true;
+}
+
 /* A new context from the files' bytes, or NULL with *why. */
 static SSL_CTX *server_ctx_build(const struct tls_ctx_server *s, const char *cert, size_t clen,
-                                 const char *key, size_t klen, const char **why)
+                                 const char *key, size_t klen, const char *ca, size_t calen,
+                                 const char **why)
 {
     SSL_CTX *ctx = NULL;
     X509 *leaf = NULL;
@@ -506,6 +578,8 @@ static SSL_CTX *server_ctx_build(const struct tls_ctx_server *s, const char *cer
         *why = "the key does not match the certificate";
         goto fail;
     }
+    if (s->client_auth != TLS_CLIENT_AUTH_NONE && !server_client_auth(s, ctx, ca, calen, why))
+        goto fail;
     goto done;
 fail:
     SSL_CTX_free(ctx);
@@ -524,33 +598,42 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-/* Reads both files; on success the bytes' hash in `hash` and a new context
+/* Reads the files; on success the bytes' hash in `hash` and a new context
  * when the hash differs from the current one (*ctx NULL when unchanged). */
 static bool server_load(struct tls_ctx_server *s, unsigned char hash[32], SSL_CTX **ctx,
                         const char **why)
 {
-    size_t clen = 0, klen = 0;
-    *ctx = NULL;
-    char *cert =
-        read_file(s->cert_file, s->max_pem_bytes, &clen, why, "cannot read the certificate file",
-                  "the certificate file is larger than COLDBREW_TLS_MAX_PEM_BYTES");
-    if (!cert)
-        return false;
-    char *key = read_file(s->key_file, s->max_pem_bytes, &klen, why, "cannot read the key file",
-                          "the key file is larger than COLDBREW_TLS_MAX_PEM_BYTES");
-    if (!key) {
-        free(cert);
-        return false;
-    }
-    hash_pair(cert, clen, key, klen, hash);
+    static const char *const cannot[] = {"cannot read the certificate file",
+                                         "cannot read the key file",
+                                         "cannot read the client CA file"};
+    static const char *const large[] = {
+        "the certificate file is larger than COLDBREW_TLS_MAX_PEM_BYTES",
+        "the key file is larger than COLDBREW_TLS_MAX_PEM_BYTES",
+        "the client CA file is larger than COLDBREW_TLS_MAX_PEM_BYTES"};
+    const char *path[3] = {s->cert_file, s->key_file, s->client_ca_file};
+    int n = s->client_auth != TLS_CLIENT_AUTH_NONE ? 3 : 2;
+    char *data[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0};
     bool ok = true;
-    if (!s->ctx || memcmp(hash, s->hash, 32) != 0) {
-        *ctx = server_ctx_build(s, cert, clen, key, klen, why);
-        ok = *ctx != NULL;
+    *ctx = NULL;
+    for (int i = 0; i < n && ok; i++) {
+        data[i] = path[i] ? read_file(path[i], s->max_pem_bytes, &len[i], why, cannot[i], large[i])
+                          : NULL;
+        if (!data[i] && !path[i])
+            *why = "no client CA file for client certificates";
+        ok = data[i] != NULL;
     }
-    OPENSSL_cleanse(key, klen);
-    free(key);
-    free(cert);
+    if (ok) {
+        hash_files(data, len, n, hash);
+        if (!s->ctx || memcmp(hash, s->hash, 32) != 0) {
+            *ctx = server_ctx_build(s, data[0], len[0], data[1], len[1], data[2], len[2], why);
+            ok = *ctx != NULL;
+        }
+    }
+    if (data[1])
+        OPENSSL_cleanse(data[1], len[1]);
+    for (int i = 0; i < 3; i++)
+        free(data[i]);
     return ok;
 }
 
@@ -568,6 +651,8 @@ struct tls_ctx_server *tls_ctx_server_new(const struct tls_ctx_server_opts *o, c
     s->key_file = strdup(o && o->key_file ? o->key_file : TLS_CTX_DEFAULT_KEY_FILE);
     s->ciphers = dup_or_null(o ? o->ciphers : NULL);
     s->groups = dup_or_null(o ? o->groups : NULL);
+    s->client_ca_file = dup_or_null(o ? o->client_ca_file : NULL);
+    s->client_auth = o ? o->client_auth : TLS_CLIENT_AUTH_NONE;
     s->min_version = o && o->min_version ? o->min_version : DEFAULT_MIN_VERSION;
     s->max_version = o ? o->max_version : 0;
     s->max_pem_bytes = o && o->max_pem_bytes ? o->max_pem_bytes : TLS_CTX_MAX_PEM_BYTES;
@@ -620,7 +705,8 @@ enum tls_ctx_reload tls_ctx_server_reload(struct tls_ctx_server *s, const char *
     const char *w = NULL;
     if (!server_load(s, hash, &ctx, &w)) {
         /* Log once per distinct refused content (and per read failure reason). */
-        bool read_failed = !strncmp(w, "cannot read", 11) || strstr(w, "larger than");
+        bool read_failed = !strncmp(w, "cannot read", 11) || strstr(w, "larger than") ||
+                           !strncmp(w, "no client CA", 12);
         if (read_failed)
             memset(hash, 0, 32);
         if (w != s->bad_why || memcmp(hash, s->bad_hash, 32) != 0)
@@ -680,6 +766,7 @@ void tls_ctx_server_free(struct tls_ctx_server *s)
     free(s->key_file);
     free(s->ciphers);
     free(s->groups);
+    free(s->client_ca_file);
     free(s);
 }
 

@@ -105,7 +105,20 @@ struct tls_ctx_server_opts {
     const char *ciphers;   /* OpenSSL TLS <= 1.2 cipher list; NULL: OpenSSL's default */
     const char *groups;    /* e.g. "X25519:P-256"; NULL: OpenSSL's default */
     size_t max_pem_bytes;  /* 0: TLS_CTX_MAX_PEM_BYTES; larger files are refused */
+    /* Client certificates (METRICS_PROMETHEUS_TLS_CLIENT_AUTH / _CLIENT_CA_FILE;
+     * the 8112 listeners ask for none). The CA file is re-read and hashed with
+     * the pair, so its rotation is picked up too. */
+    enum tls_client_auth {
+        TLS_CLIENT_AUTH_NONE,     /* "" or "none" */
+        TLS_CLIENT_AUTH_OPTIONAL, /* "optional": verified if given (Go's VerifyClientCertIfGiven) */
+        TLS_CLIENT_AUTH_REQUIRE,  /* "require": RequireAndVerifyClientCert */
+    } client_auth;
+    const char *client_ca_file; /* required unless client_auth is NONE */
 };
+
+/* Knative's values for METRICS_PROMETHEUS_TLS_CLIENT_AUTH: "", "none",
+ * "optional", "require", any case, spaces around ignored. */
+bool tls_ctx_parse_client_auth(const char *s, enum tls_client_auth *out);
 
 struct tls_ctx_server;
 

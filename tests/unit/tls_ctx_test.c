@@ -408,6 +408,73 @@ static void test_env_settings(void **state)
     assert_null(d.groups);
 }
 
+/* METRICS_PROMETHEUS_TLS_CLIENT_AUTH: optional / require with a client CA file. */
+static void test_client_auth(void **state)
+{
+    (void)state;
+    enum tls_client_auth a;
+    assert_true(tls_ctx_parse_client_auth(" Require ", &a));
+    assert_int_equal(a, TLS_CLIENT_AUTH_REQUIRE);
+    assert_true(tls_ctx_parse_client_auth("", &a));
+    assert_int_equal(a, TLS_CLIENT_AUTH_NONE);
+    assert_true(tls_ctx_parse_client_auth("optional", &a));
+    assert_int_equal(a, TLS_CLIENT_AUTH_OPTIONAL);
+    assert_false(tls_ctx_parse_client_auth("verify", &a));
+
+    struct pki ca = make_ca(), other = make_ca();
+    struct pki leaf = make_leaf(&ca, good_dns, 2, -60, 3600);
+    static const char *const client_dns[] = {"prometheus"};
+    struct pki good = make_leaf(&ca, client_dns, 1, -60, 3600);
+    struct pki bad = make_leaf(&other, client_dns, 1, -60, 3600);
+    write_pair(&leaf);
+    char cafile[160], err[256];
+    snprintf(cafile, sizeof cafile, "%s/client-ca.crt", dir);
+    assert_true(certs_write_pem(cafile, ca.crt, NULL, err, sizeof err));
+    struct tls_ctx_server_opts o = {.cert_file = path_crt,
+                                    .key_file = path_key,
+                                    .client_auth = TLS_CLIENT_AUTH_REQUIRE,
+                                    .client_ca_file = cafile};
+    const char *why = NULL;
+    struct tls_ctx_server *s = tls_ctx_server_new(&o, &why);
+    assert_non_null(s);
+    struct tls_ctx_client *c = client_trusting(ca.crt);
+    struct pki *who[] = {NULL, &good, &bad};
+    const char *want[] = {"the peer sent no certificate (one is required)", NULL,
+                          "peer certificate not signed by a trusted CA"};
+    for (int i = 0; i < 3; i++) {
+        struct conn k;
+        pair_open(&k, s, c, "ns1", NULL, TLS_ALPN_NONE);
+        if (who[i]) {
+            assert_int_equal(SSL_use_certificate(k.cli, who[i]->crt), 1);
+            assert_int_equal(SSL_use_PrivateKey(k.cli, who[i]->key), 1);
+        }
+        pair_drive(&k);
+        if (want[i]) {
+            assert_int_equal(k.srv_rc, -1);
+            assert_string_equal(k.srv_why, want[i]);
+        } else {
+            assert_int_equal(k.srv_rc, 1);
+        }
+        pair_close(&k);
+    }
+    tls_ctx_server_free(s);
+    /* optional: no certificate is fine, a bad one is not. */
+    o.client_auth = TLS_CLIENT_AUTH_OPTIONAL;
+    s = tls_ctx_server_new(&o, &why);
+    assert_int_equal(handshake(s, c, "ns1", NULL, NULL), 1);
+    tls_ctx_server_free(s);
+    /* A missing CA file refuses to start. */
+    o.client_ca_file = NULL;
+    assert_null(tls_ctx_server_new(&o, &why));
+    assert_string_equal(why, "no client CA file for client certificates");
+    tls_ctx_client_free(c);
+    drop(&ca);
+    drop(&other);
+    drop(&leaf);
+    drop(&good);
+    drop(&bad);
+}
+
 static void test_alpn(void **state)
 {
     (void)state;
@@ -834,6 +901,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tls12_client_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alpn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
