@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "log.h"
 
 /* ---------------------------------------------------------------- reasons
@@ -180,6 +181,18 @@ bool tls_ctx_opts_from_env(const char *prefix, struct tls_ctx_server_opts *o,
     o->ciphers = store->ciphers[0] ? store->ciphers : NULL;
     o->groups = store->groups[0] ? store->groups : NULL;
     return true;
+}
+
+/* A positive size from the environment; def (and a warning) when malformed. */
+static size_t env_size(const char *name, size_t def)
+{
+    bool ok = true;
+    long v = env_long(name, (long)def, &ok);
+    if (!ok || v <= 0) {
+        log_warn("tls: %s=%s is not a positive number; using %zu", name, getenv(name), def);
+        return def;
+    }
+    return (size_t)v;
 }
 
 /* ---------------------------------------------------------------- per-SSL client state */
@@ -380,6 +393,8 @@ struct tls_ctx_server {
     unsigned char bad_hash[32]; /* the last refused content, logged once */
     const char *bad_why;
     unsigned generation;
+    double keys_born;          /* when ctx's ticket keys were made (monotonic seconds) */
+    double ticket_key_seconds; /* COLDBREW_TLS_TICKET_KEY_LIFETIME */
     struct event *timer;
 };
 
@@ -593,6 +608,13 @@ done:
     return ctx;
 }
 
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static char *dup_or_null(const char *s)
 {
     return s ? strdup(s) : NULL;
@@ -600,7 +622,7 @@ static char *dup_or_null(const char *s)
 
 /* Reads the files; on success the bytes' hash in `hash` and a new context
  * when the hash differs from the current one (*ctx NULL when unchanged). */
-static bool server_load(struct tls_ctx_server *s, unsigned char hash[32], SSL_CTX **ctx,
+static bool server_load(struct tls_ctx_server *s, unsigned char hash[32], SSL_CTX **ctx, bool force,
                         const char **why)
 {
     static const char *const cannot[] = {"cannot read the certificate file",
@@ -625,7 +647,7 @@ static bool server_load(struct tls_ctx_server *s, unsigned char hash[32], SSL_CT
     }
     if (ok) {
         hash_files(data, len, n, hash);
-        if (!s->ctx || memcmp(hash, s->hash, 32) != 0) {
+        if (force || !s->ctx || memcmp(hash, s->hash, 32) != 0) {
             *ctx = server_ctx_build(s, data[0], len[0], data[1], len[1], data[2], len[2], why);
             ok = *ctx != NULL;
         }
@@ -655,10 +677,12 @@ struct tls_ctx_server *tls_ctx_server_new(const struct tls_ctx_server_opts *o, c
     s->client_auth = o ? o->client_auth : TLS_CLIENT_AUTH_NONE;
     s->min_version = o && o->min_version ? o->min_version : DEFAULT_MIN_VERSION;
     s->max_version = o ? o->max_version : 0;
-    s->max_pem_bytes = o && o->max_pem_bytes ? o->max_pem_bytes : TLS_CTX_MAX_PEM_BYTES;
+    s->max_pem_bytes = o && o->max_pem_bytes
+                           ? o->max_pem_bytes
+                           : env_size("COLDBREW_TLS_MAX_PEM_BYTES", TLS_CTX_MAX_PEM_BYTES);
     unsigned char hash[32];
     SSL_CTX *ctx = NULL;
-    if (!s->cert_file || !s->key_file || !server_load(s, hash, &ctx, &w)) {
+    if (!s->cert_file || !s->key_file || !server_load(s, hash, &ctx, false, &w)) {
         if (!w)
             w = "out of memory";
         log_error("tls: cannot serve TLS with %s and %s: %s", s->cert_file ? s->cert_file : "?",
@@ -670,6 +694,14 @@ struct tls_ctx_server *tls_ctx_server_new(const struct tls_ctx_server_opts *o, c
     }
     s->ctx = ctx;
     memcpy(s->hash, hash, 32);
+    s->keys_born = mono_now();
+    bool ok = true;
+    s->ticket_key_seconds = env_duration("COLDBREW_TLS_TICKET_KEY_LIFETIME", 86400, &ok);
+    if (!ok || s->ticket_key_seconds <= 0) {
+        log_warn("tls: COLDBREW_TLS_TICKET_KEY_LIFETIME=%s is not a positive duration; using 24h",
+                 getenv("COLDBREW_TLS_TICKET_KEY_LIFETIME"));
+        s->ticket_key_seconds = 86400;
+    }
     log_info("tls: serving the certificate from %s (minimum TLS %s)", s->cert_file,
              s->min_version == TLS1_3_VERSION ? "1.3" : "1.2");
     return s;
@@ -703,7 +735,12 @@ enum tls_ctx_reload tls_ctx_server_reload(struct tls_ctx_server *s, const char *
     unsigned char hash[32];
     SSL_CTX *ctx = NULL;
     const char *w = NULL;
-    if (!server_load(s, hash, &ctx, &w)) {
+    double now = mono_now();
+    /* Ticket keys are carried across certificate rotations but not kept
+     * forever: like Go's crypto/tls, a new key every day, so a leaked key
+     * opens at most a day of tickets. */
+    bool rotate = now - s->keys_born >= s->ticket_key_seconds;
+    if (!server_load(s, hash, &ctx, rotate, &w)) {
         /* Log once per distinct refused content (and per read failure reason). */
         bool read_failed = !strncmp(w, "cannot read", 11) || strstr(w, "larger than") ||
                            !strncmp(w, "no client CA", 12);
@@ -720,16 +757,25 @@ enum tls_ctx_reload tls_ctx_server_reload(struct tls_ctx_server *s, const char *
     }
     if (!ctx)
         return TLS_CTX_RELOAD_UNCHANGED;
-    /* Tickets issued under the old context keep resuming. */
-    unsigned char keys[80];
-    if (SSL_CTX_get_tlsext_ticket_keys(s->ctx, keys, sizeof keys) == 1)
-        SSL_CTX_set_tlsext_ticket_keys(ctx, keys, sizeof keys);
-    OPENSSL_cleanse(keys, sizeof keys);
-    ERR_clear_error();
+    bool changed = memcmp(hash, s->hash, 32) != 0;
+    if (rotate) {
+        s->keys_born = now; /* the new context made its own keys */
+    } else {
+        /* Tickets issued under the old context keep resuming. */
+        unsigned char keys[80];
+        if (SSL_CTX_get_tlsext_ticket_keys(s->ctx, keys, sizeof keys) == 1)
+            SSL_CTX_set_tlsext_ticket_keys(ctx, keys, sizeof keys);
+        OPENSSL_cleanse(keys, sizeof keys);
+        ERR_clear_error();
+    }
     SSL_CTX_free(s->ctx); /* connections made from it hold their own reference */
     s->ctx = ctx;
     memcpy(s->hash, hash, 32);
     s->bad_why = NULL;
+    if (!changed) {
+        log_info("tls: new session ticket keys for new connections");
+        return TLS_CTX_RELOAD_UNCHANGED;
+    }
     s->generation++;
     log_info("tls: new certificate from %s in use for new connections (generation %u)",
              s->cert_file, s->generation);
@@ -744,8 +790,18 @@ static void on_reload_tick(evutil_socket_t fd, short what, void *arg)
 
 bool tls_ctx_server_watch(struct tls_ctx_server *s, struct event_base *base, unsigned interval_ms)
 {
-    if (!interval_ms)
-        interval_ms = TLS_CTX_RELOAD_INTERVAL_MS;
+    if (!interval_ms) {
+        bool ok = true;
+        double sec =
+            env_duration("COLDBREW_TLS_RELOAD_INTERVAL", TLS_CTX_RELOAD_INTERVAL_MS / 1e3, &ok);
+        if (!ok || sec < 0.01 || sec > 86400) {
+            log_warn("tls: COLDBREW_TLS_RELOAD_INTERVAL=%s is not a duration from 10ms to 24h; "
+                     "checking every minute",
+                     getenv("COLDBREW_TLS_RELOAD_INTERVAL"));
+            sec = TLS_CTX_RELOAD_INTERVAL_MS / 1e3;
+        }
+        interval_ms = (unsigned)(sec * 1000);
+    }
     if (s->timer)
         event_free(s->timer);
     s->timer = event_new(base, -1, EV_PERSIST, on_reload_tick, s);
@@ -785,6 +841,7 @@ struct tls_ctx_client {
     char *server_name;
     struct session_slot *slots;
     size_t nslots, cached;
+    bool evict_logged;
 };
 
 static uint64_t fnv1a(const char *s)
@@ -857,6 +914,13 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     if (!copy)
         return 0;
     struct session_slot *sl = &c->slots[p->key_hash % c->nslots];
+    if (sl->sess && sl->hash != p->key_hash && !c->evict_logged) {
+        /* Two destinations share a slot: one of them will do full handshakes. */
+        log_warn("tls: the session cache (%zu slots, COLDBREW_TLS_SESSION_CACHE) replaced another "
+                 "destination's session; logged once",
+                 c->nslots);
+        c->evict_logged = true;
+    }
     slot_clear(c, sl);
     sl->hash = p->key_hash;
     memcpy(sl->key, p->key, sizeof sl->key);
@@ -871,7 +935,9 @@ struct tls_ctx_client *tls_ctx_client_new(const struct tls_ctx_client_opts *o, c
     struct tls_ctx_client *c = calloc(1, sizeof *c);
     if (!c || !ex_indexes())
         goto fail;
-    c->nslots = o && o->session_slots ? o->session_slots : TLS_CTX_SESSION_CACHE_SLOTS;
+    c->nslots = o && o->session_slots
+                    ? o->session_slots
+                    : env_size("COLDBREW_TLS_SESSION_CACHE", TLS_CTX_SESSION_CACHE_SLOTS);
     c->slots = calloc(c->nslots, sizeof *c->slots);
     c->server_name = strdup(o && o->server_name ? o->server_name : TLS_CTX_DATA_PLANE_NAME);
     c->store = X509_STORE_new();
@@ -976,9 +1042,10 @@ int tls_ctx_client_set_trust_files(struct tls_ctx_client *c, const char *const *
             *why = "out of memory";
         return 0;
     }
+    size_t max = env_size("COLDBREW_TLS_MAX_PEM_BYTES", TLS_CTX_MAX_PEM_BYTES);
     for (size_t i = 0; i < n; i++) {
         const char *w = NULL;
-        srcs[i].data = read_file(files[i], TLS_CTX_MAX_PEM_BYTES, &srcs[i].len, &w, "cannot read",
+        srcs[i].data = read_file(files[i], max, &srcs[i].len, &w, "cannot read",
                                  "larger than COLDBREW_TLS_MAX_PEM_BYTES");
         srcs[i].origin = files[i];
         if (!srcs[i].data)

@@ -24,7 +24,8 @@
  *     the certificate, an expired certificate) keeps the current context and
  *     logs why, once per distinct content.
  *   - Ticket keys are carried over, so tickets issued before a rotation still
- *     resume after it.
+ *     resume after it; they are replaced every COLDBREW_TLS_TICKET_KEY_LIFETIME
+ *     (24 h, Go's rotation period) by a context rebuilt from the same files.
  *
  * Client side (struct tls_ctx_client, activator -> queue-proxy): SNI and the
  * verified name are `data-plane.knative.dev`; the leaf must also carry the DNS
@@ -55,7 +56,7 @@ struct event_base;
 #define TLS_CTX_DEFAULT_KEY_FILE    "/var/lib/knative/certs/tls.key"
 #define TLS_CTX_DATA_PLANE_NAME     "data-plane.knative.dev"
 #define TLS_CTX_USER_SAN_PREFIX     "kn-user-"
-#define TLS_CTX_RELOAD_INTERVAL_MS  60000u
+#define TLS_CTX_RELOAD_INTERVAL_MS  60000u     /* COLDBREW_TLS_RELOAD_INTERVAL (Go duration) */
 #define TLS_CTX_MAX_PEM_BYTES       (1u << 20) /* COLDBREW_TLS_MAX_PEM_BYTES */
 #define TLS_CTX_SESSION_CACHE_SLOTS 1024u      /* COLDBREW_TLS_SESSION_CACHE */
 
@@ -104,7 +105,8 @@ struct tls_ctx_server_opts {
     int max_version;       /* 0: the highest OpenSSL knows */
     const char *ciphers;   /* OpenSSL TLS <= 1.2 cipher list; NULL: OpenSSL's default */
     const char *groups;    /* e.g. "X25519:P-256"; NULL: OpenSSL's default */
-    size_t max_pem_bytes;  /* 0: TLS_CTX_MAX_PEM_BYTES; larger files are refused */
+    size_t max_pem_bytes;  /* 0: COLDBREW_TLS_MAX_PEM_BYTES or TLS_CTX_MAX_PEM_BYTES; larger
+                            * files are refused (a reason and a log line say so) */
     /* Client certificates (METRICS_PROMETHEUS_TLS_CLIENT_AUTH / _CLIENT_CA_FILE;
      * the 8112 listeners ask for none). The CA file is re-read and hashed with
      * the pair, so its rotation is picked up too. */
@@ -140,8 +142,9 @@ enum tls_ctx_reload {
 enum tls_ctx_reload tls_ctx_server_reload(struct tls_ctx_server *s, const char **why);
 /* How many contexts were swapped in since creation (for logs and tests). */
 unsigned tls_ctx_server_generation(const struct tls_ctx_server *s);
-/* Checks the files every interval_ms (0: TLS_CTX_RELOAD_INTERVAL_MS) on a
- * libevent timer of `base`. False if the timer could not be made. */
+/* Checks the files every interval_ms on a libevent timer of `base`; 0:
+ * COLDBREW_TLS_RELOAD_INTERVAL (a Go duration, for tests that cannot wait)
+ * or one minute. False if the timer could not be made. */
 bool tls_ctx_server_watch(struct tls_ctx_server *s, struct event_base *base, unsigned interval_ms);
 /* Stops the timer and drops the module's reference to the context;
  * connections still open keep theirs. */
@@ -153,7 +156,7 @@ struct tls_ctx_client_opts {
     const char *server_name; /* NULL: TLS_CTX_DATA_PLANE_NAME (SNI and verified name) */
     int min_version;         /* 0: TLS 1.3 (Knative's client minimum) */
     int max_version;         /* 0: the highest */
-    size_t session_slots;    /* 0: TLS_CTX_SESSION_CACHE_SLOTS; 1 or more */
+    size_t session_slots;    /* 0: COLDBREW_TLS_SESSION_CACHE or TLS_CTX_SESSION_CACHE_SLOTS */
 };
 
 struct tls_ctx_client;

@@ -332,6 +332,13 @@ static void test_tls12_client_refused(void **state)
     assert_non_null(strstr(cwhy, "TLS version refused"));
     tls_ctx_client_free(c);
 
+    /* Files above COLDBREW_TLS_MAX_PEM_BYTES are refused. */
+    setenv("COLDBREW_TLS_MAX_PEM_BYTES", "100", 1);
+    struct tls_ctx_server_opts small = {.cert_file = path_crt, .key_file = path_key};
+    assert_null(tls_ctx_server_new(&small, &why));
+    assert_string_equal(why, "the certificate file is larger than COLDBREW_TLS_MAX_PEM_BYTES");
+    unsetenv("COLDBREW_TLS_MAX_PEM_BYTES");
+
     /* The same server with TLS 1.2 allowed (QUEUE_PROXY_TLS_MIN_VERSION=1.2) accepts it. */
     int v = 0;
     assert_true(tls_ctx_parse_version("1.2", &v));
@@ -670,7 +677,9 @@ static void test_reload(void **state)
 
     /* The timer: a valid pair again is picked up by the watch. */
     struct event_base *base = event_base_new();
-    assert_true(tls_ctx_server_watch(s, base, 20));
+    setenv("COLDBREW_TLS_RELOAD_INTERVAL", "20ms", 1);
+    assert_true(tls_ctx_server_watch(s, base, 0));
+    unsetenv("COLDBREW_TLS_RELOAD_INTERVAL");
     write_pair(&a);
     for (int i = 0; i < 50 && tls_ctx_server_generation(s) == 1; i++)
         event_base_loop(base, EVLOOP_ONCE);
@@ -780,6 +789,34 @@ static void test_session_resumption(void **state)
     write_pair(&b);
     assert_int_equal(tls_ctx_server_reload(s, &why), TLS_CTX_RELOAD_SWAPPED);
     assert_int_equal(resumed(s, c, "ns1", "10.0.0.1:8112"), 1);
+
+    /* Ticket keys older than COLDBREW_TLS_TICKET_KEY_LIFETIME are replaced:
+     * old tickets stop resuming, the certificate generation stays. */
+    setenv("COLDBREW_TLS_TICKET_KEY_LIFETIME", "10ms", 1);
+    struct tls_ctx_server *s2 = server_on(&b);
+    unsetenv("COLDBREW_TLS_TICKET_KEY_LIFETIME");
+    assert_int_equal(resumed(s2, c, "ns1", "10.0.0.3:8112"), 0);
+    assert_int_equal(resumed(s2, c, "ns1", "10.0.0.3:8112"), 1);
+    usleep(20000);
+    assert_int_equal(tls_ctx_server_reload(s2, &why), TLS_CTX_RELOAD_UNCHANGED);
+    assert_int_equal(tls_ctx_server_generation(s2), 0);
+    assert_int_equal(resumed(s2, c, "ns1", "10.0.0.3:8112"), 0);
+    assert_int_equal(resumed(s2, c, "ns1", "10.0.0.3:8112"), 1);
+    tls_ctx_server_free(s2);
+
+    /* One slot: a second destination replaces the first, and a log line says so once. */
+    log_to_file();
+    struct tls_ctx_client_opts one = {.session_slots = 1};
+    struct tls_ctx_client *c1 = tls_ctx_client_new(&one, &why);
+    trust(c1, ca.crt);
+    assert_int_equal(resumed(s, c1, "ns1", "10.0.0.1:8112"), 0);
+    assert_int_equal(resumed(s, c1, "ns1", "10.0.0.2:8112"), 0);
+    assert_int_equal(resumed(s, c1, "ns1", "10.0.0.1:8112"), 0);
+    assert_int_equal(resumed(s, c1, "ns1", "10.0.0.1:8112"), 1);
+    assert_int_equal(tls_ctx_client_cached_sessions(c1), 1);
+    assert_non_null(strstr(log_text(), "COLDBREW_TLS_SESSION_CACHE"));
+    tls_ctx_client_free(c1);
+    log_set_fd(1);
 
     /* A trust rebuild forgets every session. */
     trust(c, ca.crt);
