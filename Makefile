@@ -177,7 +177,7 @@ build/fuzz/gen/stat.pb-c.c: common/proto/stat.proto
 	@mkdir -p build/fuzz/gen
 	protoc-c --proto_path=common/proto --c_out=build/fuzz/gen common/proto/stat.proto
 # The local platform's parsers (fuzz_local) link beside the common core.
-FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c autoscaler/kpa.c
+FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c local/certs.c autoscaler/kpa.c
 build/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(FUZZ_LOCAL) build/fuzz/gen/stat.pb-c.c
 	@mkdir -p build/fuzz
 	clang $(FUZZ_FLAGS) -o $@ $< $(COMMON_SRC) $(FUZZ_LOCAL) build/fuzz/gen/stat.pb-c.c $(LLHTTP_SRC)/llhttp.c $(LLHTTP_SRC)/api.c $(LLHTTP_SRC)/http.c -levent_core -levent_extra -lwslay -lssl -lcrypto -ljansson -lprotobuf-c -lyaml -lm

@@ -3,9 +3,11 @@
  * local/certs.c, so the generator is exercised too. */
 #include "unit.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -13,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -870,6 +873,100 @@ static void test_half_handshake_frees(void **state)
     drop(&leaf);
 }
 
+/* ---------------------------------------------------------------- a real client: curl */
+
+struct curl_run {
+    int rc;          /* server handshake result */
+    const char *why; /* its reason on failure */
+    enum tls_alpn alpn;
+    char out[16384]; /* curl -v output */
+};
+
+/* Runs curl against one connection served by s on a loopback listener. */
+static void curl_once(struct tls_ctx_server *s, const char *cafile, const char *extra,
+                      struct curl_run *r)
+{
+    memset(r, 0, sizeof *r);
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(ls, 4), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &alen), 0);
+    int port = ntohs(a.sin_port);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "curl -sv --max-time 5 --cacert %s --resolve data-plane.knative.dev:%d:127.0.0.1 %s "
+             "https://data-plane.knative.dev:%d/ 2>&1",
+             cafile, port, extra, port);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    struct pollfd pfd = {ls, POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 5000), 1);
+    int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(fd >= 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SSL *ssl = tls_ctx_server_accept(s, fd);
+    r->rc = tls_ctx_handshake(ssl, &r->why); /* blocking socket: runs to the end */
+    if (r->rc == 1) {
+        r->alpn = tls_ctx_alpn(ssl);
+        char req[2048];
+        int n = SSL_read(ssl, req, sizeof req - 1);
+        if (n > 0 && r->alpn != TLS_ALPN_H2) {
+            static const char resp[] =
+                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nserved-ok";
+            assert_int_equal(SSL_write(ssl, resp, sizeof resp - 1), (int)sizeof resp - 1);
+            SSL_shutdown(ssl);
+        }
+    }
+    SSL_free(ssl);
+    ERR_clear_error();
+    close(fd);
+    close(ls);
+    size_t got = fread(r->out, 1, sizeof r->out - 1, p);
+    r->out[got] = '\0';
+    pclose(p);
+}
+
+static void test_curl(void **state)
+{
+    (void)state;
+    if (system("command -v curl >/dev/null 2>&1") != 0) {
+        skip(); /* curl is in the Makefile's TEST_PKGS */
+    }
+    char ca_dir[128], pod_dir[128], err[256], crt[160], key[160], cafile[160];
+    snprintf(ca_dir, sizeof ca_dir, "%s/ca", dir);
+    snprintf(pod_dir, sizeof pod_dir, "%s/pod", dir);
+    assert_true(certs_ensure_pod(ca_dir, pod_dir, "default", NULL, err, sizeof err));
+    snprintf(crt, sizeof crt, "%s/tls.crt", pod_dir);
+    snprintf(key, sizeof key, "%s/tls.key", pod_dir);
+    snprintf(cafile, sizeof cafile, "%s/ca.crt", pod_dir);
+    struct tls_ctx_server_opts o = {.cert_file = crt, .key_file = key};
+    const char *why = NULL;
+    struct tls_ctx_server *s = tls_ctx_server_new(&o, &why);
+    assert_non_null(s);
+    static struct curl_run r;
+
+    curl_once(s, cafile, "--http1.1", &r);
+    assert_int_equal(r.rc, 1);
+    assert_int_equal(r.alpn, TLS_ALPN_HTTP11);
+    assert_non_null(strstr(r.out, "SSL connection using TLSv1.3"));
+    assert_non_null(strstr(r.out, "served-ok"));
+
+    curl_once(s, cafile, "--http2", &r);
+    assert_int_equal(r.rc, 1);
+    assert_int_equal(r.alpn, TLS_ALPN_H2);
+    assert_non_null(strstr(r.out, "ALPN: server accepted h2"));
+
+    curl_once(s, cafile, "--http1.1 --tlsv1.2 --tls-max 1.2", &r);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.why, "TLS version refused"));
+    assert_null(strstr(r.out, "served-ok"));
+
+    tls_ctx_server_free(s);
+}
+
 /* What OpenSSL keeps per idle server-side TLS connection (handshake done,
  * tickets sent, no data in flight), with SSL_MODE_RELEASE_BUFFERS. */
 static void test_idle_memory(void **state)
@@ -945,6 +1042,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_trust_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_resumption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_handshake_frees, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_curl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_memory, setup, teardown),
     };
     return cmocka_run_group_tests_name("tls_ctx", tests, NULL, NULL);
