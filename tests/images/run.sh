@@ -3,7 +3,7 @@
 # and docker/activator.Dockerfile with podman (no Docker engine here, no registry)
 # and runs them as Kubernetes would (tests/images/test_images.py).
 #
-#   tests/images/run.sh        root; installs podman and runc with apt-get if missing
+#   tests/images/run.sh        root; installs podman, runc and catatonit with apt-get if missing
 #
 # Steps: packages; `make` (coffee, and the queue-proxy the activator test
 # uses as a revision pod); the base images debian:bookworm and
@@ -76,7 +76,7 @@ cleanup() {
             timeout 120 $PODMAN image prune -f --filter until=24h >/dev/null 2>&1 || true
         else
             timeout 300 $PODMAN system reset -f >/dev/null 2>&1 || true
-            rm -rf "$STORE"
+            rm -rf "$STORE" "$ROOT/build/images/bases.stamp"
         fi
     fi
     rm -rf "$RUN" "$TMP"
@@ -86,9 +86,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' INT TERM
 
-# ---- packages: podman, and runc as its runtime (crun refuses this machine's cgroups)
+# ---- packages: podman; runc as its runtime (crun refuses this machine's cgroups);
+# catatonit, which podman builds the pods' pause image from
 missing=""
-for p in podman runc; do
+for p in podman runc catatonit; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
