@@ -1,6 +1,10 @@
 # coldbrew activator: a drop-in for Knative Serving v1.23's activator image.
 #
 #   docker build -f docker/activator.Dockerfile -t <registry>/coldbrew-activator:<tag> .
+#   podman build -f docker/activator.Dockerfile -t <registry>/coldbrew-activator:<tag> .   (no Docker needed)
+#
+# tests/images/run.sh builds this file with podman and runs the image as
+# Kubernetes would (read-only, uid 65532, no capabilities).
 #
 # Knative's activator Deployment sets readOnlyRootFilesystem and runAsNonRoot;
 # this image writes nothing at run time and runs as a numeric non-root user.

@@ -1,6 +1,10 @@
 # coldbrew queue-proxy: a drop-in for Knative Serving v1.23's queue-proxy image.
 #
 #   docker build -f docker/queue-proxy.Dockerfile -t <registry>/coldbrew-queue-proxy:<tag> .
+#   podman build -f docker/queue-proxy.Dockerfile -t <registry>/coldbrew-queue-proxy:<tag> .   (no Docker needed)
+#
+# tests/images/run.sh builds this file with podman and runs the image as
+# Kubernetes would (read-only, uid 65532, no capabilities).
 #
 # Knative runs the sidecar with readOnlyRootFilesystem, runAsNonRoot and all
 # capabilities dropped; this image writes nothing at run time (logs go to

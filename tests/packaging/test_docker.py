@@ -1,8 +1,9 @@
 """Checks of docker/: the Dockerfiles and the Kubernetes kustomization.
 
-No Docker engine runs here, so the images are checked by reading them and by
-running the very binaries they ship the way Knative runs them (numeric
-non-root user, read-only root filesystem, no flags). The kustomization is
+These checks read the Dockerfiles and run the very binaries they ship the way
+Knative runs them (numeric non-root user, read-only root filesystem, no
+flags); tests/images/run.sh builds the images themselves with podman and
+runs them in pods. The kustomization is
 rendered with `kubectl kustomize` and every object is checked field by field.
 
 Always the release build (build/bin): that is what the images contain."""
