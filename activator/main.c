@@ -40,7 +40,8 @@ void act_check_exit(void)
      * COLDBREW_LINGERING_TIME_SECONDS: waiting for them lets their answers land. */
     if (act->in_flight == 0 && !server_lingering(act->http) && !server_lingering(act->h2c)) {
         log_info("Shutdown complete, exiting...");
-        event_base_loopbreak(act->base);
+        /* loopexit: this turn's active callbacks (deferred HTTP/2 sends) still run. */
+        event_base_loopexit(act->base, NULL);
         return;
     }
     if (!act->exit_timer)

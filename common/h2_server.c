@@ -22,7 +22,6 @@
 #include "log.h"
 #include "loop.h"
 
-
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 struct h2_conn {
@@ -579,6 +578,7 @@ struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *pee
 
 void h2_conn_close(struct h2_conn *c)
 {
+    h2_wire_flush_now(&c->wire); /* answers already given go out first */
     conn_close(c, NULL);
 }
 

@@ -226,6 +226,15 @@ void h2_wire_start(struct h2_wire *w)
     wire_io(w, false);
 }
 
+void h2_wire_flush_now(struct h2_wire *w)
+{
+    if (w->dead || w->in_io)
+        return;
+    w->in_io = true;
+    send_all(w);
+    w->in_io = false;
+}
+
 void h2_wire_kick(struct h2_wire *w)
 {
     if (w->in_io || w->dead || w->flush_pending)

@@ -65,6 +65,8 @@ void h2_wire_set_callbacks(nghttp2_session_callbacks *cb);
 /* fd must be non-blocking; the events start once h2_wire_kick() runs. */
 bool h2_wire_init(struct h2_wire *w, struct event_base *base, int fd, size_t watermark,
                   void (*on_done)(struct h2_wire *, const char *));
+/* Sends what nghttp2 has queued now, as far as the socket takes it (exit). */
+void h2_wire_flush_now(struct h2_wire *w);
 /* Stops the events and closes the socket; the session is the owner's. */
 void h2_wire_close(struct h2_wire *w);
 void h2_wire_free_buffers(struct h2_wire *w);

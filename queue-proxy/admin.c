@@ -185,7 +185,9 @@ void qp_check_exit(void)
     if ((qp->in_flight == 0 && !lingering) ||
         (qp->in_flight == tunnels && since >= qp->cfg.hijack_drain_seconds)) {
         log_info("Shutdown complete, exiting...");
-        event_base_loopbreak(qp->base);
+        /* loopexit, not loopbreak: callbacks already active this turn (an
+         * HTTP/2 connection's deferred send of the last answer) still run. */
+        event_base_loopexit(qp->base, NULL);
         return;
     }
     if (!qp->exit_timer)

@@ -287,7 +287,8 @@ def h2_drain_sends_goaway_and_finishes_streams_in_flight():
     # frames of streams that are still allowed to finish).
     p = subprocess.Popen(["nghttp", "-v", "http://127.0.0.1:%d/sleep?ms=1500" % q.port],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(0.4)
+    # The origin counts its own /stats request too: 2 means the sleep is in flight.
+    wait_for(lambda: o.stats()["in_flight"] >= 2, 10, "the request to reach the user container")
     q.signal(signal.SIGTERM)
     out = p.communicate(timeout=15)[0].decode(errors="replace")
     eq(p.returncode, 0, "nghttp finished cleanly: " + out[-500:])
@@ -295,7 +296,8 @@ def h2_drain_sends_goaway_and_finishes_streams_in_flight():
     sid = re.search(r"send HEADERS frame <length=\d+, flags=0x\w+, stream_id=(\d+)>", out).group(1)
     ok(re.search(r"recv GOAWAY frame .*\n.*last_stream_id=%s, error_code=NO_ERROR" % sid, out),
        "GOAWAY names the last stream served (%s): %s" % (sid, out[-800:]))
-    ok(re.search(r"recv \(stream_id=%s\) :status: 200" % sid, out), "the stream in flight finished with 200")
+    ok(re.search(r"recv \(stream_id=%s\) :status: 200" % sid, out),
+       "the stream in flight finished with 200: " + out[-1500:])
     eq(q.wait(10), 0, "exit 0 after the drain")
 
 
