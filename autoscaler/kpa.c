@@ -1,7 +1,20 @@
-/* kpa.c — see kpa.h. */
+/* kpa.c — see kpa.h.
+ *
+ * The decision follows pkg/autoscaler/scaling/autoscaler.go step by step;
+ * the points where a reading of it is easy to get wrong:
+ *  - the panic threshold is tested on the RAW panic pod count
+ *    ceil(panic / target) over max(1, ready), before the scale-rate clamp
+ *    and activation scale;
+ *  - activation scale lifts a clamped count only when the raw count is
+ *    above 0 (a count that only the scale-down floor made positive stays);
+ *  - panic ends on a decision under the threshold strictly later than
+ *    panic_time + stable window;
+ *  - the scale-down delay applies only to reachable revisions, and an
+ *    unreachable decision is not recorded in its window. */
 #include "kpa.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,21 +48,24 @@ bool kpa_init(struct kpa *k, const struct kpa_config *cfg)
     unsigned n = k->cfg.stable_window;
     k->value = calloc(n, sizeof *k->value);
     k->sec = calloc(n, sizeof *k->sec);
-    unsigned d = k->cfg.scale_down_delay ? k->cfg.scale_down_delay : 1;
-    k->delay_sec = calloc(d, sizeof *k->delay_sec);
-    k->delay_val = calloc(d, sizeof *k->delay_val);
-    for (unsigned i = 0; i < n; i++)
+    /* At least one slot, so the ring is valid even without a delay. */
+    k->delay_slots = (k->cfg.scale_down_delay + KPA_DELAY_GRANULARITY - 1) / KPA_DELAY_GRANULARITY;
+    if (k->delay_slots < 1)
+        k->delay_slots = 1;
+    k->delay_bucket = calloc(k->delay_slots, sizeof *k->delay_bucket);
+    k->delay_val = calloc(k->delay_slots, sizeof *k->delay_val);
+    for (unsigned i = 0; k->sec && i < n; i++)
         k->sec[i] = -1;
-    for (unsigned i = 0; i < d; i++)
-        k->delay_sec[i] = -1;
-    return k->value && k->sec && k->delay_sec && k->delay_val;
+    for (unsigned i = 0; k->delay_bucket && i < k->delay_slots; i++)
+        k->delay_bucket[i] = INT64_MIN; /* empty */
+    return k->value && k->sec && k->delay_bucket && k->delay_val;
 }
 
 void kpa_free(struct kpa *k)
 {
     free(k->value);
     free(k->sec);
-    free(k->delay_sec);
+    free(k->delay_bucket);
     free(k->delay_val);
     memset(k, 0, sizeof *k);
 }
@@ -91,9 +107,81 @@ double kpa_window_average(const struct kpa *k, double now, unsigned window)
     return sum / div;
 }
 
-static int clamp(int v, int lo, int hi)
+void kpa_start(struct kpa *k, double now, int ready_pods)
 {
-    return v < lo ? lo : v > hi ? hi : v;
+    if (ready_pods > 1) {
+        k->panicking = true;
+        k->panic_time = now;
+    }
+    k->max_panic_pods = ready_pods > 0 ? ready_pods : 0;
+}
+
+/* Records `desired` in the delay window and returns the window's maximum. */
+static int delay_window(struct kpa *k, double now, int desired)
+{
+    int64_t b = (int64_t)floor(now) / KPA_DELAY_GRANULARITY;
+    unsigned n = k->delay_slots;
+    unsigned i = (unsigned)(((b % n) + n) % n);
+    if (k->delay_bucket[i] != b || k->delay_val[i] < desired) {
+        k->delay_bucket[i] = b;
+        k->delay_val[i] = desired;
+    }
+    int best = desired;
+    for (unsigned j = 0; j < n; j++)
+        if (k->delay_bucket[j] > b - (int64_t)n && k->delay_bucket[j] <= b &&
+            k->delay_val[j] > best)
+            best = k->delay_val[j];
+    return best;
+}
+
+struct kpa_decision kpa_scale(struct kpa *k, double now, double stable, double panic,
+                              int ready_pods, bool reachable)
+{
+    const struct kpa_config *c = &k->cfg;
+    struct kpa_decision d = {-1, stable, panic, false, 0};
+    double ready = ready_pods > 0 ? ready_pods : 1; /* Knative: max(1, ready) */
+    double max_up = ceil(c->max_scale_up_rate * ready);
+    double max_down = reachable ? floor(ready / c->max_scale_down_rate) : 0;
+    double dspc = ceil(stable / c->target); /* raw counts, before any limit */
+    double dppc = ceil(panic / c->target);
+    int stable_pods = (int)fmin(fmax(dspc, max_down), max_up);
+    int panic_pods = (int)fmin(fmax(dppc, max_down), max_up);
+    if (c->activation_scale > 1) {
+        if (dspc > 0 && stable_pods < c->activation_scale)
+            stable_pods = c->activation_scale;
+        if (dppc > 0 && panic_pods < c->activation_scale)
+            panic_pods = c->activation_scale;
+    }
+    bool over = dppc / ready >= c->panic_threshold;
+    if (over) {
+        /* Start, or extend, the panic. */
+        k->panicking = true;
+        k->panic_time = now;
+    } else if (k->panicking && k->panic_time + (double)c->stable_window < now) {
+        /* The surge has made its way into the stable window. */
+        k->panicking = false;
+        k->max_panic_pods = 0;
+    }
+    int desired = stable_pods;
+    if (k->panicking) {
+        d.panicking = true;
+        if (desired < panic_pods)
+            desired = panic_pods;
+        if (desired > k->max_panic_pods)
+            k->max_panic_pods = desired;
+        desired = k->max_panic_pods; /* never scale down while panicking */
+    }
+    if (c->scale_down_delay && reachable)
+        desired = delay_window(k, now, desired);
+    d.desired = desired;
+    if (c->target_burst_capacity == 0)
+        d.excess_burst_capacity = 0;
+    else if (c->target_burst_capacity < 0)
+        d.excess_burst_capacity = -1;
+    else
+        d.excess_burst_capacity =
+            (int)floor((double)ready_pods * c->total - c->target_burst_capacity - panic);
+    return d;
 }
 
 struct kpa_decision kpa_decide(struct kpa *k, double now, int ready_pods, bool reachable)
@@ -103,54 +191,6 @@ struct kpa_decision kpa_decide(struct kpa *k, double now, int ready_pods, bool r
     int64_t s = (int64_t)floor(now);
     if (!k->any || s < k->first)
         return d; /* no complete second of data yet */
-    d.stable = kpa_window_average(k, now, c->stable_window);
-    d.panic = kpa_window_average(k, now, c->panic_window);
-    double ready = ready_pods > 0 ? ready_pods : 1;
-    int max_up = (int)ceil(c->max_scale_up_rate * ready);
-    int max_down = reachable ? (int)floor(ready / c->max_scale_down_rate) : 0;
-    int dspc = clamp((int)ceil(d.stable / c->target), max_down, max_up);
-    int dppc = clamp((int)ceil(d.panic / c->target), max_down, max_up);
-    if (c->activation_scale > 1) {
-        if (dspc > 0 && dspc < c->activation_scale)
-            dspc = c->activation_scale;
-        if (dppc > 0 && dppc < c->activation_scale)
-            dppc = c->activation_scale;
-    }
-    bool over = (double)dppc / ready >= c->panic_threshold;
-    if (over) {
-        /* Start, or refresh, the panic. */
-        k->panic_since = s;
-    } else if (k->panic_since && s - k->panic_since >= (int64_t)c->stable_window) {
-        k->panic_since = 0;
-        k->max_panic_pods = 0;
-    }
-    int desired = dspc;
-    if (k->panic_since) {
-        d.panicking = true;
-        desired = dspc > dppc ? dspc : dppc;
-        if (desired < k->max_panic_pods)
-            desired = k->max_panic_pods; /* never scale down while panicking */
-        k->max_panic_pods = desired;
-    }
-    if (c->scale_down_delay) {
-        /* The most wanted over the delay window. */
-        unsigned n = c->scale_down_delay;
-        unsigned i = (unsigned)(s % n);
-        if (k->delay_sec[i] != s || k->delay_val[i] < desired) {
-            k->delay_sec[i] = s;
-            k->delay_val[i] = desired;
-        }
-        for (unsigned j = 0; j < n; j++)
-            if (k->delay_sec[j] > s - (int64_t)n && k->delay_val[j] > desired)
-                desired = k->delay_val[j];
-    }
-    d.desired = desired;
-    if (c->target_burst_capacity == 0)
-        d.excess_burst_capacity = 0;
-    else if (c->target_burst_capacity < 0)
-        d.excess_burst_capacity = -1;
-    else
-        d.excess_burst_capacity =
-            (int)floor((double)ready_pods * c->total - c->target_burst_capacity - d.panic);
-    return d;
+    return kpa_scale(k, now, kpa_window_average(k, now, c->stable_window),
+                     kpa_window_average(k, now, c->panic_window), ready_pods, reachable);
 }

@@ -17,6 +17,10 @@
 #include <stdint.h>
 
 #define KPA_MAX_WINDOW_SECONDS 3600 /* Knative's stable-window ceiling (1 h) */
+/* The scale-down delay window's bucket width: Knative records desired counts
+ * at unix-seconds / tickInterval (2 s), so two decisions in the same 2 s
+ * bucket count as one. */
+#define KPA_DELAY_GRANULARITY 2
 
 struct kpa_config {
     double target;                /* per pod, utilisation applied: max(0.01, total x util) */
@@ -48,10 +52,17 @@ struct kpa {
     int64_t *sec;  /* the second each bucket holds */
     int64_t first; /* first second with data (when any) */
     bool any;
-    int64_t panic_since; /* 0 = not panicking */
-    int max_panic_pods;
-    int64_t *delay_sec; /* scale-down delay ring: (second, desired) */
+    /* Panic state, Knative's panicTime/maxPanicPods. An explicit flag, not a
+     * zero time: a panic may well start at second 0 of a test clock. */
+    bool panicking;
+    double panic_time;  /* last decision that was over the threshold (valid while panicking) */
+    int max_panic_pods; /* the count never falls below this while panicking */
+    /* Scale-down delay: the maximum desired count per KPA_DELAY_GRANULARITY
+     * bucket, over the last ceil(delay / granularity) buckets (Knative's
+     * max.TimeWindow). */
+    int64_t *delay_bucket; /* the bucket each slot holds, INT64_MIN = none */
     int *delay_val;
+    unsigned delay_slots;
 };
 
 bool kpa_init(struct kpa *k, const struct kpa_config *cfg);
@@ -65,5 +76,16 @@ double kpa_window_average(const struct kpa *k, double now, unsigned window);
  * counts them; reachable = the revision takes traffic (scale-down limited
  * otherwise). No data at or before `now`: desired -1. */
 struct kpa_decision kpa_decide(struct kpa *k, double now, int ready_pods, bool reachable);
+/* The decision itself on given window averages (Knative's Scale() once its
+ * metric client answered): what kpa_decide runs after averaging. Exposed so
+ * tests can drive it with the numbers Knative's own tests use. Updates the
+ * panic state and the scale-down delay window. */
+struct kpa_decision kpa_scale(struct kpa *k, double now, double stable, double panic,
+                              int ready_pods, bool reachable);
+/* Knative's newAutoscaler: an autoscaler that starts with more than one ready
+ * pod starts panicking at `now`, holding that many pods until it has data for
+ * a stable window (a restart loses the metric history; this keeps the scale
+ * from dropping meanwhile). Call once, before the first decision. */
+void kpa_start(struct kpa *k, double now, int ready_pods);
 
 #endif

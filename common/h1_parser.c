@@ -245,7 +245,9 @@ bool h1_parser_eof_completes(struct h1_parser *p)
 /* Map an llhttp error to a reason; header limits were set by our callbacks. */
 static enum h1_result parse_error(struct h1_parser *p, llhttp_errno_t e)
 {
-    if (e != HPE_USER || !p->err) {
+    /* Our callbacks' reasons win: llhttp reports a failing *_complete
+     * callback as HPE_CB_* ("callback error"), not HPE_USER. */
+    if (!p->err) {
         p->err = llhttp_get_error_reason(&p->ll);
         if (!p->err)
             p->err = llhttp_errno_name(e);

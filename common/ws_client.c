@@ -1,9 +1,9 @@
 /* ws_client.c — see ws_client.h.
  *
  * States: IDLE (waiting to retry) -> RESOLVING -> CONNECTING -> HANDSHAKE
- * (request sent, reading the 101) -> OPEN. Any failure goes through
- * link_down(), the one place that tears the socket down and schedules the
- * retry. */
+ * (request sent, llhttp reading the 101 through h1_parser) -> OPEN. Any
+ * failure goes through link_down(), the one place that tears the socket
+ * down and schedules the retry. */
 #include "ws_client.h"
 #include "ws_io.h"
 
@@ -25,12 +25,13 @@
 
 #include "clock.h"
 #include "env.h"
+#include "h1_parser.h"
+#include "http_head.h"
 #include "io.h"
 #include "log.h"
 #include "net.h"
 
-#define WS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define MAX_HANDSHAKE 8192
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum ws_state { WS_IDLE, WS_RESOLVING, WS_CONNECTING, WS_HANDSHAKE, WS_OPEN };
 
@@ -44,6 +45,10 @@ struct ws_client {
     int fd;
     struct event *rev, *wev, *timer, *ping;
     struct evbuffer *in, *out;
+    struct h1_parser parser; /* the 101's, while HANDSHAKE */
+    struct http_head *head;  /* the 101 while HANDSHAKE; NULL otherwise */
+    size_t head_bytes;       /* read while HANDSHAKE: the size limit counts them all */
+    bool warned;             /* a bad handshake was logged since the last open */
     struct evdns_base *dns;
     struct evdns_getaddrinfo_request *dns_req;
     char key[32];
@@ -132,41 +137,71 @@ static void send_handshake(struct ws_client *ws)
                         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n",
                         ws->path, ws->host, ws->port, ws->key);
+    if (ws->head)
+        http_head_release(ws->head);
+    ws->head = http_head_acquire();
+    ws->head_bytes = 0;
+    h1_parser_init(&ws->parser, false, ws_max_handshake_bytes(), HTTP_HEAD_MAX_HEADERS);
+    h1_parser_begin(&ws->parser, ws->head);
     ws->state = WS_HANDSHAKE;
+}
+
+/* A refused 101: worth a warning (a misconfigured URL or a proxy in the
+ * way), once per run of failures, so a retry every few seconds does not
+ * flood the log. */
+static void handshake_failed(struct ws_client *ws, const char *why)
+{
+    if (!ws->warned)
+        log_warn("autoscaler link: bad handshake from %s:%d (%s); retrying", ws->host, ws->port,
+                 why);
+    ws->warned = true;
+    link_down(ws, why);
+}
+
+/* RFC 6455 4.1, the client's checks of the server's answer. */
+static const char *check_response(const struct ws_client *ws, const struct http_head *h)
+{
+    static char status[48];
+    char want[40] = "";
+    if (h->status != 101) {
+        snprintf(status, sizeof status, "status %u, not 101", h->status);
+        return status;
+    }
+    if (!ws_head_has_token(h, "upgrade", "websocket"))
+        return "no 'websocket' token in Upgrade";
+    if (!ws_head_has_token(h, "connection", "upgrade"))
+        return "no 'upgrade' token in Connection";
+    ws_accept_value(ws->key, want);
+    if (!ws_head_value_is(h, "sec-websocket-accept", want))
+        return "wrong Sec-WebSocket-Accept";
+    /* We asked for neither: a server that picks one is not speaking to us. */
+    if (http_head_find(h, "sec-websocket-extensions"))
+        return "unrequested Sec-WebSocket-Extensions";
+    if (http_head_find(h, "sec-websocket-protocol"))
+        return "unrequested Sec-WebSocket-Protocol";
+    return NULL;
 }
 
 static void read_handshake(struct ws_client *ws)
 {
-    struct evbuffer_ptr end = evbuffer_search(ws->in, "\r\n\r\n", 4, NULL);
-    if (end.pos < 0) {
-        if (evbuffer_get_length(ws->in) > MAX_HANDSHAKE)
-            link_down(ws, "handshake response too large");
+    switch (h1_parse_head(&ws->parser, ws->in)) {
+    case H1_NEED_MORE:
+        if (ws->head_bytes > ws_max_handshake_bytes())
+            handshake_failed(ws, "response larger than COLDBREW_WS_MAX_HANDSHAKE_BYTES");
+        return;
+    case H1_ERROR:
+        handshake_failed(ws, ws->parser.err ? ws->parser.err : "malformed response");
+        return;
+    default:
+        break;
+    }
+    const char *bad = check_response(ws, ws->head);
+    http_head_release(ws->head);
+    ws->head = NULL;
+    if (bad) {
+        handshake_failed(ws, bad);
         return;
     }
-    size_t n = (size_t)end.pos + 4;
-    char *resp = malloc(n + 1);
-    evbuffer_remove(ws->in, resp, n);
-    resp[n] = 0;
-    char want[40] = "";
-    ws_accept_value(ws->key, want);
-    bool ok = !strncmp(resp, "HTTP/1.1 101", 12);
-    char *acc = strcasestr(resp, "\r\nSec-WebSocket-Accept:");
-    if (ok && acc) {
-        acc += 23;
-        while (*acc == ' ')
-            acc++;
-        ok = !strncmp(acc, want, strlen(want));
-    } else {
-        ok = false;
-    }
-    if (!ok) {
-        char line[80];
-        snprintf(line, sizeof line, "%.*s", (int)strcspn(resp, "\r\n"), resp);
-        free(resp);
-        link_down(ws, line[0] ? line : "bad handshake");
-        return;
-    }
-    free(resp);
     if (wslay_event_context_client_init(&ws->ctx, &wslay_callbacks, ws) != 0) {
         link_down(ws, "out of memory");
         return;
@@ -174,14 +209,19 @@ static void read_handshake(struct ws_client *ws)
     ws->state = WS_OPEN;
     ws->connects++;
     ws->backoff = 0.1;
+    ws->warned = false;
     ws->last_heard_ns = clock_now_ns();
     struct timeval tv = clock_tv(ws->ping_interval);
     event_add(ws->ping, &tv);
     log_info("autoscaler link: connected to %s:%d", ws->host, ws->port);
     if (ws->on_state)
         ws->on_state(ws->arg, true);
-    if (ws->state == WS_OPEN && evbuffer_get_length(ws->in) && wslay_event_recv(ws->ctx) != 0)
+    /* Frames that came in the same read as the 101 are still in ws->in. */
+    if (ws->state == WS_OPEN && evbuffer_get_length(ws->in) && wslay_event_recv(ws->ctx) != 0) {
         link_down(ws, "read failed");
+        return;
+    }
+    pump(ws);
 }
 
 /* ---------------------------------------------------------------- events */
@@ -191,11 +231,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     struct ws_client *ws = arg;
     if (ws->state == WS_HANDSHAKE) {
+        size_t before = evbuffer_get_length(ws->in);
         enum io_status st = io_read(ws->in, ws->fd);
         if (st == IO_EOF || st == IO_ERROR) {
-            link_down(ws, "closed during handshake");
+            handshake_failed(ws, "closed during handshake");
             return;
         }
+        ws->head_bytes += evbuffer_get_length(ws->in) - before;
         read_handshake(ws);
         return;
     }
@@ -321,6 +363,10 @@ static void link_down(struct ws_client *ws, const char *why)
         wslay_event_context_free(ws->ctx);
         ws->ctx = NULL;
     }
+    if (ws->head) {
+        http_head_release(ws->head);
+        ws->head = NULL;
+    }
     event_del(ws->ping);
     evbuffer_drain(ws->in, evbuffer_get_length(ws->in));
     evbuffer_drain(ws->out, evbuffer_get_length(ws->out));
@@ -412,6 +458,8 @@ void ws_client_free(struct ws_client *ws)
         close(ws->fd);
     if (ws->ctx)
         wslay_event_context_free(ws->ctx);
+    if (ws->head)
+        http_head_release(ws->head);
     event_free(ws->rev);
     event_free(ws->wev);
     event_free(ws->timer);

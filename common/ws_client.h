@@ -2,8 +2,13 @@
  * link to the autoscaler (Knative §5.1).
  *
  * Framing is wslay's; the HTTP upgrade is ours (GET <path>, no subprotocol,
- * no compression, no Origin, as gorilla's Dialer sends it) and the server's
- * Sec-WebSocket-Accept is checked. Once open, a ping goes out every
+ * no compression, no Origin, as gorilla's Dialer sends it). The answer is
+ * parsed by llhttp (h1_parser) and must be status 101 with "websocket" in
+ * Upgrade, "upgrade" in Connection (token lists), the right
+ * Sec-WebSocket-Accept and no extension or subprotocol we did not ask for;
+ * its head is bounded by COLDBREW_WS_MAX_HANDSHAKE_BYTES (8 KiB). A refused
+ * answer is logged (a warning with the reason, once per run of failures)
+ * and retried like a failed connect. Once open, a ping goes out every
  * ping_interval (Knative: 10 s / 3) and the link is declared dead when
  * nothing (pong or data) arrived for read_timeout (10 s). A failed connect,
  * handshake, or link reconnects after an exponential backoff (100 ms × 1.3,

@@ -1,7 +1,10 @@
 /* ws_server.c — see ws_server.h.
  *
- * A connection is HANDSHAKE (reading the upgrade request) then OPEN (wslay
- * drives the socket directly). Every failure goes through conn_close(). */
+ * A connection is HANDSHAKE (head != NULL: llhttp, through h1_parser, reads
+ * the upgrade request) then OPEN (ctx != NULL: wslay drives the socket
+ * directly). Every failure goes through conn_close(); a bad handshake
+ * through reject(), which answers the status gorilla/websocket's Upgrader
+ * (Knative's autoscaler) would and logs why. */
 #include "ws_server.h"
 
 #include <errno.h>
@@ -15,13 +18,13 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "h1_parser.h"
+#include "http_head.h"
 #include "io.h"
 #include "log.h"
 #include "net.h"
 #include "ws_client.h"
 #include "ws_io.h"
-
-#define MAX_HANDSHAKE 8192
 
 struct ws_conn {
     struct ws_server *srv;
@@ -29,6 +32,9 @@ struct ws_conn {
     struct event *rev, *wev;
     struct event *deadline; /* the handshake must arrive within WS_SERVER_HANDSHAKE_SECONDS */
     struct evbuffer *in, *out;
+    struct h1_parser parser;     /* the upgrade request's; unused once open */
+    struct http_head *head;      /* the upgrade request while HANDSHAKE; NULL after */
+    size_t head_bytes;           /* read while HANDSHAKE: the size limit counts them all */
     wslay_event_context_ptr ctx; /* NULL until the 101 went out */
     bool writing;
     struct ws_conn *prev, *next;
@@ -61,6 +67,8 @@ static void conn_close(struct ws_conn *c, const char *why)
     event_free(c->deadline);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
+    if (c->head)
+        http_head_release(c->head);
     if (c->ctx)
         wslay_event_context_free(c->ctx);
     close(c->fd);
@@ -112,53 +120,75 @@ static void pump(struct ws_conn *c)
 
 /* ---------------------------------------------------------------- handshake */
 
-static void reject(struct ws_conn *c, const char *status)
+/* Answers a bad handshake and closes. `extra` is more header lines (each
+ * ending in CRLF) or "". */
+static void reject(struct ws_conn *c, int status, const char *why, const char *extra)
 {
-    char resp[160];
+    char resp[256];
     int n = snprintf(resp, sizeof resp,
-                     "HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", status);
+                     "HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n", status,
+                     http_status_text(status), extra);
+    /* Best effort: a fresh socket's buffer takes this, and we close anyway. */
     (void)!write(c->fd, resp, (size_t)n);
-    log_warn("stats websocket: refused a connection (%s)", status);
+    log_warn("stats websocket: refused a handshake with %d (%s)", status, why);
     conn_close(c, NULL);
+}
+
+/* The checks of RFC 6455 4.2.1, in gorilla's order and with its statuses. */
+static bool handshake_ok(struct ws_conn *c, const struct http_head *h)
+{
+    size_t klen;
+    const char *key = http_head_get(h, "sec-websocket-key", &klen);
+    if (!ws_head_has_token(h, "connection", "upgrade"))
+        reject(c, 400, "no 'upgrade' token in Connection", "");
+    else if (!ws_head_has_token(h, "upgrade", "websocket"))
+        reject(c, 400, "no 'websocket' token in Upgrade", "");
+    else if (h->method != HTTP_GET)
+        reject(c, 405, "method is not GET", "");
+    else if (h->major != 1 || h->minor < 1)
+        reject(c, 400, "not HTTP/1.1", "");
+    else if (!ws_head_value_is(h, "sec-websocket-version", "13"))
+        reject(c, 400, "Sec-WebSocket-Version is not 13", "Sec-WebSocket-Version: 13\r\n");
+    else if (!key || !ws_key_is_valid(key, klen))
+        reject(c, 400, "missing or malformed Sec-WebSocket-Key", "");
+    else if (h->chunked || (h->has_content_length && h->content_length))
+        /* A body would be read as frames: nothing legitimate sends one. */
+        reject(c, 400, "upgrade request with a body", "");
+    else
+        return true;
+    return false;
 }
 
 static void read_handshake(struct ws_conn *c)
 {
-    struct evbuffer_ptr end = evbuffer_search(c->in, "\r\n\r\n", 4, NULL);
-    if (end.pos < 0) {
-        if (evbuffer_get_length(c->in) > MAX_HANDSHAKE)
-            reject(c, "431 Request Header Fields Too Large");
+    switch (h1_parse_head(&c->parser, c->in)) {
+    case H1_NEED_MORE:
+        /* Everything read so far is head; the parser's own limit counts
+         * only the parts it keeps, this one every byte. */
+        if (c->head_bytes > ws_max_handshake_bytes())
+            reject(c, 431, "handshake larger than COLDBREW_WS_MAX_HANDSHAKE_BYTES", "");
         return;
-    }
-    size_t n = (size_t)end.pos + 4;
-    char req[MAX_HANDSHAKE + 8];
-    if (n > MAX_HANDSHAKE) {
-        reject(c, "431 Request Header Fields Too Large");
+    case H1_ERROR:
+        reject(c, c->parser.err_status == 431 ? 431 : 400, c->parser.err, "");
         return;
+    default:
+        break;
     }
-    evbuffer_remove(c->in, req, n);
-    req[n] = 0;
-    char *key = strcasestr(req, "\r\nSec-WebSocket-Key:");
-    if (strncmp(req, "GET ", 4) || !key || !strcasestr(req, "websocket")) {
-        reject(c, "400 Bad Request");
+    if (!handshake_ok(c, c->head))
         return;
-    }
-    key += 20;
-    key += strspn(key, " \t");
-    size_t klen = strcspn(key, " \t\r\n");
-    if (klen == 0 || klen > 64) {
-        reject(c, "400 Bad Request");
-        return;
-    }
-    key[klen] = 0;
-    char accept[40];
-    ws_accept_value(key, accept);
+    size_t klen;
+    const char *key = http_head_get(c->head, "sec-websocket-key", &klen);
+    char k[32], accept[40];
+    snprintf(k, sizeof k, "%.*s", (int)klen, key);
+    ws_accept_value(k, accept);
+    http_head_release(c->head);
+    c->head = NULL;
     evbuffer_add_printf(c->out,
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
                         accept);
     if (io_write(c->out, c->fd) != IO_OK) {
-        /* 4 KiB of a fresh socket's buffer always takes a 101. */
+        /* A fresh socket's buffer always takes a 101. */
         conn_close(c, "could not send the 101");
         return;
     }
@@ -168,6 +198,7 @@ static void read_handshake(struct ws_conn *c)
         return;
     }
     wslay_event_config_set_max_recv_msg_length(c->ctx, WS_SERVER_MAX_MESSAGE);
+    /* Frames that came in the same read as the head are still in c->in. */
     if (evbuffer_get_length(c->in) && wslay_event_recv(c->ctx) != 0) {
         conn_close(c, "read failed");
         return;
@@ -182,11 +213,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     struct ws_conn *c = arg;
     if (!c->ctx) {
+        size_t before = evbuffer_get_length(c->in);
         enum io_status st = io_read(c->in, c->fd);
         if (st == IO_EOF || st == IO_ERROR) {
             conn_close(c, "closed during handshake");
             return;
         }
+        c->head_bytes += evbuffer_get_length(c->in) - before;
         read_handshake(c);
         return;
     }
@@ -227,6 +260,9 @@ void ws_server_adopt(struct ws_server *s, int fd)
     c->fd = fd;
     c->in = evbuffer_new();
     c->out = evbuffer_new();
+    c->head = http_head_acquire();
+    h1_parser_init(&c->parser, true, ws_max_handshake_bytes(), HTTP_HEAD_MAX_HEADERS);
+    h1_parser_begin(&c->parser, c->head);
     c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
     c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
     c->deadline = evtimer_new(s->base, on_deadline, c);

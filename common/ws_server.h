@@ -6,7 +6,15 @@
  * (wslay does it), a close is answered and the connection dropped. Nothing
  * is sent to clients besides pongs and the close.
  *
- * Limits (each logged when hit): handshake heads up to 8 KiB (431), the
+ * The upgrade request is parsed by llhttp (h1_parser) and checked as
+ * gorilla/websocket's Upgrader does: Connection has the token "upgrade",
+ * Upgrade has "websocket" (else 400), the method is GET (else 405),
+ * Sec-WebSocket-Version is 13 (else 400 naming 13) and Sec-WebSocket-Key is
+ * 16 base64 bytes (else 400). A refused handshake is answered, logged with
+ * its reason, and closed.
+ *
+ * Limits (each logged when hit): handshake heads up to
+ * COLDBREW_WS_MAX_HANDSHAKE_BYTES (8 KiB; beyond: 431), the
  * handshake within WS_SERVER_HANDSHAKE_SECONDS (else closed), at most
  * WS_SERVER_MAX_CONNS connections (more are closed at accept), messages up
  * to WS_SERVER_MAX_MESSAGE (beyond: closed with 1009).

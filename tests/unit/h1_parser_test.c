@@ -196,6 +196,21 @@ static void test_truncated_body_is_not_complete(void **state)
     http_head_release(h);
 }
 
+/* A reason set by our own callbacks is the one reported, also when
+ * llhttp calls the failure a callback error (the *_complete callbacks). */
+static void test_own_reason_survives(void **state)
+{
+    (void)state;
+    struct h1_parser p;
+    struct http_head *h = http_head_acquire();
+    struct evbuffer *b = buf_of("GET / HTTP/1.1\r\nHost : a\r\n\r\n");
+    assert_int_equal(head_of(&p, b, h), H1_ERROR);
+    assert_string_equal(p.err, "whitespace in header name");
+    assert_int_equal(p.err_status, 400);
+    evbuffer_free(b);
+    http_head_release(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +221,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_response_head_request_and_eof),
         cmocka_unit_test(test_truncated_body_is_not_complete),
+        cmocka_unit_test(test_own_reason_survives),
     };
     int r = cmocka_run_group_tests_name("h1_parser", tests, NULL, NULL);
     http_head_pool_drain();
