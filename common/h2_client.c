@@ -457,5 +457,5 @@ void h2c_stream_cancel(struct h2c_stream *s)
 
 bool h2c_stream_output_full(const struct h2c_stream *s)
 {
-    return evbuffer_get_length(s->body.buf) >= s->conn->lim->watermark;
+    return h2_body_pending(&s->body) >= s->conn->lim->watermark;
 }

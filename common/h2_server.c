@@ -292,6 +292,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
                 return 0;
             }
             finish_head(st);
+            http_head_shrink(st->head);
             c->ops->on_request(st, c->arg);
             return 0;
         }
@@ -664,7 +665,7 @@ void h2_stream_consumed(struct h2_stream *s, size_t n)
 
 bool h2_stream_output_full(const struct h2_stream *s)
 {
-    return evbuffer_get_length(s->out.buf) >= s->conn->lim->watermark;
+    return h2_body_pending(&s->out) >= s->conn->lim->watermark;
 }
 
 void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, const char *body,
@@ -683,7 +684,12 @@ void h2_stream_reply(struct h2_stream *s, int status, const char *content_type, 
     if (!h2_stream_respond(s, status, h, content_type ? 2 : 1, len == 0))
         return;
     if (len) {
-        evbuffer_add(s->out.buf, body, len);
+        struct evbuffer *buf = h2_body_buf(&s->out);
+        if (!buf) {
+            h2_stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+            return;
+        }
+        evbuffer_add(buf, body, len);
         h2_stream_end(s, NULL, 0);
     }
 }

@@ -39,7 +39,7 @@ static int on_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *fra
     if (evbuffer_get_length(w->out) >= w->watermark)
         return NGHTTP2_ERR_WOULDBLOCK;
     evbuffer_add(w->out, framehd, 9);
-    size_t before = evbuffer_get_length(b->buf);
+    size_t before = h2_body_pending(b);
     if (len)
         evbuffer_remove_buffer(b->buf, w->out, len);
     if (b->on_drain && before >= w->watermark && before - len < w->watermark)
@@ -61,7 +61,7 @@ static ssize_t on_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
 {
     (void)buf, (void)arg;
     struct h2_body_out *b = src->ptr;
-    size_t have = evbuffer_get_length(b->buf);
+    size_t have = h2_body_pending(b);
     size_t n = have < len ? have : len;
     if (n)
         *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
@@ -270,8 +270,9 @@ bool h2_body_init(struct h2_body_out *b, int32_t stream)
 {
     memset(b, 0, sizeof *b);
     b->stream = stream;
-    b->buf = evbuffer_new();
-    return b->buf != NULL;
+    /* The buffer comes with the first bytes (h2_body_buf): a stream that
+     * waits, with nothing to send yet, holds none. */
+    return true;
 }
 
 void h2_body_free(struct h2_body_out *b)
@@ -298,8 +299,21 @@ static void wake(nghttp2_session *s, struct h2_body_out *b)
 
 void h2_body_write(nghttp2_session *s, struct h2_body_out *b, struct evbuffer *data)
 {
-    evbuffer_add_buffer(b->buf, data);
+    struct evbuffer *buf = h2_body_buf(b);
+    if (!buf) {
+        evbuffer_drain(data,
+                       evbuffer_get_length(data)); /* out of memory: logged by the caller's reset */
+        return;
+    }
+    evbuffer_add_buffer(buf, data);
     wake(s, b);
+}
+
+struct evbuffer *h2_body_buf(struct h2_body_out *b)
+{
+    if (!b->buf)
+        b->buf = evbuffer_new();
+    return b->buf;
 }
 
 void h2_nv_from(nghttp2_nv *nv, const struct h2_header_out *h)

@@ -83,6 +83,12 @@ void h2_wire_kick(struct h2_wire *w);
 bool h2_body_init(struct h2_body_out *b, int32_t stream);
 void h2_body_free(struct h2_body_out *b);
 nghttp2_data_provider h2_body_provider(struct h2_body_out *b);
+/* Bytes waiting, and the buffer (made on first use; NULL without memory). */
+static inline size_t h2_body_pending(const struct h2_body_out *b)
+{
+    return b->buf ? evbuffer_get_length(b->buf) : 0;
+}
+struct evbuffer *h2_body_buf(struct h2_body_out *b);
 /* Moves `data` in and wakes the source. */
 void h2_body_write(nghttp2_session *s, struct h2_body_out *b, struct evbuffer *data);
 /* Ends the body, keeping a copy of the trailers; false when out of memory. */

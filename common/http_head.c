@@ -46,8 +46,11 @@ void http_head_release(struct http_head *h)
 {
     if (!h)
         return;
+    /* Shrunk heads (HTTP/2 streams, http_head_shrink) are not pooled: the
+     * pool hands out heads that hold a typical request without growing. */
     if (head_pool_len >= HEAD_POOL_MAX || h->cap > 4 * HEAD_ARENA_INITIAL ||
-        h->hdr_cap > 4 * HTTP_HEAD_INITIAL_HEADERS) {
+        h->hdr_cap > 4 * HTTP_HEAD_INITIAL_HEADERS || h->cap < HEAD_ARENA_INITIAL ||
+        h->hdr_cap < HTTP_HEAD_INITIAL_HEADERS) {
         free(h->buf);
         free(h->hdr);
         free(h);
@@ -56,6 +59,22 @@ void http_head_release(struct http_head *h)
     h->next_free = head_pool;
     head_pool = h;
     head_pool_len++;
+}
+
+void http_head_shrink(struct http_head *h)
+{
+    uint32_t cap = h->len ? h->len : 1;
+    char *b = realloc(h->buf, cap);
+    if (b) {
+        h->buf = b;
+        h->cap = cap;
+    }
+    uint16_t slots = h->nheaders ? h->nheaders : 1;
+    struct http_header *n = realloc(h->hdr, slots * sizeof *n);
+    if (n) {
+        h->hdr = n;
+        h->hdr_cap = slots;
+    }
 }
 
 void http_head_pool_trim(unsigned keep)

@@ -54,6 +54,11 @@ static inline void http_head_pool_drain(void)
 {
     http_head_pool_trim(0);
 }
+/* Gives back the arena and header slots a finished head does not use (a
+ * head that lives long, such as an HTTP/2 stream's held request; memory
+ * per open stream). The head still grows if something is added. Shrunk
+ * heads are freed on release, not pooled. */
+void http_head_shrink(struct http_head *h);
 /* A new header slot, or NULL past HTTP_HEAD_MAX_HEADERS. */
 struct http_header *http_head_add(struct http_head *h);
 

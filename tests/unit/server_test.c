@@ -15,8 +15,11 @@
 #include "server.h"
 
 /* Lingering off (0) unless a test turns it on. */
-static struct server_limits lim = {.max_header_bytes = 8192, .max_headers = 50, .header_timeout = 5,
-                                   .watermark = 65536, .max_conns = 100};
+static struct server_limits lim = {.max_header_bytes = 8192,
+                                   .max_headers = 50,
+                                   .header_timeout = 5,
+                                   .watermark = 65536,
+                                   .max_conns = 100};
 static int hold_next; /* 1: the handler keeps the request (to test timeouts) */
 
 static void never(struct request *req)
