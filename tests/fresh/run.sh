@@ -204,15 +204,16 @@ check() {
   log=build/fresh/$name.log
   : > "$log"
   t0=$(date +%s)
-  WORK=$(mktemp -d "$top/build/fresh/$name.XXXXXX")
-  tar -xf "$tarball" -C "$WORK" --one-top-level=root
+  # (check runs under `||`, where set -e does not act: every step is checked.)
+  WORK=$(mktemp -d "$top/build/fresh/$name.XXXXXX") || return 1
+  mkdir "$WORK/root" && tar -xf "$tarball" -C "$WORK/root" || { echo "fresh $name: FAILED: unpacking $tarball"; cleanup; return 1; }
   # As in Debian's container images: packages do not start their daemons
   # (nginx-light and haproxy would start on the host's network, outside the test).
-  printf '#!/bin/sh\nexit 101\n' > "$WORK/root/usr/sbin/policy-rc.d"
-  chmod 0755 "$WORK/root/usr/sbin/policy-rc.d"
+  printf '#!/bin/sh\nexit 101\n' > "$WORK/root/usr/sbin/policy-rc.d" &&
+  chmod 0755 "$WORK/root/usr/sbin/policy-rc.d" &&
   # What an installed Debian has and debootstrap leaves out.
-  printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$WORK/root/etc/hosts"
-  cp /etc/resolv.conf "$WORK/root/etc/resolv.conf"
+  printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$WORK/root/etc/hosts" &&
+  cp /etc/resolv.conf "$WORK/root/etc/resolv.conf" || { echo "fresh $name: FAILED: preparing the root"; cleanup; return 1; }
   echo "fresh $name: root unpacked in $WORK/root ($(( $(date +%s) - t0 ))s)"
   set +e
   timeout -k 20 "$limit" unshare --mount --propagation private \
