@@ -54,7 +54,7 @@ describe() { # pid ...: one line each, for the report
 # ---------------------------------------------------------------- inside the namespace
 # run.sh --inside CHECK ROOT LOG: mounts, the non-root line, the real command.
 inside() {
-  local check=$1 R=$2 log=$3
+  local check=$1 R=$2 log=$3 t0=$EPOCHSECONDS
   mount --bind "$R" "$R"
   mount -t proc proc "$R/proc"
   mount -t sysfs sysfs "$R/sys"
@@ -67,6 +67,7 @@ inside() {
   echo "fresh $check: apt-get install make git (the user's prerequisites)"
   in_root sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git >/dev/null' \
     >> "$log" 2>&1 || { echo "fresh $check: installing make and git failed"; tail -20 "$log"; return 1; }
+  echo "fresh $check: prerequisites installed ($((EPOCHSECONDS - t0))s)"
   git clone -q --no-hardlinks "$top" "$R/root/coldbrew"
   git -C "$R/root/coldbrew" checkout -q --detach "$(git -C "$top" rev-parse HEAD)"
   # The same clone for a non-root user (uid 1000, its own home).
@@ -99,11 +100,22 @@ inside() {
 inside_test() {
   local R=$1 log=$2 rc
   echo "fresh test: cd ~/coldbrew && make test (as root, first command; output in $log)"
+  local t0=$EPOCHSECONDS t_deps= t_built= l
   set +e
-  # Streamed, so CI shows where a slow run is.
-  in_root sh -c 'cd /root/coldbrew && make test' < /dev/null 2>&1 | tee -a "$log"
+  # Streamed, so CI shows where a slow run is; the times of the first lines
+  # after installing and after building split the total.
+  in_root sh -c 'cd /root/coldbrew && make test' < /dev/null 2>&1 | while IFS= read -r l; do
+    printf '%s\n' "$l"; printf '%s\n' "$l" >> "$log"
+    case "$l" in
+      "deps: done") echo "$EPOCHSECONDS" > "$log.deps" ;;
+      "["*|"unit: "*) [ -e "$log.built" ] || echo "$EPOCHSECONDS" > "$log.built" ;;
+    esac
+  done
   rc=${PIPESTATUS[0]}
   set -e
+  t_deps=$(cat "$log.deps" 2>/dev/null || echo "$t0"); t_built=$(cat "$log.built" 2>/dev/null || echo "$t_deps")
+  rm -f "$log.deps" "$log.built"
+  echo "fresh test: make test took $((EPOCHSECONDS - t0))s: installing $((t_deps - t0))s, building $((t_built - t_deps))s, testing $((EPOCHSECONDS - t_built))s"
   if [ "$rc" -ne 0 ]; then echo "fresh test: FAILED: make test exited $rc"; return 1; fi
   if ! tail -1 "$log" | grep -qE '^[0-9]+ passed, 0 failed$'; then
     echo "fresh test: FAILED: make test did not end with 'N passed, 0 failed'"; return 1
