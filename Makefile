@@ -131,7 +131,9 @@ BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee $(BU
 all: $(BINS)
 
 # ---------------------------------------------------------------- build
-$(BUILD)/gen/stat.pb-c.c $(BUILD)/gen/stat.pb-c.h: common/proto/stat.proto
+# One protoc-c run writes both files (&: a grouped target): with -j, two plain
+# targets would run it twice at once, each writing the other's output.
+$(BUILD)/gen/stat.pb-c.c $(BUILD)/gen/stat.pb-c.h &: common/proto/stat.proto
 	@mkdir -p $(BUILD)/gen
 	protoc-c --proto_path=common/proto --c_out=$(BUILD)/gen common/proto/stat.proto
 

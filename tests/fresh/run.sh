@@ -5,6 +5,9 @@
 #   tests/fresh/run.sh test       `make test` must end with "N passed, 0 failed"
 #   tests/fresh/run.sh run        `make run` must answer on :8080, and Ctrl-C must
 #                                 leave no process behind
+#   tests/fresh/run.sh all|install|fuzz|coldstart|pressure|bench|format
+#                                 `make` (all), `make install PREFIX=/usr/local`,
+#                                 `make fuzz` ...: must succeed (not in CI)
 #
 # Each check unpacks its own copy of the debootstrap minbase root
 # (tests/fresh/rootfs.sh), clones the current commit into it (HEAD, not the
@@ -23,6 +26,7 @@
 #   FRESH_RUN_TIMEOUT=1200        bound on the whole `make run` check
 #   FRESH_RUN_START_TIMEOUT=900   `make run` (install, build, start) until it answers
 #   FRESH_RUN_STOP_TIMEOUT=30     after Ctrl-C, until every process in the root is gone
+#   FRESH_OTHER_TIMEOUT=1800      bound on the check of any other target
 # Root only. Logs in build/fresh/<check>.log.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,6 +36,7 @@ TEST_TIMEOUT=${FRESH_TEST_TIMEOUT:-2400}
 RUN_TIMEOUT=${FRESH_RUN_TIMEOUT:-1200}
 START_TIMEOUT=${FRESH_RUN_START_TIMEOUT:-900}
 STOP_TIMEOUT=${FRESH_RUN_STOP_TIMEOUT:-30}
+OTHER_TIMEOUT=${FRESH_OTHER_TIMEOUT:-1800}
 
 # Pids of every process whose root directory is $1 (compared by device and
 # inode, which holds across mount namespaces and bind mounts).
@@ -49,6 +54,15 @@ describe() { # pid ...: one line each, for the report
   for pid in "$@"; do
     echo "  pid $pid: $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
   done
+}
+
+# The README's command for a check.
+command_for() {
+  case "$1" in
+    all) echo "make" ;;
+    install) echo "make install PREFIX=/usr/local" ;;
+    *) echo "make $1" ;;
+  esac
 }
 
 # ---------------------------------------------------------------- inside the namespace
@@ -79,13 +93,13 @@ inside() {
   local out rc
   set +e
   out=$(chroot "$R" env -i HOME=/home/dev PATH="$PATH_IN" LANG=C.UTF-8 \
-        setpriv --reuid 1000 --regid 1000 --clear-groups sh -c "cd /home/dev/coldbrew && make $check" 2>&1 < /dev/null)
+        setpriv --reuid 1000 --regid 1000 --clear-groups sh -c "cd /home/dev/coldbrew && $(command_for "$check")" 2>&1 < /dev/null)
   rc=$?
   set -e
-  printf 'non-root `make %s` (rc %d):\n%s\n' "$check" "$rc" "$out" >> "$log"
+  printf 'non-root `%s` (rc %d):\n%s\n' "$(command_for "$check")" "$rc" "$out" >> "$log"
   if [ "$rc" -eq 0 ] || [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ] \
      || ! printf '%s' "$out" | grep -q 'apt-get install -y ' || [ -e "$R/home/dev/coldbrew/build" ]; then
-    echo "fresh $check: FAILED: as non-root, \`make $check\` should stop with one line naming apt-get install; got (rc $rc):"
+    echo "fresh $check: FAILED: as non-root, \`$(command_for "$check")\` should stop with one line naming apt-get install; got (rc $rc):"
     printf '%s\n' "$out"
     return 1
   fi
@@ -94,7 +108,26 @@ inside() {
   case "$check" in
     test) inside_test "$R" "$log" ;;
     run) inside_run "$R" "$log" ;;
+    *) inside_other "$check" "$R" "$log" ;;
   esac
+}
+
+# Any other target: it must succeed (and `make`/`make install` leave the binaries).
+inside_other() {
+  local check=$1 R=$2 log=$3 cmd rc t0=$EPOCHSECONDS
+  cmd=$(command_for "$check")
+  echo "fresh $check: cd ~/coldbrew && $cmd (as root, first command; output in $log)"
+  set +e
+  in_root sh -c "cd /root/coldbrew && $cmd" < /dev/null >> "$log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then echo "fresh $check: FAILED: $cmd exited $rc"; tail -40 "$log"; return 1; fi
+  case "$check" in
+    all) ls "$R/root/coldbrew/build/bin/coldbrew" "$R/root/coldbrew/build/bin/activator" > /dev/null || return 1 ;;
+    install) ls "$R/usr/local/bin/coldbrew" "$R/usr/local/bin/queue-proxy" > /dev/null || return 1 ;;
+  esac
+  echo "fresh $check: $cmd ok ($((EPOCHSECONDS - t0))s); its last lines:"
+  tail -3 "$log"
 }
 
 inside_test() {
@@ -252,7 +285,8 @@ for c in "${checks[@]}"; do
         fi
       done
       check run "$RUN_TIMEOUT" || failed=1 ;;
-    *) echo "fresh: unknown check $c (test, run)" >&2; exit 2 ;;
+    all|install|fuzz|coldstart|pressure|bench|format) check "$c" "$OTHER_TIMEOUT" || failed=1 ;;
+    *) echo "fresh: unknown check $c (test, run, all, install, fuzz, coldstart, pressure, bench, format)" >&2; exit 2 ;;
   esac
 done
 exit "$failed"
