@@ -227,10 +227,12 @@ mkdir -p build/fresh
 WORK=
 cleanup() {
   [ -n "$WORK" ] && [ -d "$WORK" ] || return 0
-  local left
+  local left rc=0
   left=$(procs_in_root "$WORK/root")
   if [ -n "$left" ]; then
-    echo "fresh: killing what is left in $WORK/root:"; describe $left
+    # A finished check leaves no process behind: this fails it.
+    echo "fresh: FAILED: processes left in $WORK/root, killing them:"; describe $left
+    rc=1
     kill -KILL $left 2>/dev/null || true
     for _ in $(seq 50); do [ -z "$(procs_in_root "$WORK/root")" ] && break; sleep 0.1; done
   fi
@@ -240,6 +242,7 @@ cleanup() {
   fi
   rm -rf --one-file-system "$WORK"
   WORK=
+  return "$rc"
 }
 trap 'cleanup' EXIT
 trap 'exit 130' INT TERM
