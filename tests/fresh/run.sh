@@ -133,21 +133,27 @@ inside_other() {
 inside_test() {
   local R=$1 log=$2 rc
   echo "fresh test: cd ~/coldbrew && make test (as root, first command; output in $log)"
-  local t0=$EPOCHSECONDS t_deps= t_built= l
-  set +e
+  local t0=$EPOCHSECONDS t_deps= t_built= l mpid
+  # make writes to a file, not a pipe: a process a test leaks with make's
+  # stdout would hold a pipe open and hang the reader; make's own exit ends
+  # the check (what is left in the root then fails it, in cleanup).
+  in_root sh -c 'cd /root/coldbrew && make test' < /dev/null > "$log.out" 2>&1 &
+  mpid=$!
   # Streamed, so CI shows where a slow run is; the times of the first lines
   # after installing and after building split the total.
-  in_root sh -c 'cd /root/coldbrew && make test' < /dev/null 2>&1 | while IFS= read -r l; do
+  tail -n +1 -s 0.5 -f --pid="$mpid" "$log.out" | while IFS= read -r l; do
     printf '%s\n' "$l"; printf '%s\n' "$l" >> "$log"
     case "$l" in
       "deps: done") echo "$EPOCHSECONDS" > "$log.deps" ;;
       "["*|"unit: "*) [ -e "$log.built" ] || echo "$EPOCHSECONDS" > "$log.built" ;;
     esac
   done
-  rc=${PIPESTATUS[0]}
+  set +e
+  wait "$mpid"
+  rc=$?
   set -e
   t_deps=$(cat "$log.deps" 2>/dev/null || echo "$t0"); t_built=$(cat "$log.built" 2>/dev/null || echo "$t_deps")
-  rm -f "$log.deps" "$log.built"
+  rm -f "$log.deps" "$log.built" "$log.out"
   echo "fresh test: make test took $((EPOCHSECONDS - t0))s: installing $((t_deps - t0))s, building $((t_built - t_deps))s, testing $((EPOCHSECONDS - t_built))s"
   if [ "$rc" -ne 0 ]; then echo "fresh test: FAILED: make test exited $rc"; return 1; fi
   if ! tail -1 "$log" | grep -qE '^[0-9]+ passed, 0 failed$'; then
@@ -225,7 +231,14 @@ tarball=$(bash tests/fresh/rootfs.sh)
 mkdir -p build/fresh
 
 WORK=
+TPID=
 cleanup() {
+  # A check still running (we were interrupted): stop it first.
+  if [ -n "$TPID" ] && kill -0 "$TPID" 2>/dev/null; then
+    kill -TERM "$TPID" 2>/dev/null
+    for _ in $(seq 250); do kill -0 "$TPID" 2>/dev/null || break; sleep 0.1; done
+  fi
+  TPID=
   [ -n "$WORK" ] && [ -d "$WORK" ] || return 0
   local left rc=0
   left=$(procs_in_root "$WORK/root")
@@ -263,11 +276,17 @@ check() {
   printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$WORK/root/etc/hosts" &&
   cp /etc/resolv.conf "$WORK/root/etc/resolv.conf" || { echo "fresh $name: FAILED: preparing the root"; cleanup; return 1; }
   echo "fresh $name: root unpacked in $WORK/root ($(( $(date +%s) - t0 ))s)"
-  set +e
+  # In the background with `wait`, so Ctrl-C or TERM here reaches the trap at
+  # once (bash runs traps only between foreground commands); timeout runs the
+  # inside in a process group of its own and signals all of it.
   timeout -k 20 "$limit" unshare --mount --propagation private \
-    "$top/tests/fresh/run.sh" --inside "$name" "$WORK/root" "$top/$log"
+    "$top/tests/fresh/run.sh" --inside "$name" "$WORK/root" "$top/$log" &
+  TPID=$!
+  set +e
+  wait "$TPID"
   rc=$?
   set -e
+  TPID=
   [ "$rc" -eq 124 ] && echo "fresh $name: FAILED: not done within ${limit}s"
   cleanup || rc=1
   echo "fresh $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $(( $(date +%s) - t0 ))s"
