@@ -4,17 +4,86 @@
 #   make                   build build/bin/{queue-proxy,activator,coldbrew,coffee}
 #   make test              unit + scenario tests (ends with "N passed, N failed")
 #   make test SANITIZE=1   the same under ASan + UBSan (build/san/)
-#   make run               deps, build, run the coffee example on the local platform
+#   make run               build, run the coffee example on the local platform
 #   make bench             benchmark against nginx and HAProxy (bench/RESULTS.md)
 #   make coldstart         cold starts on the local platform (bench/RESULTS.md)
 #   make pressure          the multi-version pressure test (bench/RESULTS.md, bench/pressure.png)
 #   make fuzz              build and briefly run the libFuzzer targets
 #   make format            clang-format every C file
 #   make install PREFIX=/usr/local
+#
+# Every target first installs the Debian packages it needs (as root; as
+# another user it names the apt-get command in one line and stops), then
+# runs make again for the real work (see "two stages" below).
 
 PREFIX   ?= /usr/local
 SANITIZE ?=
 CC       ?= cc
+
+# ---------------------------------------------------------------- dependencies
+# What building needs (the Dockerfiles' build stage installs exactly this set:
+# `make deps-build`), what `make run` adds (curl, to ask the example), then
+# what testing, benchmarking and fuzzing add.
+BUILD_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev \
+              libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev libyaml-dev \
+              libnghttp2-dev
+RUN_PKGS   := $(BUILD_PKGS) curl
+TEST_PKGS  := libcmocka-dev curl wrk nginx-light haproxy python3 python3-websockets python3-yaml \
+              clang libclang-rt-14-dev clang-format procps gnuplot-nox \
+              python3-grpcio python3-grpc-tools python3-protobuf python3-h2 nghttp2-client
+DEB_PKGS   := $(BUILD_PKGS) $(TEST_PKGS)
+# kubectl (for the kustomization check) comes from Debian's kubernetes-client
+# unless some kubectl is already on PATH.
+ifeq ($(shell command -v kubectl 2>/dev/null),)
+DEB_PKGS   += kubernetes-client
+endif
+
+# ---------------------------------------------------------------- two stages
+# Make reads the whole Makefile (every $(wildcard) and $(shell), e.g. the
+# llhttp sources under /usr/share/llhttp) before it runs a single recipe, and
+# does not read it again. So on a machine without the packages, one make
+# cannot both install them and build with them. The first stage (this block)
+# therefore only installs what the goals need and then runs make again with
+# COLDBREW_STAGE=build; that second make reads the Makefile with everything
+# present. Command-line settings (SANITIZE=1, PREFIX=...) and -j reach the
+# second make through MAKEFLAGS.
+ifneq ($(COLDBREW_STAGE),build)
+
+GOALS := $(or $(MAKECMDGOALS),all)
+# The packages one goal needs: the full set for tests, benchmarks, fuzzing and
+# formatting, the run set for `make run`, nothing for `clean`, the build set
+# for the rest (all, install, build/bin/..., deps-build).
+FULL_GOALS := deps test unit scenario fuzz bench coldstart pressure images format format-check
+pkgs_for    = $(if $(filter $(FULL_GOALS),$(1)),$(DEB_PKGS),$(if $(filter run,$(1)),$(RUN_PKGS),$(if $(filter clean,$(1)),,$(BUILD_PKGS))))
+NEED_PKGS  := $(sort $(foreach g,$(GOALS),$(call pkgs_for,$(g))))
+# dpkg-query names the installed ones ("ii"); an unknown name only goes to stderr.
+HAVE_PKGS  := $(if $(NEED_PKGS),$(shell dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(NEED_PKGS) 2>/dev/null | sed -n 's/^ii *//p'))
+MISSING    := $(filter-out $(HAVE_PKGS),$(NEED_PKGS))
+# What the second stage has left to do (deps and deps-build are done here).
+BUILD_GOALS := $(filter-out deps deps-build,$(GOALS))
+
+ifneq ($(MISSING),)
+ifneq ($(shell id -u),0)
+$(error deps: missing Debian packages; run: sudo apt-get install -y $(MISSING))
+endif
+endif
+
+.PHONY: $(GOALS) coldbrew-deps coldbrew-build
+$(GOALS): coldbrew-build
+	@:
+coldbrew-build: coldbrew-deps
+	$(if $(BUILD_GOALS),@$(MAKE) --no-print-directory COLDBREW_STAGE=build $(BUILD_GOALS))
+coldbrew-deps:
+ifneq ($(MISSING),)
+	@echo "deps: installing $(MISSING)"
+	@apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MISSING) >/dev/null
+	@echo "deps: done"
+else
+	@$(if $(filter deps deps-build,$(GOALS)),echo "deps: all installed",:)
+endif
+
+else
+# ---------------------------------------------------------------- second stage: the build
 
 ifeq ($(SANITIZE),1)
 BUILD    := build/san
@@ -66,35 +135,12 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BINS := $(BUILD)/bin/queue-proxy $(BUILD)/bin/activator $(BUILD)/bin/coffee $(BUILD)/bin/coldbrew
 
-.PHONY: all deps deps-build test unit scenario run bench coldstart pressure fuzz format format-check install clean
+.PHONY: all test unit scenario run bench coldstart pressure images fuzz format format-check install clean
 all: $(BINS)
 
-# ---------------------------------------------------------------- dependencies
-# What building needs (the Dockerfiles' build stage installs exactly this set:
-# `make deps-build`), then what testing, benchmarking and the local platform add.
-BUILD_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemalloc-dev \
-              libprotobuf-c-dev protobuf-c-compiler libjansson-dev uthash-dev libwslay-dev libyaml-dev \
-              libnghttp2-dev
-TEST_PKGS  := libcmocka-dev curl wrk nginx-light haproxy python3 python3-websockets python3-yaml \
-              clang libclang-rt-14-dev clang-format procps gnuplot-nox python3-grpcio
-DEB_PKGS   := $(BUILD_PKGS) $(TEST_PKGS)
-# kubectl (for the kustomization check) comes from Debian's kubernetes-client
-# unless some kubectl is already on PATH.
-ifeq ($(shell command -v kubectl 2>/dev/null),)
-DEB_PKGS   += kubernetes-client
-endif
-
-deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "deps: all installed"; \
-	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null && echo "deps: done"; \
-	else echo "deps: missing packages; run: sudo apt-get install -y $$missing"; exit 1; fi
-
-deps-build:
-	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BUILD_PKGS)"
-
 # ---------------------------------------------------------------- build
+# A pattern rule with two targets is one protoc-c run for both files (make
+# treats a multi-target pattern rule as grouped), so -j never runs it twice.
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: common/proto/%.proto
 	@mkdir -p $(BUILD)/gen
 	protoc-c --proto_path=common/proto --c_out=$(BUILD)/gen $<
@@ -166,7 +212,7 @@ scenario: all $(BUILD)/tests/otlp_driver
 
 # ---------------------------------------------------------------- run
 # The local platform with the coffee example (v1/v2 split 70/30, scaled to zero).
-run: deps all
+run: all
 	@echo "coldbrew: starting the local platform with examples/coffee.yaml"
 	@exec $(BUILD)/bin/coldbrew run examples/coffee.yaml
 
@@ -175,15 +221,20 @@ build/bench/loadgen: bench/loadgen.c
 	@mkdir -p build/bench
 	$(CC) -O2 -Wall -Wextra -o $@ $< -levent_core
 
-bench: deps all build/bench/loadgen
+bench: all build/bench/loadgen
 	@bash bench/run.sh
 
 # Local platform: cold starts, and the multi-version pressure test (bench/RESULTS.md, bench/pressure.png).
-coldstart: deps all
+coldstart: all
 	@/usr/bin/python3 bench/coldstart.py
 
-pressure: deps all
+pressure: all
 	@/usr/bin/python3 bench/pressure.py
+
+# The images, built with podman and run in pods as Kubernetes would (root;
+# tests/images/run.sh installs podman itself).
+images: all
+	@bash tests/images/run.sh
 
 # ---------------------------------------------------------------- fuzz
 FUZZ_SRC := $(wildcard tests/fuzz/*.c)
@@ -222,3 +273,5 @@ install: all
 
 clean:
 	rm -rf build
+
+endif

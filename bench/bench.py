@@ -235,11 +235,23 @@ backend be
         wait_port(q_port)
         rows.append(Row("coldbrew cc=%d" % cc, q_port, qp.pid))
 
+    # Before/after in the same run: BENCH_BEFORE_BIN names the binaries of
+    # an earlier commit (built elsewhere), measured as rows of their own.
+    before = os.environ.get("BENCH_BEFORE_BIN")
+    if before:
+        q_port = free_port()
+        qp = start([os.path.join(before, "queue-proxy")], qp_env(q_port, o_port, 0), name="qp-before")
+        wait_port(q_port)
+        rows.append(Row("coldbrew cc=0 (before)", q_port, qp.pid))
+
     qp2_port = None
     if os.path.exists(os.path.join(BIN, "activator")):
         hdr = ["-H", "Knative-Serving-Namespace: bench", "-H", "Knative-Serving-Revision: bench-00001"]
         act1, a1 = start_activator(kube_api_with([("127.0.0.1", o_port)]))
         rows.append(Row("activator (1 hop)", a1, act1.pid, hdr))
+        if before:
+            act0, a0 = start_activator(kube_api_with([("127.0.0.1", o_port)]), before)
+            rows.append(Row("activator (1 hop, before)", a0, act0.pid, hdr))
         qp2_port = free_port()
         start([os.path.join(BIN, "queue-proxy")], qp_env(qp2_port, o_port, 0), name="qp-2hop")
         wait_port(qp2_port)
@@ -304,13 +316,13 @@ def kube_api_with(pods):
     return port
 
 
-def start_activator(kube_port):
+def start_activator(kube_port, bin_dir=None):
     a_port = free_port()
     env = {"POD_NAME": "activator-bench", "POD_IP": "127.0.0.1", "KUBE_API_URL": "http://127.0.0.1:%d" % kube_port,
            "KUBE_TOKEN_FILE": "/nonexistent", "ACTIVATOR_HTTP_PORT": str(a_port),
            "ACTIVATOR_H2C_PORT": str(free_port()), "AUTOSCALER_URL": "ws://127.0.0.1:1",
            "COLDBREW_LISTEN_HOST": "127.0.0.1"}
-    p = start([os.path.join(BIN, "activator")], env, name="activator")
+    p = start([os.path.join(bin_dir or BIN, "activator")], env, name="activator")
     wait_port(a_port)
     return p, a_port
 
