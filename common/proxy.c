@@ -659,6 +659,18 @@ static void go(struct proxy_exchange *x, struct upconn *uc)
         return;
     }
     up_flush(uc);
+    /* A client that sent part of its body and hung up while the request
+     * waited (for a connection, or in the breaker's queue) was not seen
+     * going: the server notices EOF only when it hands input to a holder,
+     * and nobody held the input then. Its body can never complete. */
+    struct sconn *c = req->conn;
+    if (uc->req == req && !uc->dead && !req->body_done && c->eof &&
+        evbuffer_get_length(c->in) == 0) {
+        log_debug("client %s left with its request body unfinished", c->peer_ip);
+        detach(uc);
+        upconn_close(uc);
+        request_end(req, true);
+    }
 }
 
 static void on_conn_ready(struct upstream_waiter *w, struct upconn *uc, int err)

@@ -38,7 +38,7 @@ enum io_status upconn_write(struct upconn *uc)
 
 /* ---------------------------------------------------------------- settings */
 
-#define DEFAULT_MAX_CONNECTING 32
+#define DEFAULT_MAX_CONNECTING 8
 
 static struct {
     bool loaded;

@@ -20,7 +20,7 @@
  *
  * Limits (process-wide settings, read once from the environment):
  *   COLDBREW_UPSTREAM_MAX_CONNECTING  connects (TCP + TLS handshake) in flight
- *                                     per upstream; default 32
+ *                                     per upstream; default 8
  *   COLDBREW_UPSTREAM_MAX_CONNS       open connections per upstream, busy or
  *                                     idle or connecting; default 0 = no cap
  * Past either, requests wait in the FIFO for a connection to come free.
