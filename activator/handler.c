@@ -26,6 +26,7 @@ struct act_ctx {
     struct revision *rev;
     struct pod_tracker *pt;
     struct proxy_edit edit;
+    struct proxy_exchange px; /* the proxy's state: its place in the pod pool's queue */
     bool queued;
     char extra[320];
 };
@@ -118,7 +119,7 @@ static void forward(struct act_ctx *c, struct pod_tracker *pt)
     const char *host = act->cfg.passthrough_lb ? c->rev->private_host : pt->dest;
     c->edit.host = host;
     c->edit.host_len = strlen(host);
-    proxy_forward(req, &pt->pool->up, &c->edit);
+    proxy_forward(&c->px, req, &pt->pool->up, &c->edit);
 }
 
 void revision_dispatch(struct revision *r)

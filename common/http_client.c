@@ -13,8 +13,7 @@
 
 static void on_readable(struct upconn *uc);
 static void on_writable(struct upconn *uc);
-static void on_connect_failed(struct upconn *uc, int err);
-static const struct upconn_ops client_ops = {on_readable, on_writable, on_connect_failed};
+static const struct upconn_ops client_ops = {on_readable, on_writable};
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg);
 
@@ -34,6 +33,7 @@ static void release(struct http_call *c, bool reuse)
 {
     struct upconn *uc = c->uc;
     c->uc = NULL;
+    upstream_cancel(c->up, &c->waiter);
     event_del(&c->timer);
     c->running = false;
     if (!uc)
@@ -55,14 +55,18 @@ static void finish(struct http_call *c, const char *err, bool reuse)
     c->done(c, err ? c->err : NULL);
 }
 
-static bool send_on(struct http_call *c, bool fresh)
+static void dial_error(struct http_call *c, int err)
 {
-    struct upconn *uc = upstream_checkout(c->up, fresh, &client_ops, c);
-    if (!uc) {
-        snprintf(c->err, sizeof c->err, "dial tcp %s: connect: %s", c->up->addr.text,
-                 strerror(errno));
-        return false;
-    }
+    char e[96];
+    snprintf(e, sizeof e, "%s", strerror(err));
+    if (e[0] >= 'A' && e[0] <= 'Z')
+        e[0] = (char)(e[0] - 'A' + 'a');
+    snprintf(c->err, sizeof c->err, "dial tcp %s: connect: %s", c->up->addr.text, e);
+}
+
+/* A usable connection: send the request on it. */
+static void send_request(struct http_call *c, struct upconn *uc)
+{
     c->uc = uc;
     c->head_done = false;
     c->status = 0;
@@ -73,8 +77,33 @@ static bool send_on(struct http_call *c, bool fresh)
     h1_parser_begin(&uc->parser, uc->head);
     uc->got_bytes = false;
     evbuffer_add(uc->out, c->req, c->req_len);
-    if (!uc->connecting && !uc->handshaking)
-        on_writable(uc);
+    on_writable(uc);
+}
+
+static void on_conn_ready(struct upstream_waiter *w, struct upconn *uc, int err)
+{
+    struct http_call *c = (struct http_call *)w; /* the waiter is first */
+    if (!uc) {
+        dial_error(c, err);
+        finish(c, c->err, false);
+        return;
+    }
+    send_request(c, uc);
+}
+
+/* false (c->err set) when no connection can be had. */
+static bool send_on(struct http_call *c, bool front)
+{
+    c->waiter.on_ready = on_conn_ready;
+    c->waiter.ops = &client_ops;
+    c->waiter.owner = c;
+    struct upconn *uc = upstream_checkout(c->up, &c->waiter, front);
+    if (uc)
+        send_request(c, uc);
+    else if (!c->waiter.queued) {
+        dial_error(c, errno);
+        return false;
+    }
     return true;
 }
 
@@ -120,17 +149,6 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     struct http_call *c = arg;
     snprintf(c->err, sizeof c->err, "timeout awaiting response from %s", c->up->addr.text);
-    finish(c, c->err, false);
-}
-
-static void on_connect_failed(struct upconn *uc, int err)
-{
-    struct http_call *c = uc->owner;
-    char e[96];
-    snprintf(e, sizeof e, "%s", strerror(err));
-    if (e[0] >= 'A' && e[0] <= 'Z')
-        e[0] = (char)(e[0] - 'A' + 'a');
-    snprintf(c->err, sizeof c->err, "dial tcp %s: connect: %s", c->up->addr.text, e);
     finish(c, c->err, false);
 }
 

@@ -27,6 +27,7 @@ typedef void (*http_call_done_cb)(struct http_call *call, const char *err);
 typedef void (*http_call_data_cb)(struct http_call *call);
 
 struct http_call {
+    struct upstream_waiter waiter; /* while no connection is usable yet */
     struct upstream *up;
     struct upconn *uc;
     int status;

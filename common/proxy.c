@@ -1,7 +1,7 @@
 /* proxy.c — see proxy.h.
  *
- * One exchange = one request + one attached upconn. Its states:
- *   connecting      uc->connecting; only the write event is armed
+ * One exchange = one request + (once one is usable) one attached upconn. Its states:
+ *   waiting         x->waiter.queued; req->holder is the exchange, no upconn
  *   sending         head (and body as it comes) flowing upstream
  *   awaiting head   !uc->resp_head_done; 1xx heads are forwarded as they come
  *   streaming body  uc->resp_head_done; bytes moved upstream -> client
@@ -206,8 +206,7 @@ static size_t build_response_head(struct upconn *uc, struct request *req, char *
 
 static void on_up_readable(struct upconn *uc);
 static void on_up_writable(struct upconn *uc);
-static void on_up_connect_failed(struct upconn *uc, int err);
-static const struct upconn_ops proxy_ops = {on_up_readable, on_up_writable, on_up_connect_failed};
+static const struct upconn_ops proxy_ops = {on_up_readable, on_up_writable};
 static void proxy_cancel(struct request *req);
 static void on_client_input(struct request *req);
 static void on_client_drain(struct request *req);
@@ -266,8 +265,7 @@ static bool idempotent(const struct request *req)
     }
 }
 
-static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit,
-                  bool fresh, bool retried);
+static void start(struct proxy_exchange *x, bool front);
 
 /* Go's error strings: "dial tcp 127.0.0.1:8080: connect: connection refused". */
 static void errno_text(char *buf, size_t cap, int err)
@@ -289,12 +287,15 @@ static void fail(struct upconn *uc, const char *what)
     bool before_response = !uc->got_bytes && req->state == REQ_HELD;
     if (before_response && uc->reused && !uc->retried && req->body_done && uc->body_sent == 0 &&
         idempotent(req)) {
-        /* The backend closed a pooled connection as we reused it: try once more, fresh. */
-        const struct proxy_edit *edit = uc->edit;
+        /* The backend closed a pooled connection as we reused it: try once
+         * more, first in the queue (the idle ones are the likeliest stale
+         * too, but the backend closing them is noticed as they go). */
+        struct proxy_exchange *x = uc->owner;
         log_debug("upstream %s closed a reused connection (%s); retrying", u->addr.text, what);
         detach(uc);
         upconn_close(uc);
-        start(req, u, edit, true, true);
+        x->retried = true;
+        start(x, true);
         return;
     }
     log_error("error reverse proxying request: %s", what);
@@ -404,8 +405,6 @@ static void up_flush(struct upconn *uc)
         pump_request_body(uc);
         if (uc->dead || !uc->req)
             return;
-        if (uc->connecting || uc->handshaking)
-            return;
         size_t before = evbuffer_get_length(uc->out);
         if (upconn_write(uc) == IO_ERROR) {
             fail_errno(uc, "write", errno);
@@ -424,11 +423,6 @@ static void up_flush(struct upconn *uc)
 static void on_up_writable(struct upconn *uc)
 {
     up_flush(uc);
-}
-
-static void on_up_connect_failed(struct upconn *uc, int err)
-{
-    fail_errno(uc, "connect", err);
 }
 
 static void on_client_input(struct request *req)
@@ -450,7 +444,7 @@ static void on_client_input(struct request *req)
 static void on_client_drain(struct request *req)
 {
     struct upconn *uc = req->holder;
-    if (!uc->reading && !uc->connecting && !uc->handshaking)
+    if (!uc->reading)
         set_reading(uc, true);
     if (evbuffer_get_length(uc->in) || uc->eof)
         up_process(uc);
@@ -641,35 +635,94 @@ static void on_up_readable(struct upconn *uc)
 
 /* ---------------------------------------------------------------- entry */
 
-static void start(struct request *req, struct upstream *u, const struct proxy_edit *edit,
-                  bool fresh, bool retried)
+/* No connection could be had: Go's dial error, 502. */
+static void dial_failed(struct request *req, struct upstream *u, int err)
 {
-    struct upconn *uc = upstream_checkout(u, fresh, &proxy_ops, req);
-    if (!uc) {
-        char e[96], msg[200];
-        errno_text(e, sizeof e, errno);
-        snprintf(msg, sizeof msg, "dial tcp %s: connect: %s", u->addr.text, e);
-        log_error("error reverse proxying request: %s", msg);
-        char body[220];
-        snprintf(body, sizeof body, "%s\n", msg);
-        request_error(req, 502, body);
-        return;
-    }
-    uc->retried = retried;
-    if (!attach(req, uc, edit)) {
+    char e[96], msg[200];
+    errno_text(e, sizeof e, err);
+    snprintf(msg, sizeof msg, "dial tcp %s: connect: %s", u->addr.text, e);
+    log_error("error reverse proxying request: %s", msg);
+    char body[220];
+    snprintf(body, sizeof body, "%s\n", msg);
+    request_error(req, 502, body);
+}
+
+/* A usable connection for the exchange: send the request. */
+static void go(struct proxy_exchange *x, struct upconn *uc)
+{
+    struct request *req = x->req;
+    uc->retried = x->retried;
+    if (!attach(req, uc, x->edit)) {
         detach(uc);
         upconn_close(uc);
         request_error(req, 431, "request header too large\n");
         return;
     }
     up_flush(uc);
+    /* A client that sent part of its body and hung up while the request
+     * waited (for a connection, or in the breaker's queue) was not seen
+     * going: the server notices EOF only when it hands input to a holder,
+     * and nobody held the input then. Its body can never complete. */
+    struct sconn *c = req->conn;
+    if (uc->req == req && !uc->dead && !req->body_done && c->eof &&
+        evbuffer_get_length(c->in) == 0) {
+        log_debug("client %s left with its request body unfinished", c->peer_ip);
+        detach(uc);
+        upconn_close(uc);
+        request_end(req, true);
+    }
 }
 
-void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit)
+static void on_conn_ready(struct upstream_waiter *w, struct upconn *uc, int err)
+{
+    struct proxy_exchange *x = (struct proxy_exchange *)w; /* the waiter is first */
+    struct request *req = x->req;
+    req->holder = NULL;
+    req->cancel = NULL;
+    if (!uc) {
+        dial_failed(req, x->up, err);
+        return;
+    }
+    go(x, uc);
+}
+
+/* The client left or its timeout fired while it waited: free its place. */
+static void cancel_wait(struct request *req)
+{
+    struct proxy_exchange *x = req->holder;
+    upstream_cancel(x->up, &x->waiter);
+}
+
+static void start(struct proxy_exchange *x, bool front)
+{
+    struct upconn *uc = upstream_checkout(x->up, &x->waiter, front);
+    if (uc) {
+        go(x, uc);
+        return;
+    }
+    struct request *req = x->req;
+    if (x->waiter.queued) {
+        req->holder = x;
+        req->cancel = cancel_wait;
+        return;
+    }
+    dial_failed(req, x->up, errno);
+}
+
+void proxy_forward(struct proxy_exchange *x, struct request *req, struct upstream *u,
+                   const struct proxy_edit *edit)
 {
     if (request_is_h2(req)) {
         proxy_forward_h2(req, u, edit);
         return;
     }
-    start(req, u, edit, false, false);
+    x->waiter.on_ready = on_conn_ready;
+    x->waiter.ops = &proxy_ops;
+    x->waiter.owner = x;
+    x->waiter.queued = false;
+    x->req = req;
+    x->up = u;
+    x->edit = edit;
+    x->retried = false;
+    start(x, false);
 }

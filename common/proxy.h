@@ -16,7 +16,12 @@
  *     gone out, and close the client connection after (never a short body
  *     that looks complete);
  *   - a reused pooled connection that the backend closed before answering is
- *     retried once on a fresh one, for idempotent requests without a body.
+ *     retried once, for idempotent requests without a body; the retry goes
+ *     to the head of the upstream's wait queue (it already waited its turn);
+ *   - with no idle connection, the request waits in the upstream's FIFO for
+ *     the first connection that becomes usable (upstream.h); while it waits
+ *     the server's cancel (client gone, timeout 504) takes it off the queue,
+ *     and a connect that fails while it is at the head answers it 502.
  */
 #ifndef COLDBREW_PROXY_H
 #define COLDBREW_PROXY_H
@@ -38,10 +43,24 @@ struct proxy_edit {
     bool append_xff;         /* append the peer IP to X-Forwarded-For */
 };
 
-/* Either protocol: a request that arrived over HTTP/2 goes upstream as an
- * h2c stream (Knative's protocol mirroring; h2_proxy.c), one over HTTP/1.1
- * as HTTP/1.1. */
-void proxy_forward(struct request *req, struct upstream *u, const struct proxy_edit *edit);
+/* The proxy's state for one request, embedded in the app's per-request
+ * context (no allocation on the request path). The waiter is the seed of
+ * "a stream on a connection": for HTTP/1 the stream is the whole
+ * connection. Valid from proxy_forward() until the request ends. */
+struct proxy_exchange {
+    struct upstream_waiter waiter;
+    struct request *req;
+    struct upstream *up;
+    const struct proxy_edit *edit;
+    bool retried; /* the one retry on a fresh connection was used */
+};
+
+/* Becomes the request's holder until it ends (see above). Either protocol:
+ * a request that arrived over HTTP/2 goes upstream as an h2c stream
+ * (Knative's protocol mirroring; h2_proxy.c, which keeps its own state and
+ * leaves `x` unused), one over HTTP/1.1 as HTTP/1.1. */
+void proxy_forward(struct proxy_exchange *x, struct request *req, struct upstream *u,
+                   const struct proxy_edit *edit);
 void proxy_forward_h2(struct request *req, struct upstream *u, const struct proxy_edit *edit);
 /* Gives back pooled HTTP/2 hop contexts beyond `keep` (idle trimming; 0 at exit). */
 void proxy_h2_trim(unsigned keep);

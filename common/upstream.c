@@ -7,8 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "h2_pool.h"
 #include "io.h"
+#include "log.h"
 #include "loop.h"
 #include "tls.h"
 
@@ -35,63 +37,256 @@ enum io_status upconn_write(struct upconn *uc)
     return uc->up->tls ? uc->up->tls->write(uc) : io_write(uc->out, uc->fd);
 }
 
+/* ---------------------------------------------------------------- settings */
+
+#define DEFAULT_MAX_CONNECTING 8
+
+static struct {
+    bool loaded;
+    unsigned max_connecting, max_conns;
+} limits;
+
+static void limits_load(void)
+{
+    if (limits.loaded)
+        return;
+    limits.loaded = true;
+    bool ok = true;
+    long v = env_long("COLDBREW_UPSTREAM_MAX_CONNECTING", DEFAULT_MAX_CONNECTING, &ok);
+    if (!ok || v < 1) {
+        log_warn("COLDBREW_UPSTREAM_MAX_CONNECTING must be a positive integer; using %d",
+                 DEFAULT_MAX_CONNECTING);
+        v = DEFAULT_MAX_CONNECTING;
+    }
+    limits.max_connecting = (unsigned)v;
+    ok = true;
+    v = env_long("COLDBREW_UPSTREAM_MAX_CONNS", 0, &ok);
+    if (!ok || v < 0) {
+        log_warn("COLDBREW_UPSTREAM_MAX_CONNS must be a non-negative integer; using 0 (no cap)");
+        v = 0;
+    }
+    limits.max_conns = (unsigned)v;
+}
+
+/* ---------------------------------------------------------------- waiters */
+
+static void waiter_unlink(struct upstream *u, struct upstream_waiter *w)
+{
+    TAILQ_REMOVE(&u->waiters, w, link);
+    w->queued = false;
+    if (--u->nwaiting == 0)
+        u->capped_logged = false; /* the episode is over: log the next one */
+}
+
+void upstream_cancel(struct upstream *u, struct upstream_waiter *w)
+{
+    if (w->queued)
+        waiter_unlink(u, w);
+}
+
+/* Attaches a usable connection to a holder. */
+static void give(struct upconn *uc, const struct upconn_ops *ops, void *owner)
+{
+    uc->ops = ops;
+    uc->owner = owner;
+    uc->got_bytes = uc->resp_head_done = uc->tunnel = uc->retried = false;
+    uc->body_sent = 0;
+}
+
+/* Hands a usable, unattached connection to the head waiter. The caller must
+ * not touch the upstream afterwards. */
+static void hand_to_head(struct upconn *uc)
+{
+    struct upstream *u = uc->up;
+    struct upstream_waiter *w = TAILQ_FIRST(&u->waiters);
+    waiter_unlink(u, w);
+    give(uc, w->ops, w->owner);
+    w->on_ready(w, uc, 0);
+}
+
+/* ---------------------------------------------------------------- connects */
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+static void on_idle_timeout(evutil_socket_t fd, short what, void *arg);
+
+/* Starts one connect owned by the pool; false with errno when it cannot. */
+static bool connect_start(struct upstream *u)
+{
+    int fd = net_connect_start(&u->addr);
+    if (fd < 0)
+        return false;
+    struct upconn *uc = calloc(1, sizeof *uc);
+    if (!uc) {
+        close(fd);
+        errno = ENOMEM;
+        return false;
+    }
+    uc->up = u;
+    uc->fd = fd;
+    uc->in = evbuffer_new();
+    uc->out = evbuffer_new();
+    uc->connecting = true;
+    event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_read, uc);
+    event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_write, uc);
+    event_assign(&uc->tev, u->base, -1, 0, on_idle_timeout, uc);
+    /* Writable means connected (or failed): the connect completes there. */
+    event_add(&uc->wev, NULL);
+    uc->writing = true;
+    h1_parser_init(&uc->parser, false, 1 << 20, HTTP_HEAD_MAX_HEADERS);
+    TAILQ_INSERT_TAIL(&u->connecting, uc, link);
+    u->nconnecting++;
+    u->nconns++;
+    return true;
+}
+
+/* May another connect start for the waiters? Logs the first time a cap
+ * holds requests back in a queue episode. */
+static bool connect_wanted(struct upstream *u)
+{
+    if (u->nconnecting >= u->nwaiting)
+        return false; /* every waiter already has a connect coming */
+    const char *cap = NULL;
+    if (u->nconnecting >= u->max_connecting)
+        cap = "COLDBREW_UPSTREAM_MAX_CONNECTING";
+    else if (u->max_conns && u->nconns >= u->max_conns)
+        cap = "COLDBREW_UPSTREAM_MAX_CONNS";
+    if (!cap)
+        return true;
+    if (!u->capped_logged) {
+        u->capped_logged = true;
+        log_info("upstream %s: %u requests wait for a connection (%u open, %u connecting); %s "
+                 "caps new connects",
+                 u->addr.text, u->nwaiting, u->nconns, u->nconnecting, cap);
+    }
+    return false;
+}
+
+/* Deferred: start the connects the waiters need. A connect that cannot even
+ * start fails the head waiter (as a failed connect does). */
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct upstream *u = arg;
+    u->kick_armed = false;
+    while (connect_wanted(u)) {
+        if (connect_start(u))
+            continue;
+        int err = errno;
+        struct upstream_waiter *w = TAILQ_FIRST(&u->waiters);
+        waiter_unlink(u, w);
+        if (u->nwaiting) {
+            event_active(&u->kick, 0, 0);
+            u->kick_armed = true;
+        }
+        w->on_ready(w, NULL, err);
+        return; /* the upstream may be gone */
+    }
+}
+
+static void kick(struct upstream *u)
+{
+    if (u->kick_armed || !u->nwaiting)
+        return;
+    u->kick_armed = true;
+    event_active(&u->kick, 0, 0);
+}
+
+/* The connect (or TLS handshake) failed: the head waiter gets the error. */
 static void connect_failed(struct upconn *uc, int err)
 {
-    if (uc->ops && uc->ops->on_connect_failed)
-        uc->ops->on_connect_failed(uc, err);
-    else
-        upconn_close(uc);
+    struct upstream *u = uc->up;
+    log_debug("upstream %s: connect failed: %s", u->addr.text, strerror(err));
+    upconn_close(uc);
+    if (!u->nwaiting)
+        return; /* nobody was waiting for it */
+    struct upstream_waiter *w = TAILQ_FIRST(&u->waiters);
+    waiter_unlink(u, w);
+    kick(u); /* the others still need their connects */
+    w->on_ready(w, NULL, err);
 }
 
-/* Drives the TLS handshake; true once it is done (the connection is usable). */
-static bool tls_step(struct upconn *uc)
+/* Idle in the pool: reading stays armed (EOF from the backend is noticed at
+ * once), writing off, the idle timer running. */
+static void pool_put(struct upconn *uc)
 {
-    int r = uc->up->tls->handshake(uc);
-    if (r < 0) {
-        connect_failed(uc, EPROTO);
-        return false;
+    struct upstream *u = uc->up;
+    if (u->nidle >= u->max_idle) {
+        upconn_close(uc);
+        return;
     }
-    if (r == 0) {
-        io_arm(&uc->rev, &uc->reading, !uc->tls_want_write);
-        io_arm(&uc->wev, &uc->writing, uc->tls_want_write);
-        return false;
+    if (!uc->reading) {
+        event_add(&uc->rev, NULL);
+        uc->reading = true;
     }
-    uc->handshaking = false;
+    if (uc->writing) {
+        event_del(&uc->wev);
+        uc->writing = false;
+    }
+    event_add(&uc->tev, &u->idle_tv);
+    uc->idle = true;
+    TAILQ_INSERT_HEAD(&u->idle, uc, link);
+    u->nidle++;
+}
+
+/* The connection is established (and TLS done): the head waiter takes it,
+ * else the pool keeps it. */
+static void connect_usable(struct upconn *uc)
+{
+    struct upstream *u = uc->up;
+    TAILQ_REMOVE(&u->connecting, uc, link);
+    u->nconnecting--;
     io_arm(&uc->wev, &uc->writing, false);
     upconn_want_read(uc, true);
-    return true;
+    if (!u->nwaiting) {
+        pool_put(uc);
+        return;
+    }
+    if (u->nwaiting > 1)
+        kick(u); /* a connect slot came free: the others may need it */
+    hand_to_head(uc);
 }
 
-/* The connect finished (writable, or an error reported as readable). */
-static bool connect_done(struct upconn *uc)
+/* Drives a connect: TCP result, then the TLS handshake. */
+static void connect_step(struct upconn *uc)
 {
-    int err = net_connect_result(uc->fd);
-    if (err) {
-        connect_failed(uc, err);
-        return false;
-    }
-    uc->connecting = false;
-    if (uc->up->tls) {
-        if (!uc->up->tls->start(uc)) {
-            connect_failed(uc, ENOMEM);
-            return false;
+    if (uc->connecting) {
+        int err = net_connect_result(uc->fd);
+        if (err) {
+            connect_failed(uc, err);
+            return;
         }
-        uc->handshaking = true;
-        return tls_step(uc);
+        uc->connecting = false;
+        if (uc->up->tls) {
+            if (!uc->up->tls->start(uc)) {
+                connect_failed(uc, ENOMEM);
+                return;
+            }
+            uc->handshaking = true;
+        }
     }
-    upconn_want_read(uc, true);
-    return true;
+    if (uc->handshaking) {
+        int r = uc->up->tls->handshake(uc);
+        if (r < 0) {
+            connect_failed(uc, EPROTO);
+            return;
+        }
+        if (r == 0) {
+            io_arm(&uc->rev, &uc->reading, !uc->tls_want_write);
+            io_arm(&uc->wev, &uc->writing, uc->tls_want_write);
+            return;
+        }
+        uc->handshaking = false;
+    }
+    connect_usable(uc);
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct upconn *uc = arg;
-    if (uc->connecting && !connect_done(uc))
-        return;
-    if (uc->handshaking) {
-        if (tls_step(uc) && uc->ops)
-            uc->ops->on_writable(uc); /* now the request can go */
+    if (uc->connecting || uc->handshaking) {
+        connect_step(uc);
         return;
     }
     if (uc->ops) {
@@ -110,10 +305,10 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct upconn *uc = arg;
-    if (uc->connecting && !connect_done(uc))
+    if (uc->connecting || uc->handshaking) {
+        connect_step(uc);
         return;
-    if (uc->handshaking && !tls_step(uc))
-        return;
+    }
     if (uc->ops)
         uc->ops->on_writable(uc);
     else
@@ -132,60 +327,51 @@ bool upstream_init(struct upstream *u, struct event_base *base, const char *host
     memset(u, 0, sizeof *u);
     if (!net_addr_parse(&u->addr, host, port))
         return false;
+    limits_load();
     u->base = base;
     snprintf(u->host, sizeof u->host, "%s", host);
     u->port = port;
     TAILQ_INIT(&u->idle);
+    TAILQ_INIT(&u->connecting);
+    TAILQ_INIT(&u->waiters);
     u->max_idle = max_idle ? max_idle : 1000;
+    u->max_connecting = limits.max_connecting;
+    u->max_conns = limits.max_conns;
     struct timeval tv = {(time_t)idle_seconds,
                          (suseconds_t)((idle_seconds - (double)(time_t)idle_seconds) * 1e6)};
     const struct timeval *common = event_base_init_common_timeout(base, &tv);
     u->idle_tv = common ? *common : tv;
+    event_assign(&u->kick, base, -1, 0, on_kick, u);
     return true;
 }
 
-struct upconn *upstream_checkout(struct upstream *u, bool fresh, const struct upconn_ops *ops,
-                                 void *owner)
+struct upconn *upstream_checkout(struct upstream *u, struct upstream_waiter *w, bool front)
 {
-    struct upconn *uc = fresh ? NULL : TAILQ_FIRST(&u->idle);
+    /* Idle connections exist only while nobody waits (see the invariants). */
+    struct upconn *uc = TAILQ_FIRST(&u->idle);
     if (uc) {
-        uc->ops = ops;
-        uc->owner = owner;
         TAILQ_REMOVE(&u->idle, uc, link);
         u->nidle--;
         event_del(&uc->tev); /* a timer: no syscall */
         uc->idle = false;
         uc->reused = true;
-        uc->connecting = false;
-        uc->got_bytes = uc->resp_head_done = uc->tunnel = uc->retried = false;
-        uc->body_sent = 0;
+        give(uc, w->ops, w->owner);
         return uc;
     }
-    int fd = net_connect_start(&u->addr);
-    if (fd < 0)
-        return NULL;
-    uc = calloc(1, sizeof *uc);
-    if (!uc) {
-        close(fd);
-        errno = ENOMEM;
-        return NULL;
+    if (front)
+        TAILQ_INSERT_HEAD(&u->waiters, w, link);
+    else
+        TAILQ_INSERT_TAIL(&u->waiters, w, link);
+    w->queued = true;
+    u->nwaiting++;
+    if (connect_wanted(u) && !connect_start(u)) {
+        /* Could not even start: this request fails now (a 502, as before);
+         * the others keep waiting for the connections already coming. */
+        int err = errno;
+        waiter_unlink(u, w);
+        errno = err;
     }
-    uc->up = u;
-    uc->fd = fd;
-    uc->in = evbuffer_new();
-    uc->out = evbuffer_new();
-    uc->connecting = true;
-    uc->ops = ops;
-    uc->owner = owner;
-    event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_read, uc);
-    event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_write, uc);
-    event_assign(&uc->tev, u->base, -1, 0, on_idle_timeout, uc);
-    /* Writable means connected (or failed): the connect completes there. */
-    event_add(&uc->wev, NULL);
-    uc->writing = true;
-    h1_parser_init(&uc->parser, false, 1 << 20, HTTP_HEAD_MAX_HEADERS);
-    u->nconns++;
-    return uc;
+    return NULL;
 }
 
 void upstream_checkin(struct upconn *uc)
@@ -200,25 +386,19 @@ void upstream_checkin(struct upconn *uc)
     }
     if (uc->dead)
         return;
-    if (u->nidle >= u->max_idle || uc->eof || evbuffer_get_length(uc->in) ||
-        evbuffer_get_length(uc->out)) {
+    if (uc->eof || evbuffer_get_length(uc->in) || evbuffer_get_length(uc->out)) {
         upconn_close(uc);
         return;
     }
-    /* Reading stays armed (EOF from the backend is noticed at once); writing
-     * is already off since the output is empty. */
-    if (!uc->reading) {
-        event_add(&uc->rev, NULL);
-        uc->reading = true;
+    uc->reused = true;
+    if (u->nwaiting) {
+        /* Straight to the oldest waiter, watched for EOF like an idle one. */
+        upconn_want_read(uc, true);
+        io_arm(&uc->wev, &uc->writing, false);
+        hand_to_head(uc);
+        return;
     }
-    if (uc->writing) {
-        event_del(&uc->wev);
-        uc->writing = false;
-    }
-    event_add(&uc->tev, &u->idle_tv);
-    uc->idle = true;
-    TAILQ_INSERT_HEAD(&u->idle, uc, link);
-    u->nidle++;
+    pool_put(uc);
 }
 
 static void upconn_free(void *p)
@@ -240,6 +420,11 @@ void upconn_close(struct upconn *uc)
         u->nidle--;
         uc->idle = false;
     }
+    if (uc->connecting || uc->handshaking) {
+        TAILQ_REMOVE(&u->connecting, uc, link);
+        u->nconnecting--;
+        uc->connecting = uc->handshaking = false;
+    }
     if (uc->head) {
         http_head_release(uc->head);
         uc->head = NULL;
@@ -253,6 +438,7 @@ void upconn_close(struct upconn *uc)
     uc->fd = -1;
     u->nconns--;
     loop_defer_free(uc, upconn_free);
+    kick(u); /* a connection slot came free: waiters may need a connect */
 }
 
 void upstream_close_idle(struct upstream *u)
@@ -260,6 +446,13 @@ void upstream_close_idle(struct upstream *u)
     struct upconn *uc;
     while ((uc = TAILQ_FIRST(&u->idle)))
         upconn_close(uc);
+    if (!u->nwaiting)
+        while ((uc = TAILQ_FIRST(&u->connecting)))
+            upconn_close(uc);
+    if (u->base) { /* initialised */
+        event_del(&u->kick);
+        u->kick_armed = false;
+    }
 }
 
 void upstream_release_h2(struct upstream *u)

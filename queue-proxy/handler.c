@@ -31,6 +31,7 @@ struct qp_ctx {
     struct readiness_waiter ready;
     struct request *req;
     struct proxy_edit edit;
+    struct proxy_exchange px; /* the proxy's state: its place in the upstream's queue */
     uint64_t proxy_start_ns;
     bool kubelet, probe, proxied, holds_slot, counted;
     char *fwd_heap; /* a Forwarded line too long for fwd[] */
@@ -192,7 +193,7 @@ static void run_proxy(struct qp_ctx *c)
 {
     struct request *req = c->req;
     c->proxy_start_ns = clock_now_ns();
-    proxy_forward(req, &qp->user, &c->edit);
+    proxy_forward(&c->px, req, &qp->user, &c->edit);
 }
 
 static void on_slot(struct breaker_waiter *w)
