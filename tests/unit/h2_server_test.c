@@ -7,6 +7,8 @@
 #include <event2/event.h>
 #include <llhttp.h>
 #include <nghttp2/nghttp2.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -622,10 +624,82 @@ static void settings_flood_gets_goaway(void **state)
     pump_quiet();
 }
 
+static void frame_over_max_frame_size_gets_goaway(void **state)
+{
+    (void)state;
+    reset_app(APP_ECHO);
+    int fd;
+    server_side(&fd);
+    size_t n = start_attack();
+    static uint8_t big[20000]; /* SETTINGS_MAX_FRAME_SIZE is 16,384 */
+    n += frame(attack + n, NGHTTP2_DATA, 0, 1, big, sizeof big);
+    assert_int_equal(raw_until_goaway(fd, attack, n), NGHTTP2_FRAME_SIZE_ERROR);
+    assert_int_equal(closes, 1);
+    close(fd);
+    pump_quiet();
+}
+
+/* A client that sends PINGs and never reads their ACKs: the server's output
+ * stops growing at the watermark (it stops reading), the ACKs nghttp2 holds
+ * pass COLDBREW_H2_MAX_OUTBOUND_ACK, and the connection gets GOAWAY. */
+static void ping_flood_without_reading_gets_goaway(void **state)
+{
+    (void)state;
+    reset_app(APP_ECHO);
+    int fd;
+    server_side(&fd);
+    size_t n = start_attack();
+    uint8_t opaque[8] = {0};
+    while (n + 17 < sizeof attack)
+        n += frame(attack + n, NGHTTP2_PING, 0, 0, opaque, 8);
+    /* Write all we can without reading. */
+    size_t off = 0;
+    for (int i = 0; i < 2000 && off < n; i++) {
+        ssize_t w = write(fd, attack + off, n - off);
+        if (w > 0)
+            off += (size_t)w;
+        else if (w < 0 && errno != EAGAIN)
+            break; /* the server cut the connection */
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+    /* Then read: somewhere after the ACKs comes a GOAWAY, then EOF. */
+    uint8_t buf[1 << 16];
+    size_t have = 0, scanned = 0;
+    long code = -1;
+    bool eof = false;
+    for (int i = 0; i < 20000 && !eof && code < 0; i++) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        ssize_t r = recv(fd, buf + have, sizeof buf - have, MSG_DONTWAIT);
+        if (r == 0)
+            eof = true;
+        if (r > 0)
+            have += (size_t)r;
+        while (have - scanned >= 9) {
+            size_t len =
+                (size_t)buf[scanned] << 16 | (size_t)buf[scanned + 1] << 8 | buf[scanned + 2];
+            if (have - scanned < 9 + len)
+                break;
+            if (buf[scanned + 3] == NGHTTP2_GOAWAY)
+                code =
+                    (long)((uint32_t)buf[scanned + 13] << 24 | (uint32_t)buf[scanned + 14] << 16 |
+                           (uint32_t)buf[scanned + 15] << 8 | buf[scanned + 16]);
+            scanned += 9 + len;
+        }
+        memmove(buf, buf + scanned, have - scanned);
+        have -= scanned;
+        scanned = 0;
+    }
+    assert_true(off < n); /* the server stopped reading: the flood did not all go in */
+    assert_int_equal(code, NGHTTP2_ENHANCE_YOUR_CALM);
+    close(fd);
+    pump_quiet();
+}
+
 static int setup(void **state)
 {
     (void)state;
     base = loop_init();
+    signal(SIGPIPE, SIG_IGN); /* the attack tests write to connections the server cut */
     log_set_level("error");
     h2_limits_from_env(&lim, 2048, 50, 65536);
     lim.max_concurrent_streams = 4;
@@ -650,6 +724,8 @@ int main(void)
         cmocka_unit_test(hpack_bomb_gets_goaway_enhance_your_calm),
         cmocka_unit_test(continuation_flood_gets_goaway),
         cmocka_unit_test(settings_flood_gets_goaway),
+        cmocka_unit_test(frame_over_max_frame_size_gets_goaway),
+        cmocka_unit_test(ping_flood_without_reading_gets_goaway),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
