@@ -330,9 +330,15 @@ void proxy_forward_h2(struct request *req, struct upstream *u, const struct prox
     const char *authority;
     size_t alen;
     size_t n = build_fields(req, edit, fields, arena, sizeof arena, &authority, &alen);
-    char auth[256], path[8192];
+    /* :authority and :path go to nghttp2 as C strings: bounded copies, and a
+     * request whose target does not fit is refused, never truncated. */
+    char auth[1024], path[8192];
     const struct http_head *h = req->head;
     if (!n && h->nheaders) {
+        request_error(req, 431, "request header too large\n");
+        return;
+    }
+    if (alen >= sizeof auth) {
         request_error(req, 431, "request header too large\n");
         return;
     }
