@@ -128,7 +128,9 @@ def qp_503_queue_full_reaches_a_client_writing_20mb():
        "still serving")
     for t in ths:
         t.join(60)
-    eq(res, [200] + [504] * 10, "the admitted requests were answered")
+    # The threads race to connect, so which one got the running slot is not
+    # fixed: one ran, ten timed out in the queue.
+    eq(sorted(res, key=str), [200] + [504] * 10, "the admitted requests were answered")
 
 
 @test
