@@ -201,6 +201,5 @@ int main(void)
     loop_free();
     http_head_pool_drain();
     qp_ctx_pool_trim(0);
-    proxy_h2_trim(0);
     return 0;
 }
