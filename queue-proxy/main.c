@@ -143,7 +143,8 @@ int main(void)
     }
     stats_init(&qp->stats, qp->start_ns);
     if (!readiness_init(&qp->readiness, qp->base, qp->cfg.readiness_probe,
-                        qp->cfg.multi_container_probes, qp->cfg.user_port, err, sizeof err)) {
+                        qp->cfg.multi_container_probes, qp->cfg.autodetect_h2, qp->cfg.user_port,
+                        err, sizeof err)) {
         log_error("failed to parse readiness probe: %s", err);
         return 1;
     }
