@@ -126,7 +126,7 @@ int main(void)
     act->base = loop_init();
     server_limits_from_env(&act->lim);
     pod_pools_init(act->base, act->cfg.max_idle_per_host, act->cfg.upstream_idle_seconds);
-    if (!k8s_client_init(&act->k8s, act->base, err, sizeof err)) {
+    if (k8s_client_init(&act->k8s, act->base, err, sizeof err)) {
         log_error("%s", err);
         return 1;
     }

@@ -87,7 +87,7 @@ static void on_scraped(struct http_call *c, const char *err)
 {
     struct as_pod *p = c->arg;
     if (err || c->status != 200) {
-        log_debug("autoscaler: scrape %s: %s", p->addr, err ? err : "not 200");
+        log_debug("autoscaler: scrape %s: %s", p->addr, err ? c->detail : "not 200");
         return;
     }
     struct statpb s;
