@@ -51,6 +51,13 @@ size_t statpb_encode_wire(const struct statpb_wire *msgs, size_t n, uint8_t *buf
     Metrics__WireStatMessage *items = calloc(n ? n : 1, sizeof *items);
     Metrics__WireStatMessage **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     Metrics__Stat *stats = calloc(n ? n : 1, sizeof *stats);
+    if (!items || !ptrs || !stats) {
+        /* Memory short (alloc.h): nothing encoded, as when cap is too small. */
+        free(stats);
+        free(ptrs);
+        free(items);
+        return 0;
+    }
     for (size_t i = 0; i < n; i++) {
         metrics__wire_stat_message__init(&items[i]);
         items[i].namespace_ = (char *)msgs[i].namespace_;
