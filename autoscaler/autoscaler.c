@@ -95,7 +95,7 @@ static void on_scraped(struct http_call *c, const char *err)
     struct statpb s;
     char name[128];
     size_t len = evbuffer_get_length(c->body);
-    if (statpb_decode(evbuffer_pullup(c->body, -1), len, &s, name, sizeof name) != 0) {
+    if (statpb_decode(evbuffer_pullup(c->body, -1), len, &s, name, sizeof name)) {
         log_warn("autoscaler: %s answered something that is not a Stat", p->addr);
         return;
     }

@@ -15,10 +15,21 @@
  *     on), the function also takes a caller-provided `char *detail, size_t
  *     cap`, filled on failure only. The static error is still what callers
  *     test; the detail is what they print.
- *   - Two kinds keep their native shape, because their callers branch on
- *     the code: system-call wrappers (net.c: -1 and errno, as POSIX), and
+ *   - A predicate or parser whose failures no caller tells apart (it only
+ *     prints them or stops) returns bool, false = failed, with the detail
+ *     buffer when a person reads the reason:
+ *     parse_long(), kpa_init() (memory), manifest_load() and
+ *     rev_settings_parse() (`file:line: field: why`). env_long()'s `bool *ok`
+ *     collects that one failure across a batch of settings.
+ *   - Three kinds keep their native shape, because their callers branch on
+ *     the code: system-call wrappers (net.c: -1 and errno, as POSIX),
  *     parsers that answer a status (h1_parser: H1_ERROR plus p->err, itself
- *     a static string from llhttp).
+ *     a static string from llhttp), and callbacks a library defines (wslay's
+ *     recv/send in ws_io.c: -1 and wslay_event_set_error()).
+ *
+ * Where it is applied: http_client (http_call_err_*, call->detail), k8s
+ * (k8s_err_*), statpb (statpb_err_malformed), ws_server/ws_client, server,
+ * api, autoscaler (const char **err from their constructors).
  *
  * Names shared by several modules live here. */
 #ifndef COLDBREW_ERR_H
