@@ -11,7 +11,7 @@
  *    session, a watch event, a probe): plain malloc/calloc/evbuffer_new/
  *    event_new, each result checked. A failure answers the protocol's error
  *    (HTTP 503 Service Unavailable; a WebSocket connection is closed before
- *    the 101; an http_call ends with http_call_err_no_memory), is logged
+ *    the 101; an http_call ends with coldbrew_err_no_memory), is logged
  *    once with log_warn/log_error, and the process keeps serving everyone
  *    else. Whatever was allocated for that request is released.
  *

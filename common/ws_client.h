@@ -18,7 +18,7 @@
  * /etc/resolv.conf); IP literals skip DNS.
  *
  * Ownership: the client owns its socket and buffers; messages passed to
- * ws_client_send are copied. on_state runs on every open/close transition. */
+ * ws_client_send_binary() are copied. on_state runs on every open/close transition. */
 #ifndef COLDBREW_WS_CLIENT_H
 #define COLDBREW_WS_CLIENT_H
 
