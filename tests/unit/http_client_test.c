@@ -15,9 +15,8 @@
 #include "http_client.h"
 #include "log.h"
 #include "loop.h"
-#include "net.h"
+#include "loopback_util.h"
 #include "upstream.h"
-#include "ws_test_util.h"
 
 struct fixture {
     struct event_base *base;
@@ -38,13 +37,8 @@ static int setup(void **state)
 {
     memset(&fx, 0, sizeof fx);
     fx.base = loop_init();
-    fx.lfd = net_listen("127.0.0.1", 0, 16);
+    fx.lfd = lo_listen(16, &fx.port);
     assert_true(fx.lfd >= 0);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fx.lfd, (struct sockaddr *)&ss, &sl);
-    char ip[64];
-    net_peer_ip(&ss, ip, sizeof ip, &fx.port);
     fx.sfd = -1;
     assert_true(upstream_init(&fx.up, fx.base, "127.0.0.1", fx.port, 4, 30));
     fx.call = http_call_new(&fx.up, &fx);
@@ -58,11 +52,7 @@ static int teardown(void **state)
     (void)state;
     http_call_free(fx.call);
     upstream_close_idle(&fx.up);
-    if (fx.sfd >= 0)
-        close(fx.sfd);
-    close(fx.lfd);
-    turn(fx.base, 2);
-    loop_free();
+    lo_teardown(fx.base, fx.lfd, fx.sfd);
     return 0;
 }
 
@@ -105,27 +95,7 @@ static void start(double timeout, http_call_data_cb data)
 static void await_request(void)
 {
     char buf[1024];
-    size_t got = 0;
-    for (int i = 0; i < 2000; i++) {
-        turn(fx.base, 1);
-        int nfd = accept4(fx.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (nfd >= 0) {
-            if (fx.sfd >= 0)
-                close(fx.sfd);
-            fx.sfd = nfd;
-            got = 0;
-        }
-        if (fx.sfd < 0)
-            continue;
-        ssize_t r = read(fx.sfd, buf + got, sizeof buf - 1 - got);
-        if (r > 0) {
-            got += (size_t)r;
-            buf[got] = 0;
-            if (strstr(buf, "\r\n\r\n"))
-                return;
-        }
-    }
-    fail_msg("no request arrived");
+    assert_true(lo_await_head(fx.base, fx.lfd, &fx.sfd, buf, sizeof buf, 2000));
 }
 
 static void send_str(const char *s, size_t n)
@@ -154,23 +124,29 @@ static void answer_split(const char *resp, size_t len, size_t at)
     send_str(resp + at, len - at);
 }
 
-static void test_head_split_at_every_byte(void **state)
+/* The response in two writes cut at every byte in [from, to): each time the
+ * call ends well with `status` and `body`. */
+static void split_each(const char *resp, size_t from, size_t to, int status, const char *body)
 {
-    (void)state;
-    static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                               "X-Long-Header: aaaaaaaaaaaaaaaa\r\nContent-Length: 5\r\n\r\nhello";
-    size_t len = sizeof resp - 1;
-    size_t head = strstr(resp, "\r\n\r\n") + 4 - resp;
-    for (size_t at = 1; at < head; at++) {
+    size_t len = strlen(resp), blen = strlen(body);
+    for (size_t at = from; at < to; at++) {
         start(5, NULL);
         await_request();
         answer_split(resp, len, at);
         await_done(2000);
         assert_null(fx.err);
-        assert_int_equal(fx.call->status, 200);
-        assert_int_equal(fx.body_len, 5);
-        assert_memory_equal(fx.body, "hello", 5);
+        assert_int_equal(fx.call->status, status);
+        assert_int_equal(fx.body_len, blen);
+        assert_memory_equal(fx.body, body, blen);
     }
+}
+
+static void test_head_split_at_every_byte(void **state)
+{
+    (void)state;
+    static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                               "X-Long-Header: aaaaaaaaaaaaaaaa\r\nContent-Length: 5\r\n\r\nhello";
+    split_each(resp, 1, (size_t)(strstr(resp, "\r\n\r\n") + 4 - resp), 200, "hello");
 }
 
 static void test_chunked_split_at_every_byte(void **state)
@@ -178,33 +154,14 @@ static void test_chunked_split_at_every_byte(void **state)
     (void)state;
     static const char resp[] = "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
                                "5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\n\r\n";
-    size_t len = sizeof resp - 1;
-    for (size_t at = 1; at < len; at++) {
-        start(5, NULL);
-        await_request();
-        answer_split(resp, len, at);
-        await_done(2000);
-        assert_null(fx.err);
-        assert_int_equal(fx.call->status, 201);
-        assert_int_equal(fx.body_len, 12);
-        assert_memory_equal(fx.body, "hello world!", 12);
-    }
+    split_each(resp, 1, sizeof resp - 1, 201, "hello world!");
 }
 
 static void test_content_length_split_at_every_byte(void **state)
 {
     (void)state;
     static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world";
-    size_t len = sizeof resp - 1;
-    for (size_t at = 1; at < len; at++) {
-        start(5, NULL);
-        await_request();
-        answer_split(resp, len, at);
-        await_done(2000);
-        assert_null(fx.err);
-        assert_int_equal(fx.body_len, 11);
-        assert_memory_equal(fx.body, "hello world", 11);
-    }
+    split_each(resp, 1, sizeof resp - 1, 200, "hello world");
 }
 
 /* A streamed (on_data) chunked body: delivered as it arrives, unframed. */
@@ -240,41 +197,34 @@ static void test_body_until_eof(void **state)
     assert_int_equal(fx.body_len, 9);
 }
 
+/* The server sends `text`, then closes: the call ends with `want`. */
+static void answer_then_close(const char *text, const char *want)
+{
+    start(5, NULL);
+    await_request();
+    send_text(text);
+    turn(fx.base, 3);
+    close(fx.sfd);
+    fx.sfd = -1;
+    await_done(2000);
+    assert_ptr_equal(fx.err, want);
+}
+
 static void test_close_mid_body(void **state)
 {
     (void)state;
     /* Content-Length promised 10, 5 came. */
-    start(5, NULL);
-    await_request();
-    send_text("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
-    turn(fx.base, 3);
-    close(fx.sfd);
-    fx.sfd = -1;
-    await_done(2000);
-    assert_ptr_equal(fx.err, http_call_err_body_eof);
+    answer_then_close("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", http_call_err_body_eof);
     assert_string_equal(fx.call->detail, "unexpected EOF");
     /* A chunked body cut inside a chunk. */
-    start(5, NULL);
-    await_request();
-    send_text("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nhel");
-    turn(fx.base, 3);
-    close(fx.sfd);
-    fx.sfd = -1;
-    await_done(2000);
-    assert_ptr_equal(fx.err, http_call_err_body_eof);
+    answer_then_close("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nhel",
+                      http_call_err_body_eof);
 }
 
 static void test_close_mid_head(void **state)
 {
     (void)state;
-    start(5, NULL);
-    await_request();
-    send_text("HTTP/1.1 200 OK\r\nContent-Le");
-    turn(fx.base, 3);
-    close(fx.sfd);
-    fx.sfd = -1;
-    await_done(2000);
-    assert_ptr_equal(fx.err, http_call_err_eof);
+    answer_then_close("HTTP/1.1 200 OK\r\nContent-Le", http_call_err_eof);
 }
 
 static void test_garbage(void **state)
@@ -329,7 +279,7 @@ static void test_refused(void **state)
     (void)state;
     /* The listener goes away: the connect is refused. */
     close(fx.lfd);
-    fx.lfd = net_listen("127.0.0.1", 0, 1); /* for teardown */
+    fx.lfd = lo_listen(16, &(int){0}); /* for teardown */
     start(5, NULL);
     await_done(2000);
     assert_ptr_equal(fx.err, http_call_err_connect);
@@ -361,19 +311,20 @@ int main(void)
 {
     log_init("test", NULL, NULL);
     log_set_level("error");
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_head_split_at_every_byte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_chunked_split_at_every_byte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_content_length_split_at_every_byte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_streamed_chunks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_body_until_eof, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_mid_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_mid_head, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reuse, setup, teardown),
+        T(test_head_split_at_every_byte),
+        T(test_chunked_split_at_every_byte),
+        T(test_content_length_split_at_every_byte),
+        T(test_streamed_chunks),
+        T(test_body_until_eof),
+        T(test_close_mid_body),
+        T(test_close_mid_head),
+        T(test_garbage),
+        T(test_too_large),
+        T(test_timeout),
+        T(test_refused),
+        T(test_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

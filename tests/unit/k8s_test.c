@@ -15,8 +15,7 @@
 #include "k8s.h"
 #include "log.h"
 #include "loop.h"
-#include "net.h"
-#include "ws_test_util.h"
+#include "loopback_util.h"
 
 struct seen {
     enum k8s_event ev;
@@ -56,13 +55,9 @@ static int setup(void **state)
 {
     memset(&fx, 0, sizeof fx);
     fx.base = loop_init();
-    fx.lfd = net_listen("127.0.0.1", 0, 16);
+    fx.lfd = lo_listen(16, &fx.port);
     assert_true(fx.lfd >= 0);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fx.lfd, (struct sockaddr *)&ss, &sl);
-    char ip[64], url[64];
-    net_peer_ip(&ss, ip, sizeof ip, &fx.port);
+    char url[64];
     fx.sfd = -1;
     snprintf(url, sizeof url, "http://127.0.0.1:%d", fx.port);
     setenv("KUBE_API_URL", url, 1);
@@ -79,39 +74,14 @@ static int teardown(void **state)
     (void)state;
     k8s_watch_free(fx.w);
     k8s_client_free(&fx.k);
-    if (fx.sfd >= 0)
-        close(fx.sfd);
-    close(fx.lfd);
-    turn(fx.base, 2);
-    loop_free();
+    lo_teardown(fx.base, fx.lfd, fx.sfd);
     return 0;
 }
 
 /* Waits for the next request head (new connection or pooled one). */
 static void await_request(void)
 {
-    size_t got = 0;
-    fx.req[0] = 0;
-    for (int i = 0; i < 3000; i++) {
-        turn(fx.base, 1);
-        int nfd = accept4(fx.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (nfd >= 0) {
-            if (fx.sfd >= 0)
-                close(fx.sfd);
-            fx.sfd = nfd;
-            got = 0;
-        }
-        if (fx.sfd < 0)
-            continue;
-        ssize_t r = read(fx.sfd, fx.req + got, sizeof fx.req - 1 - got);
-        if (r > 0) {
-            got += (size_t)r;
-            fx.req[got] = 0;
-            if (strstr(fx.req, "\r\n\r\n"))
-                return;
-        }
-    }
-    fail_msg("no request arrived");
+    assert_true(lo_await_head(fx.base, fx.lfd, &fx.sfd, fx.req, sizeof fx.req, 3000));
 }
 
 static void send_text(const char *s)
@@ -141,6 +111,30 @@ static void send_chunk(const char *s)
     send_text("\r\n");
 }
 
+/* A MODIFIED event line for ns/a at version rv. */
+static void modified_line(char *line, size_t cap, int rv)
+{
+    snprintf(line, cap,
+             "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"namespace\":\"ns\","
+             "\"name\":\"a\",\"resourceVersion\":\"%d\"}}}\n",
+             rv);
+}
+
+/* ...sent as one chunk. */
+static void send_modified(int rv)
+{
+    char line[256];
+    modified_line(line, sizeof line, rv);
+    send_chunk(line);
+}
+
+/* The i-th event recorded is ev for key (NULL: no object). */
+static void assert_event(int i, enum k8s_event ev, const char *key)
+{
+    assert_int_equal(fx.ev[i].ev, ev);
+    assert_string_equal(fx.ev[i].key, key ? key : "");
+}
+
 static void turn_until_events(int n)
 {
     for (int i = 0; i < 2000 && fx.nev < n; i++)
@@ -163,11 +157,9 @@ static void list_then_watch(void)
                                    "%20in%20%28a%29 HTTP/1.1\r\n"));
     answer_json(200, list_ab);
     turn_until_events(3);
-    assert_int_equal(fx.ev[0].ev, K8S_ADDED);
-    assert_string_equal(fx.ev[0].key, "ns/a");
-    assert_int_equal(fx.ev[1].ev, K8S_ADDED);
-    assert_string_equal(fx.ev[1].key, "ns/b");
-    assert_int_equal(fx.ev[2].ev, K8S_SYNCED);
+    assert_event(0, K8S_ADDED, "ns/a");
+    assert_event(1, K8S_ADDED, "ns/b");
+    assert_event(2, K8S_SYNCED, NULL);
     assert_string_equal(k8s_watch_version(fx.w), "10");
     await_request();
     assert_non_null(strstr(fx.req, "watch=1&allowWatchBookmarks=true&resourceVersion=10&"));
@@ -184,10 +176,7 @@ static void test_event_split_at_every_byte(void **state)
      * cut falls in the chunk size, its CRLF, the JSON and the newline. */
     for (int at = 1;; at++) {
         char line[256], chunk[300];
-        snprintf(line, sizeof line,
-                 "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"namespace\":\"ns\","
-                 "\"name\":\"a\",\"resourceVersion\":\"%d\"}}}\n",
-                 100 + at);
+        modified_line(line, sizeof line, 100 + at);
         int n = snprintf(chunk, sizeof chunk, "%zx\r\n%s\r\n", strlen(line), line);
         if (at >= n)
             break;
@@ -198,8 +187,7 @@ static void test_event_split_at_every_byte(void **state)
             assert_int_equal(fx.nev, 0);
         assert_true(write_all(fx.sfd, chunk + at, (size_t)(n - at)));
         turn_until_events(1);
-        assert_int_equal(fx.ev[0].ev, K8S_MODIFIED);
-        assert_string_equal(fx.ev[0].key, "ns/a");
+        assert_event(0, K8S_MODIFIED, "ns/a");
         char rv[16];
         snprintf(rv, sizeof rv, "%d", 100 + at);
         assert_string_equal(fx.ev[0].rv, rv);
@@ -215,10 +203,8 @@ static void test_event_split_at_every_byte(void **state)
     turn(fx.base, 3);
     send_chunk("{\"resourceVersion\":\"502\"}}}\n");
     turn_until_events(2);
-    assert_int_equal(fx.ev[0].ev, K8S_ADDED);
-    assert_string_equal(fx.ev[0].key, "ns/c");
-    assert_int_equal(fx.ev[1].ev, K8S_DELETED);
-    assert_string_equal(fx.ev[1].key, "ns/b");
+    assert_event(0, K8S_ADDED, "ns/c");
+    assert_event(1, K8S_DELETED, "ns/b");
     for (int i = 0; i < 500 && strcmp(k8s_watch_version(fx.w), "502"); i++)
         turn(fx.base, 1);
     assert_string_equal(k8s_watch_version(fx.w), "502");
@@ -229,18 +215,14 @@ static void test_watch_drops(void **state)
 {
     (void)state;
     list_then_watch();
-    send_chunk(
-        "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"namespace\":\"ns\",\"name\":\"a\","
-        "\"resourceVersion\":\"11\"}}}\n");
+    send_modified(11);
     turn_until_events(1);
     /* The server ends the watch cleanly (its timeout): re-opened at once from 11. */
     send_text("0\r\n\r\n");
     await_request();
     assert_non_null(strstr(fx.req, "watch=1&allowWatchBookmarks=true&resourceVersion=11&"));
     send_text("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-    send_chunk(
-        "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"namespace\":\"ns\",\"name\":\"a\","
-        "\"resourceVersion\":\"12\"}}}\n");
+    send_modified(12);
     turn_until_events(2);
     /* The connection drops mid-stream (half an event): re-watched from 12,
      * no relist, and the half event is not delivered. */
@@ -271,11 +253,9 @@ static void test_gone_relists(void **state)
     answer_json(200, "{\"metadata\":{\"resourceVersion\":\"20\"},\"items\":[{\"metadata\":"
                      "{\"namespace\":\"ns\",\"name\":\"a\",\"resourceVersion\":\"19\"}}]}");
     turn_until_events(3);
-    assert_int_equal(fx.ev[0].ev, K8S_MODIFIED);
-    assert_string_equal(fx.ev[0].key, "ns/a");
-    assert_int_equal(fx.ev[1].ev, K8S_DELETED);
-    assert_string_equal(fx.ev[1].key, "ns/b");
-    assert_int_equal(fx.ev[2].ev, K8S_SYNCED);
+    assert_event(0, K8S_MODIFIED, "ns/a");
+    assert_event(1, K8S_DELETED, "ns/b");
+    assert_event(2, K8S_SYNCED, NULL);
     await_request();
     assert_non_null(strstr(fx.req, "resourceVersion=20&"));
     /* 410 as the watch's HTTP status: relist too. */
@@ -289,9 +269,7 @@ static void test_garbage_lines(void **state)
 {
     (void)state;
     list_then_watch();
-    send_chunk(
-        "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"namespace\":\"ns\",\"name\":\"a\","
-        "\"resourceVersion\":\"11\"}}}\n");
+    send_modified(11);
     turn_until_events(1);
     /* Not JSON: the watch ends and is re-opened from 11 (no relist). */
     send_chunk("this is not json\n");
@@ -332,7 +310,7 @@ static void test_list_not_json(void **state)
     answer_json(200, "{\"metadata\":{\"resourceVersion\":\"7\"},\"items\":[]}");
     turn_until_events(2);
     assert_int_equal(fx.ev[0].ev, K8S_ADDED);
-    assert_int_equal(fx.ev[1].ev, K8S_SYNCED);
+    assert_event(1, K8S_SYNCED, NULL);
     await_request();
     assert_non_null(strstr(fx.req, "resourceVersion=7 "));
 }
@@ -360,13 +338,14 @@ int main(void)
 {
     log_init("test", NULL, NULL);
     log_set_level("error");
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_event_split_at_every_byte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_watch_drops, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gone_relists, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_garbage_lines, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list_not_json, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_init_errors, setup, teardown),
+        T(test_event_split_at_every_byte),
+        T(test_watch_drops),
+        T(test_gone_relists),
+        T(test_garbage_lines),
+        T(test_list_not_json),
+        T(test_init_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

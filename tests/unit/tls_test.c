@@ -20,10 +20,9 @@
 #include "http_client.h"
 #include "log.h"
 #include "loop.h"
-#include "net.h"
+#include "loopback_util.h"
 #include "tls.h"
 #include "upstream.h"
-#include "ws_test_util.h"
 
 enum server_mode {
     SERVE,             /* complete the handshake, answer the request */
@@ -101,13 +100,8 @@ static int setup(void **state)
     memset(&fx, 0, sizeof fx);
     fx.sfd = -1;
     fx.base = loop_init();
-    fx.lfd = net_listen("127.0.0.1", 0, 16);
+    fx.lfd = lo_listen(16, &fx.port);
     assert_true(fx.lfd >= 0);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fx.lfd, (struct sockaddr *)&ss, &sl);
-    char ip[64];
-    net_peer_ip(&ss, ip, sizeof ip, &fx.port);
     assert_true(upstream_init(&fx.up, fx.base, "127.0.0.1", fx.port, 4, 30));
     fx.call = http_call_new(&fx.up, &fx);
     assert_non_null(fx.call);
@@ -127,11 +121,7 @@ static int teardown(void **state)
     tls_client_free(fx.up.tls);
     if (fx.ssl)
         SSL_free(fx.ssl);
-    if (fx.sfd >= 0)
-        close(fx.sfd);
-    close(fx.lfd);
-    turn(fx.base, 2);
-    loop_free();
+    lo_teardown(fx.base, fx.lfd, fx.sfd);
     log_set_fd(1);
     close(log_fd);
     return 0;
@@ -275,48 +265,25 @@ static void test_good_handshake(void **state)
     assert_int_equal(evbuffer_get_length(fx.call->body), 2);
 }
 
-static void test_wrong_name(void **state)
-{
-    (void)state;
-    run(ca_good, "kubernetes.default", SERVE);
-    assert_handshake_failed("certificate verify failed");
-}
-
-static void test_wrong_ip(void **state)
-{
-    (void)state;
-    /* An IP literal is checked against the certificate's IP SANs (it has none). */
-    run(ca_good, "127.0.0.1", SERVE);
-    assert_handshake_failed("certificate verify failed");
-}
-
-static void test_untrusted_ca(void **state)
-{
-    (void)state;
-    run(ca_other, "api.test", SERVE);
-    assert_handshake_failed("certificate verify failed");
-}
-
-static void test_close_after_hello(void **state)
-{
-    (void)state;
-    run(ca_good, "api.test", CLOSE_AFTER_HELLO);
-    assert_handshake_failed("unexpected eof while reading");
-}
-
-static void test_close_mid_flight(void **state)
-{
-    (void)state;
-    run(ca_good, "api.test", CLOSE_MID_FLIGHT);
-    assert_handshake_failed("unexpected eof while reading");
-}
-
-static void test_plain_http_peer(void **state)
-{
-    (void)state;
-    run(ca_good, "api.test", PLAIN_HTTP);
-    assert_handshake_failed("wrong version number");
-}
+/* Handshakes that fail halfway: the CA file and name the client trusts, what
+ * the server does, and what OpenSSL's reason in the log says. */
+#define FAILING_HANDSHAKE(test, ca, name, mode, why)                                               \
+    static void test(void **state)                                                                 \
+    {                                                                                              \
+        (void)state;                                                                               \
+        run(ca, name, mode);                                                                       \
+        assert_handshake_failed(why);                                                              \
+    }
+FAILING_HANDSHAKE(test_wrong_name, ca_good, "kubernetes.default", SERVE,
+                  "certificate verify failed")
+/* An IP literal is checked against the certificate's IP SANs (it has none). */
+FAILING_HANDSHAKE(test_wrong_ip, ca_good, "127.0.0.1", SERVE, "certificate verify failed")
+FAILING_HANDSHAKE(test_untrusted_ca, ca_other, "api.test", SERVE, "certificate verify failed")
+FAILING_HANDSHAKE(test_close_after_hello, ca_good, "api.test", CLOSE_AFTER_HELLO,
+                  "unexpected eof while reading")
+FAILING_HANDSHAKE(test_close_mid_flight, ca_good, "api.test", CLOSE_MID_FLIGHT,
+                  "unexpected eof while reading")
+FAILING_HANDSHAKE(test_plain_http_peer, ca_good, "api.test", PLAIN_HTTP, "wrong version number")
 
 static void test_bad_ca_file(void **state)
 {
@@ -329,15 +296,11 @@ static void test_bad_ca_file(void **state)
 int main(void)
 {
     log_init("test", NULL, NULL);
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_good_handshake, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_name, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_ip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_untrusted_ca, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_after_hello, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_mid_flight, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_plain_http_peer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_ca_file, setup, teardown),
+        T(test_good_handshake),  T(test_wrong_name),        T(test_wrong_ip),
+        T(test_untrusted_ca),    T(test_close_after_hello), T(test_close_mid_flight),
+        T(test_plain_http_peer), T(test_bad_ca_file),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
