@@ -12,11 +12,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "err.h"
 #include "http_client.h"
 #include "log.h"
 #include "loop.h"
 #include "loopback_util.h"
 #include "upstream.h"
+
+/* Under ASan a request the allocator cannot serve returns NULL, as it does
+ * with jemalloc and glibc, instead of aborting: the no-memory path is real. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
 
 struct fixture {
     struct event_base *base;
@@ -288,6 +297,25 @@ static void test_refused(void **state)
     assert_string_equal(fx.call->detail, want);
 }
 
+/* A request that cannot be copied (no memory): done runs at once with
+ * coldbrew_err_no_memory, nothing is dialled, and the call is reusable. */
+static void test_no_memory(void **state)
+{
+    (void)state;
+    static const char req[] = "GET / HTTP/1.1\r\n\r\n";
+    volatile size_t huge = SIZE_MAX / 2; /* no allocator hands this out */
+    http_call_start(fx.call, req, huge, 5, on_done, NULL);
+    assert_int_equal(fx.done_calls, 1);
+    assert_ptr_equal(fx.err, coldbrew_err_no_memory);
+    assert_false(fx.call->running);
+    assert_int_equal(fx.up.nconns, 0);
+    start(5, NULL);
+    await_request();
+    send_text("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    await_done(2000);
+    assert_null(fx.err);
+}
+
 /* A keep-alive connection is pooled and serves the next call. */
 static void test_reuse(void **state)
 {
@@ -325,6 +353,7 @@ int main(void)
         T(test_timeout),
         T(test_refused),
         T(test_reuse),
+        T(test_no_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
