@@ -190,8 +190,6 @@ static void retry_later(struct k8s_watch *w, bool relist)
     w->backoff = w->backoff * 2 > w->k->backoff_max ? w->k->backoff_max : w->backoff * 2;
 }
 
-static void retry_later(struct k8s_watch *w, bool relist);
-
 static void send_get(struct k8s_watch *w, const char *query, http_call_done_cb done,
                      http_call_data_cb data)
 {
