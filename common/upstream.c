@@ -125,6 +125,17 @@ static bool connect_start(struct upstream *u)
     uc->fd = fd;
     uc->in = evbuffer_new();
     uc->out = evbuffer_new();
+    if (!uc->in || !uc->out) {
+        /* The request path (alloc.h): the waiter gets the error, 502. */
+        if (uc->in)
+            evbuffer_free(uc->in);
+        if (uc->out)
+            evbuffer_free(uc->out);
+        free(uc);
+        close(fd);
+        errno = ENOMEM;
+        return false;
+    }
     uc->connecting = true;
     event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_read, uc);
     event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_write, uc);
