@@ -214,6 +214,17 @@ static size_t client_read(struct rig *r, char *out, size_t cap, const char *want
 }
 
 static const char *GET = "GET /a HTTP/1.1\r\nHost: svc\r\n\r\n";
+
+/* The client asks, the backend reads the head and answers `resp` (or
+ * nothing, when NULL). */
+static void ask(struct rig *r, const char *request, const char *resp)
+{
+    char head[2048];
+    send_all(r->client, request, strlen(request));
+    backend_read_head(r, head, sizeof head);
+    if (resp)
+        send_all(r->backend, resp, strlen(resp));
+}
 static const char *OK200 = "HTTP/1.1 200 OK\r\n";
 
 /* A response cut at every byte reaches the client whole and unchanged in
@@ -272,13 +283,10 @@ static void test_interim_heads_forwarded(void **state)
                      "Content-Length: 2\r\n", "\r\n\r\nok");
     struct rig r;
     rig_up(&r);
-    char out[4096], req[2048];
+    char out[4096];
     int eof;
-    send_all(r.client, GET, strlen(GET));
-    backend_read_head(&r, req, sizeof req);
-    const char *resp = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
-                       "HTTP/1.1 204 No Content\r\n\r\n";
-    send_all(r.backend, resp, strlen(resp));
+    ask(&r, GET,
+        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
     client_read(&r, out, sizeof out, "204 No Content", &eof);
     char *early = strstr(out, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n");
     char *final = strstr(out, "HTTP/1.1 204 No Content\r\n");
@@ -293,12 +301,10 @@ static void test_backend_failures(void **state)
     (void)state;
     struct rig r;
     rig_up(&r);
-    char out[4096], req[2048];
+    char out[4096];
     int eof;
     /* A malformed head. */
-    send_all(r.client, GET, strlen(GET));
-    backend_read_head(&r, req, sizeof req);
-    send_all(r.backend, "HTTP/9 nope\r\n\r\n", 17);
+    ask(&r, GET, "HTTP/9 nope\r\n\r\n");
     client_read(&r, out, sizeof out, "broken", &eof);
     assert_true(strncmp(out, "HTTP/1.1 502 Bad Gateway\r\n", 26) == 0);
     assert_non_null(strstr(out, "net/http: HTTP/1.x transport connection broken: "));
@@ -306,8 +312,7 @@ static void test_backend_failures(void **state)
 
     /* EOF before any byte on a fresh connection: 502 "EOF". */
     rig_up(&r);
-    send_all(r.client, GET, strlen(GET));
-    backend_read_head(&r, req, sizeof req);
+    ask(&r, GET, NULL);
     close(r.backend);
     r.backend = -1;
     client_read(&r, out, sizeof out, "EOF\n", &eof);
@@ -317,10 +322,7 @@ static void test_backend_failures(void **state)
 
     /* Closed mid-body: the client's connection is cut after what arrived. */
     rig_up(&r);
-    send_all(r.client, GET, strlen(GET));
-    backend_read_head(&r, req, sizeof req);
-    const char *part = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-this";
-    send_all(r.backend, part, strlen(part));
+    ask(&r, GET, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-this");
     turn(&r, 5);
     close(r.backend);
     r.backend = -1;
@@ -340,13 +342,10 @@ static void test_retry_on_a_stale_pooled_connection(void **state)
     char out[4096], req[2048];
     int eof;
     const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    send_all(r.client, GET, strlen(GET));
-    backend_read_head(&r, req, sizeof req);
-    send_all(r.backend, ok, strlen(ok));
+    ask(&r, GET, ok);
     client_read(&r, out, sizeof out, "\r\n\r\nok", &eof);
     /* The next request reuses the connection; the backend drops it unanswered. */
-    send_all(r.client, GET, strlen(GET));
-    backend_read_head(&r, req, sizeof req);
+    ask(&r, GET, NULL);
     close(r.backend);
     r.backend = -1;
     backend_read_head(&r, req, sizeof req); /* the retry, on a new connection */
@@ -364,14 +363,11 @@ static void test_http10_client_gets_the_body_unframed(void **state)
     (void)state;
     struct rig r;
     rig_up(&r);
-    char out[4096], req[2048];
+    char out[4096];
     int eof;
-    const char *get10 = "GET /a HTTP/1.0\r\n\r\n";
-    send_all(r.client, get10, strlen(get10));
-    backend_read_head(&r, req, sizeof req);
-    const char *resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-    send_all(r.backend, resp, strlen(resp));
+    ask(&r, "GET /a HTTP/1.0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
     client_read(&r, out, sizeof out, NULL, &eof);
     assert_true(eof);
     assert_null(strstr(out, "Transfer-Encoding"));
