@@ -118,7 +118,8 @@ LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/ob
 QP_SRC     := $(wildcard queue-proxy/*.c)
 # The queue-proxy's gRPC readiness probe speaks h2c (nghttp2) and grpc.health.v1.
 QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/health.pb-c.o
-QP_LIBS    :=
+# The queue-proxy serves TLS on 8112 (common/transport.c, tls_ctx.c): OpenSSL.
+QP_LIBS    := -lssl -lcrypto
 # The activator's rooms, without main.o, so unit tests can link them.
 AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))
 AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
@@ -196,7 +197,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(B
 # (tests/scenario/test_otlp.py), until the queue-proxy and activator do.
 $(BUILD)/tests/otlp_driver: tests/scenario/otlp_driver.c $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcoldbrew.a $(LIBS) -lnghttp2
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcoldbrew.a -lssl -lcrypto $(LIBS) -lnghttp2
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

@@ -55,6 +55,7 @@
 #include "h1_parser.h"
 #include "io.h"
 #include "net.h"
+#include "transport.h"
 
 struct request;
 struct proxy_edit;
@@ -98,6 +99,8 @@ struct upstream {
     struct event kick;  /* deferred: start connects for waiters */
     bool kick_armed;
     struct upstream_tls *tls; /* NULL: plain TCP (see tls.h) */
+    char tls_ns[64];          /* data-plane TLS: the namespace whose SAN the peer carries */
+    unsigned long tls_failures; /* handshakes that failed (logged each time) */
     struct h2_pool *h2;       /* HTTP/2 streams to the same destination, made on first use
                                  (h2_proxy.c); freed with upstream_release_h2() */
 };
@@ -124,8 +127,8 @@ struct upconn {
     bool resp_head_done; /* final (non-1xx) response head forwarded */
     bool tunnel;
     bool retried;
-    void *tls_session; /* SSL, when the pool is TLS */
-    bool handshaking, tls_want_write;
+    struct transport tp; /* plain, or TLS when the pool is */
+    bool handshaking;
 };
 
 /* host must be an IP literal. max_idle 0 means 1000 (Knative's default for
