@@ -21,6 +21,7 @@
 #include "../common/log.h"
 #include "../common/metrics.h"
 #include "activator.h"
+#include "pods.h"
 
 static struct metrics_hist duration;
 
@@ -67,6 +68,17 @@ static void on_metrics(struct request *req, void *arg)
                         "was lost\n# TYPE kn_activator_stats_conn_errors_total counter\n"
                         "kn_activator_stats_conn_errors_total{peer=\"autoscaler\"} %lu\n",
                         act->autoscaler_conn_errors);
+    if (act->cfg.internal_tls) {
+        unsigned long full, resumed, refused;
+        pod_pools_tls_counts(&full, &resumed, &refused);
+        evbuffer_add_printf(b,
+                            "# HELP coldbrew_activator_tls_handshakes_total TLS handshakes to "
+                            "pods\n# TYPE coldbrew_activator_tls_handshakes_total counter\n"
+                            "coldbrew_activator_tls_handshakes_total{result=\"full\"} %lu\n"
+                            "coldbrew_activator_tls_handshakes_total{result=\"resumed\"} %lu\n"
+                            "coldbrew_activator_tls_handshakes_total{result=\"refused\"} %lu\n",
+                            full, resumed, refused);
+    }
     char labels[160];
     snprintf(labels, sizeof labels, "k8s_pod_name=\"%.120s\"", act->cfg.pod_name);
     metrics_hist_render(&duration, labels, b);

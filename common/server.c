@@ -473,8 +473,8 @@ static void sconn_handshake(struct sconn *c)
     const char *why = NULL;
     int r = transport_handshake(&c->tp, &why);
     if (r < 0) {
-        log_warn("%s: TLS handshake from %s:%d refused: %s", c->srv->name, c->peer_ip,
-                 c->peer_port, why ? why : "failed");
+        log_warn("%s: TLS handshake from %s:%d refused: %s", c->srv->name, c->peer_ip, c->peer_port,
+                 why ? why : "failed");
         sconn_close(c);
         return;
     }

@@ -66,12 +66,12 @@ struct server_limits {
     unsigned max_conns;      /* COLDBREW_MAX_CONNECTIONS per listener; accept pauses beyond */
     /* Lingering close (nginx's lingering_time, lingering_timeout), counted from
      * the moment the closing answer is queued. */
-    double linger_time;    /* COLDBREW_LINGERING_TIME_SECONDS: at most this long; 0 turns
-                              lingering off (close at once, as before) */
-    double linger_timeout; /* COLDBREW_LINGERING_TIMEOUT_SECONDS: at most this long without a
-                              byte from the client once the answer is out; 0: no such bound */
-    uint64_t linger_bytes; /* COLDBREW_LINGERING_BYTES: at most this many bytes dropped */
-    struct h2_limits h2;   /* HTTP/2 connections (h2_server.h) */
+    double linger_time;           /* COLDBREW_LINGERING_TIME_SECONDS: at most this long; 0 turns
+                                     lingering off (close at once, as before) */
+    double linger_timeout;        /* COLDBREW_LINGERING_TIMEOUT_SECONDS: at most this long without a
+                                     byte from the client once the answer is out; 0: no such bound */
+    uint64_t linger_bytes;        /* COLDBREW_LINGERING_BYTES: at most this many bytes dropped */
+    struct h2_limits h2;          /* HTTP/2 connections (h2_server.h) */
     double tls_handshake_timeout; /* COLDBREW_TLS_HANDSHAKE_TIMEOUT_SECONDS: a TLS listener cuts a
                                      handshake not finished in this (Go's net/http: 10 s) */
 };

@@ -13,9 +13,9 @@
 #include "tls_ctx.h"
 #include "upstream.h"
 
-static void *api_session(struct upstream_tls *t, struct upstream *u, int fd)
+static void *api_session(struct upstream_tls *t, struct upstream *u, int fd, bool h2)
 {
-    (void)u;
+    (void)u, (void)h2;
     SSL *ssl = SSL_new(t->ctx);
     if (!ssl)
         return NULL;
@@ -35,10 +35,10 @@ static void *api_session(struct upstream_tls *t, struct upstream *u, int fd)
     return ssl;
 }
 
-static void *data_plane_session(struct upstream_tls *t, struct upstream *u, int fd)
+static void *data_plane_session(struct upstream_tls *t, struct upstream *u, int fd, bool h2)
 {
     SSL *ssl = tls_ctx_client_connect(t->client, fd, u->tls_ns, u->addr.text,
-                                      t->alpn_h2 ? TLS_ALPN_H2 : TLS_ALPN_HTTP11);
+                                      h2 ? TLS_ALPN_H2 : TLS_ALPN_HTTP11);
     if (!ssl)
         log_warn("upstream %s: no TLS session (namespace \"%s\")", u->addr.text, u->tls_ns);
     return ssl;
@@ -72,13 +72,12 @@ struct upstream_tls *tls_client_new(const char *ca_file, const char *server_name
     return t;
 }
 
-struct upstream_tls *tls_data_plane_new(struct tls_ctx_client *client, bool alpn_h2)
+struct upstream_tls *tls_data_plane_new(struct tls_ctx_client *client)
 {
     struct upstream_tls *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->client = client;
-    t->alpn_h2 = alpn_h2;
     snprintf(t->server_name, sizeof t->server_name, "%s", TLS_CTX_DATA_PLANE_NAME);
     t->new_session = data_plane_session;
     return t;

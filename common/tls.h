@@ -22,12 +22,12 @@ struct upstream;
 struct tls_ctx_client;
 
 struct upstream_tls {
-    /* A new SSL in connect state on fd for a connection of u; NULL on
-     * failure (out of memory, no namespace for the data plane). */
-    void *(*new_session)(struct upstream_tls *t, struct upstream *u, int fd);
-    void *ctx; /* SSL_CTX (Kubernetes API) */
+    /* A new SSL in connect state on fd for a connection of u, offering h2
+     * (an HTTP/2 pool's connection) or http/1.1 by ALPN; NULL on failure
+     * (out of memory, no namespace for the data plane). */
+    void *(*new_session)(struct upstream_tls *t, struct upstream *u, int fd, bool h2);
+    void *ctx;                     /* SSL_CTX (Kubernetes API) */
     struct tls_ctx_client *client; /* data plane; borrowed */
-    bool alpn_h2;                  /* data plane: offer h2 (else http/1.1) */
     char server_name[256];
 };
 
@@ -36,7 +36,7 @@ struct upstream_tls {
 struct upstream_tls *tls_client_new(const char *ca_file, const char *server_name, char *err,
                                     size_t cap);
 /* A data-plane connector on `client` (which must outlive it). */
-struct upstream_tls *tls_data_plane_new(struct tls_ctx_client *client, bool alpn_h2);
+struct upstream_tls *tls_data_plane_new(struct tls_ctx_client *client);
 void tls_client_free(struct upstream_tls *t);
 
 #endif

@@ -258,7 +258,7 @@ static void connect_step(struct upconn *uc)
         }
         uc->connecting = false;
         if (uc->up->tls) {
-            void *ssl = uc->up->tls->new_session(uc->up->tls, uc->up, uc->fd);
+            void *ssl = uc->up->tls->new_session(uc->up->tls, uc->up, uc->fd, false);
             if (!ssl) {
                 connect_failed(uc, ENOMEM);
                 return;
@@ -284,6 +284,10 @@ static void connect_step(struct upconn *uc)
             return;
         }
         uc->handshaking = false;
+        if (transport_resumed(&uc->tp))
+            uc->up->tls_resumed++;
+        else
+            uc->up->tls_full++;
     }
     connect_usable(uc);
 }

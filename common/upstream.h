@@ -98,11 +98,12 @@ struct upstream {
     bool capped_logged; /* a cap was hit during this queue episode */
     struct event kick;  /* deferred: start connects for waiters */
     bool kick_armed;
-    struct upstream_tls *tls; /* NULL: plain TCP (see tls.h) */
-    char tls_ns[64];          /* data-plane TLS: the namespace whose SAN the peer carries */
+    struct upstream_tls *tls;   /* NULL: plain TCP (see tls.h) */
+    char tls_ns[64];            /* data-plane TLS: the namespace whose SAN the peer carries */
     unsigned long tls_failures; /* handshakes that failed (logged each time) */
-    struct h2_pool *h2;       /* HTTP/2 streams to the same destination, made on first use
-                                 (h2_proxy.c); freed with upstream_release_h2() */
+    unsigned long tls_full, tls_resumed; /* handshakes done, with a full exchange or resumed */
+    struct h2_pool *h2; /* HTTP/2 streams to the same destination, made on first use
+                           (h2_proxy.c); freed with upstream_release_h2() */
 };
 
 struct upconn {

@@ -343,6 +343,286 @@ def qp_prometheus_over_tls():
     eq(rc, 0, "curl over TLS to the Prometheus port: " + err)
     ok(b"# TYPE" in out, "metrics text")
 
+# ---------------------------------------------------------------- activator
+
+import base64, json  # noqa: E402
+
+
+def b64(b):
+    return base64.b64encode(b).decode()
+
+
+def routing_secret(k, ca, pair=None):
+    """The routing secret of knative-serving: ca.crt (trust), tls.crt/key (the activator's 8112)."""
+    crt, key = pair or ca.leaf(sans=(DATA_PLANE, "localhost"), cn="activator")
+    k.apply("Secret", {"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"namespace": "knative-serving", "name": "routing-serving-certs"},
+                       "data": {"ca.crt": b64(ca.pem() if isinstance(ca, CA) else ca),
+                                "tls.crt": b64(crt), "tls.key": b64(key)}})
+
+
+def trust_bundle(k, name, pems):
+    k.apply("ConfigMap", {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"namespace": "knative-serving", "name": name,
+                                       "labels": {"networking.knative.dev/trust-bundle": "true"}},
+                          "data": {"ca%d.crt" % i: p.decode() for i, p in enumerate(pems)}})
+
+
+def tls_endpoints(k, rev, pods, ns=NS):
+    """Private Endpoints listing each pod's plain port (http, probed) and TLS port (https)."""
+    subsets = [{"addresses": [{"ip": "127.0.0.1"}],
+                "ports": [{"name": "http", "port": p.qp.port}, {"name": "https", "port": p.tls_port}]}
+               for p in pods]
+    k.apply("Endpoints", {"apiVersion": "v1", "kind": "Endpoints",
+                          "metadata": {"namespace": ns, "name": rev + "-private", "labels": {
+                              "serving.knative.dev/revision": rev,
+                              "networking.internal.knative.dev/serviceType": "Private"}},
+                          "subsets": subsets})
+
+
+def act_metric(a, result):
+    body = get(a.metrics, "/metrics")[2].decode()
+    for line in body.splitlines():
+        if line.startswith('coldbrew_activator_tls_handshakes_total{result="%s"}' % result):
+            return int(line.split()[-1])
+    return None
+
+
+def rev_get(a, rev, path="/", port=None, timeout=10):
+    return get(port or a.port, path, {"Knative-Serving-Namespace": NS, "Knative-Serving-Revision": rev},
+               timeout=timeout)
+
+
+class BadTlsServer:
+    """A TLS server with a given certificate (even an expired one, which
+    coldbrew's own server refuses to load) counting handshakes and bytes."""
+
+    def __init__(self, crt, key):
+        d = tempfile.mkdtemp(prefix="coldbrew-bad-")
+        write_certs(d, crt, key)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(os.path.join(d, "tls.crt"), os.path.join(d, "tls.key"))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.handshakes = self.app_bytes = 0
+        self.stop = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        for _ in range(1000):
+            if self.stop:
+                return
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.handshakes += 1
+            try:
+                s.settimeout(2)
+                t = self.ctx.wrap_socket(s, server_side=True)
+                while True:
+                    b = t.recv(4096)
+                    if not b:
+                        break
+                    self.app_bytes += len(b)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                s.close()
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+
+
+def tls_conns(port):
+    out = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%d )" % port],
+                         capture_output=True).stdout.decode()
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+@test
+def act_tls_scale_from_zero_to_tls_pod():
+    ca = CA()
+    k = KubeAPI()
+    routing_secret(k, ca)
+    k.revision(NS, "tls-00001", cc=0)
+    https = free_port()
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="Enabled", ACTIVATOR_HTTPS_PORT=https)
+    pod = tls_pod(ca)
+    res = [None]
+    th = threading.Thread(target=lambda: res.__setitem__(0, rev_get(a, "tls-00001", "/x")))
+    th.start()
+    time.sleep(0.4)
+    ok(res[0] is None, "held while the revision has no pod")
+    tls_endpoints(k, "tls-00001", [pod])
+    th.join(10)
+    eq(res[0][0], 200, "answered by the pod over TLS")
+    eq(json.loads(res[0][2])["target"], "/x", "the request reached the user container")
+    ok(tls_conns(pod.tls_port) >= 1, "the pooled connection is to the pod's TLS port")
+    ok(act_metric(a, "full") >= 1, "a full TLS handshake was made")
+    # The probes stayed plain HTTP on the http port: the queue-proxy answered them there.
+    ok(tls_conns(pod.qp.port) >= 0, "plain port")
+    # The activator's own 8112, with the routing secret's certificate: curl over TLS.
+    wait_port(https, proc=a.p)
+    rc, out, err = curl("--http1.1", "--cacert", ca_file(ca), "--resolve", "%s:%d:127.0.0.1" % (DATA_PLANE, https),
+                        "-H", "Knative-Serving-Namespace: " + NS, "-H", "Knative-Serving-Revision: tls-00001",
+                        "-w", "\n%{http_code}", "https://%s:%d/y" % (DATA_PLANE, https))
+    eq(rc, 0, "curl to the activator's TLS port: " + err)
+    eq(out.decode().rsplit("\n", 1)[1], "200", "served through the activator's TLS port")
+    # Probes are plain HTTP on its 8012 as before.
+    eq(get(a.port, "//healthz", {"K-Network-Probe": "activator"})[0], 200, "plain probe port")
+
+
+@test
+def act_tls_h2_end_to_end():
+    """curl --http2 to the activator's 8112 -> h2 over TLS to the pod's 8112 -> h2c to the user container."""
+    ca = CA()
+    k = KubeAPI()
+    routing_secret(k, ca)
+    k.revision(NS, "h2tls-00001", cc=0)
+    pod = tls_pod(ca, h2=True)
+    tls_endpoints(k, "h2tls-00001", [pod])
+    https = free_port()
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="enabled", ACTIVATOR_HTTPS_PORT=https)
+    wait_port(https, proc=a.p)
+    rc, out, err = curl("--http2", "--cacert", ca_file(ca), "--resolve", "%s:%d:127.0.0.1" % (DATA_PLANE, https),
+                        "-H", "Knative-Serving-Namespace: " + NS, "-H", "Knative-Serving-Revision: h2tls-00001",
+                        "-w", "\n%{http_code} %{http_version}", "https://%s:%d/z" % (DATA_PLANE, https))
+    eq(rc, 0, "curl: " + err)
+    body, tail = out.decode().rsplit("\n", 1)
+    eq(tail, "200 2", "h2 over TLS to the activator")
+    eq(json.loads(body)["protocol"], "HTTP/2.0", "HTTP/2 at the user container")
+    ok(tls_conns(pod.tls_port) >= 1, "the activator reached the pod over TLS")
+    ok(act_metric(a, "full") >= 1, "handshake counted")
+
+
+@test
+def act_tls_pooled_and_resumed():
+    ca = CA()
+    k = KubeAPI()
+    routing_secret(k, ca)
+    k.revision(NS, "res-00001", cc=0)
+    pod = tls_pod(ca)
+    tls_endpoints(k, "res-00001", [pod])
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="enabled", ACTIVATOR_HTTPS_PORT=free_port(),
+                  COLDBREW_UPSTREAM_IDLE_SECONDS="0.3")
+    wait_for(lambda: rev_get(a, "res-00001")[0] == 200, 5, "first request")
+    for _ in range(20):
+        eq(rev_get(a, "res-00001")[0], 200, "pooled")
+    full = act_metric(a, "full")
+    ok(full <= 2, "keep-alive connections are reused (%d full handshakes for 21 requests)" % full)
+    time.sleep(0.8)  # the pooled connection idles out: the next connect resumes
+    eq(rev_get(a, "res-00001")[0], 200, "after the idle timeout")
+    ok(act_metric(a, "resumed") >= 1, "the TLS session was resumed")
+
+
+@test
+def act_tls_refuses_bad_pod_certificates():
+    ca = CA()
+    other = CA("untrusted-ca")
+    k = KubeAPI()
+    routing_secret(k, ca)
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="enabled", ACTIVATOR_HTTPS_PORT=free_port())
+    cases = [("wrong-san", ca, dict(sans=(DATA_PLANE, "kn-user-other")), "lacks the SAN kn-user-"),
+             ("expired", ca, dict(expired=True), "peer certificate expired"),
+             ("untrusted", other, {}, "not signed by a trusted CA")]
+    good = tls_pod(ca)
+    for name, c, kw, why in cases:
+        rev = "%s-00001" % name
+        k.revision(NS, rev, cc=0)
+        # The pod: a real queue-proxy for the (plain) probes, and on its TLS
+        # port a TLS server with the bad certificate that records every byte
+        # of application data it gets.
+        pod = TlsPod(Origin())
+        srv = BadTlsServer(*c.leaf(**kw))
+        pod.tls_port = srv.port
+        tls_endpoints(k, rev, [pod])
+        wait_for(lambda: rev_get(a, rev)[0] != 503, 5, "the pod is probed healthy (plain)")
+        st = rev_get(a, rev)[0]
+        eq(st, 502, "%s: refused" % name)
+        wait_log(a, why)
+        ok(srv.handshakes >= 1, "%s: the activator tried TLS" % name)
+        eq(srv.app_bytes, 0, "%s: nothing was sent to the pod" % name)
+        # (the origin counts the /stats request itself)
+        eq(json.loads(get(pod.origin.port, "/stats")[2]).get("requests", 0), 1, "%s: nor its container" % name)
+        srv.close()
+    ok(act_metric(a, "refused") >= 3, "refusals counted")
+    # Everything else keeps being served.
+    k.revision(NS, "good-00001", cc=0)
+    tls_endpoints(k, "good-00001", [good])
+    wait_for(lambda: rev_get(a, "good-00001")[0] == 200, 5, "a good pod is served")
+
+
+@test
+def act_tls_rotation_of_pod_cert_and_ca_under_wrk():
+    ca1, ca2 = CA("ca-one"), CA("ca-two")
+    k = KubeAPI()
+    routing_secret(k, ca1)
+    k.revision(NS, "rot-00001", cc=0)
+    pod = tls_pod(ca1, COLDBREW_TLS_RELOAD_INTERVAL="100ms")
+    tls_endpoints(k, "rot-00001", [pod])
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="enabled", ACTIVATOR_HTTPS_PORT=free_port(),
+                  COLDBREW_UPSTREAM_IDLE_SECONDS="0.2")
+    wait_for(lambda: rev_get(a, "rot-00001")[0] == 200, 5, "served")
+    done = {}
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write('wrk.headers["Knative-Serving-Namespace"] = "%s"\n'
+                 'wrk.headers["Knative-Serving-Revision"] = "rot-00001"\n'
+                 # A new connection now and then: new handshakes during the rotation.
+                 'wrk.headers["Connection"] = "close"\n' % NS)
+    script.close()
+
+    def load():
+        r = subprocess.run(["wrk", "-t1", "-c4", "-d4s", "-s", script.name, "http://127.0.0.1:%d/" % a.port],
+                           capture_output=True, timeout=30)
+        done["out"] = r.stdout.decode()
+
+    th = threading.Thread(target=load)
+    th.start()
+    time.sleep(0.5)
+    trust_bundle(k, "extra-bundle", [ca2.pem()])          # 1. trust the new CA too
+    wait_log(a, "trusting 2 CA certificates")
+    crt, key = ca2.leaf()
+    write_certs(pod.certs, crt, key)                      # 2. the pod's certificate from the new CA
+    time.sleep(1.0)
+    routing_secret(k, ca2)                                # 3. the secret's ca.crt becomes the new CA
+    k.delete("ConfigMap", "knative-serving", "extra-bundle")
+    wait_log(a, "trusting 1 CA certificates")
+    th.join(40)
+    out = done.get("out", "")
+    ok("requests in" in out, "wrk ran:\n" + out)
+    ok("Socket errors" not in out and "Non-2xx" not in out, "zero failed requests:\n" + out)
+    time.sleep(0.5)  # the pooled connections idle out: the next request makes a new one
+    full = act_metric(a, "full") + act_metric(a, "resumed")
+    eq(rev_get(a, "rot-00001")[0], 200, "served with the new CA alone")
+    ok(act_metric(a, "full") + act_metric(a, "resumed") > full, "over a new TLS connection")
+
+
+@test
+def act_tls_clusterip_fallback_uses_https_port():
+    """mesh-compatibility-mode enabled: always the private Service, over TLS on its https port (443)."""
+    ca = CA()
+    k = KubeAPI()
+    routing_secret(k, ca)
+    k.revision(NS, "cip-00001", cc=0)
+    pod = tls_pod(ca)
+    k.apply("Service", {"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"namespace": NS, "name": "cip-00001-private", "labels": {
+                            "serving.knative.dev/revision": "cip-00001",
+                            "networking.internal.knative.dev/serviceType": "Private"}},
+                        "spec": {"clusterIP": "127.0.0.1", "ports": [
+                            {"name": "http", "port": pod.qp.port, "targetPort": 8012},
+                            {"name": "https", "port": pod.tls_port, "targetPort": 8112}]}})
+    tls_endpoints(k, "cip-00001", [pod])
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="enabled", ACTIVATOR_HTTPS_PORT=free_port(),
+                  COLDBREW_MESH_COMPATIBILITY_MODE="enabled")
+    wait_for(lambda: rev_get(a, "cip-00001")[0] == 200, 5, "served through the ClusterIP")
+    ok(tls_conns(pod.tls_port) >= 1, "over TLS to the Service's https port")
+
 
 if __name__ == "__main__":
     import sys
