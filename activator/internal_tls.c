@@ -19,7 +19,13 @@
  *    swaps the context when the bytes change and keeps the old one when the
  *    new bytes are no certificate.
  *
- * Secrets carry base64 in `data`; ConfigMaps carry text. */
+ * Secrets carry base64 in `data`; ConfigMaps carry text.
+ *
+ * Without a cluster (the local platform), COLDBREW_TLS_TRUST_FILES names the
+ * CA files to trust instead (comma separated); they are re-read every
+ * COLDBREW_TLS_RELOAD_INTERVAL (a minute) and the trust is rebuilt when
+ * their bytes change. No secret is watched then, and no 8112 is served
+ * (the platform's ingress is the activator's plain port). */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -48,6 +54,12 @@ static struct {
     bool have_pair;
     json_t *bundles; /* ConfigMap name -> its data object */
     unsigned trusted;
+    /* COLDBREW_TLS_TRUST_FILES mode */
+    char files[8][512];
+    const char *file_ptrs[8];
+    size_t nfiles;
+    unsigned char files_hash[32];
+    struct event *files_timer;
 } T;
 
 unsigned act_tls_trusted(void)
@@ -200,6 +212,76 @@ static void on_bundle(void *arg, enum k8s_event ev, json_t *obj)
     rebuild_trust();
 }
 
+/* The files' bytes, hashed: a rebuild only when they changed. */
+static bool files_changed(void)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char h[32];
+    unsigned hl = 0;
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (size_t i = 0; i < T.nfiles; i++) {
+        FILE *f = fopen(T.files[i], "rb");
+        char buf[4096];
+        size_t n;
+        EVP_DigestUpdate(md, T.files[i], strlen(T.files[i]) + 1);
+        while (f && (n = fread(buf, 1, sizeof buf, f)) > 0)
+            EVP_DigestUpdate(md, buf, n);
+        if (f)
+            fclose(f);
+    }
+    EVP_DigestFinal_ex(md, h, &hl);
+    EVP_MD_CTX_free(md);
+    bool changed = memcmp(h, T.files_hash, sizeof h) != 0;
+    memcpy(T.files_hash, h, sizeof h);
+    return changed;
+}
+
+static void load_trust_files(void)
+{
+    if (!files_changed())
+        return;
+    const char *why = NULL;
+    int got = tls_ctx_client_set_trust_files(T.client, T.file_ptrs, T.nfiles, &why);
+    if (got > 0) {
+        T.trusted = (unsigned)got;
+        log_info("internal TLS: trusting %d CA certificates from COLDBREW_TLS_TRUST_FILES", got);
+    } else {
+        log_warn("internal TLS: COLDBREW_TLS_TRUST_FILES gave no CA certificate (%s); keeping "
+                 "the previous trust",
+                 why ? why : "unreadable");
+    }
+}
+
+static void on_files_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    load_trust_files();
+}
+
+static bool start_files_mode(const char *list)
+{
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", list);
+    char *save = NULL;
+    for (char *f = strtok_r(copy, ",", &save); f && T.nfiles < 8; f = strtok_r(NULL, ",", &save)) {
+        while (*f == ' ')
+            f++;
+        if (!*f)
+            continue;
+        snprintf(T.files[T.nfiles], sizeof T.files[0], "%s", f);
+        T.file_ptrs[T.nfiles] = T.files[T.nfiles];
+        T.nfiles++;
+    }
+    if (!T.nfiles)
+        return false;
+    load_trust_files();
+    double every = env_duration("COLDBREW_TLS_RELOAD_INTERVAL", 60, NULL);
+    T.files_timer = event_new(act->base, -1, EV_PERSIST, on_files_tick, NULL);
+    struct timeval tv = {(time_t)every, (suseconds_t)((every - (double)(time_t)every) * 1e6)};
+    event_add(T.files_timer, &tv);
+    return true;
+}
+
 unsigned act_tls_start(void)
 {
     if (!act->cfg.internal_tls)
@@ -221,6 +303,17 @@ unsigned act_tls_start(void)
     snprintf(T.crt_path, sizeof T.crt_path, "%s/tls.crt", T.dir);
     snprintf(T.key_path, sizeof T.key_path, "%s/tls.key", T.dir);
     pod_pools_set_tls(T.conn, act->cfg.pod_tls_port, act->cfg.cluster_tls_port, &act->lim.h2);
+    const char *files = env_str("COLDBREW_TLS_TRUST_FILES", "");
+    if (*files) {
+        if (!start_files_mode(files)) {
+            log_error("COLDBREW_TLS_TRUST_FILES names no file");
+            exit(1);
+        }
+        log_info("internal TLS on: pods over TLS (SNI %s, SAN kn-user-<namespace>), trust from "
+                 "%s",
+                 TLS_CTX_DATA_PLANE_NAME, files);
+        return 0;
+    }
     char path[256];
     snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets", act->cfg.system_namespace);
     act->w_secret = k8s_watch_start(&act->k8s, path, NULL, on_secret, NULL);
@@ -235,7 +328,7 @@ unsigned act_tls_start(void)
 
 void act_tls_listen(void)
 {
-    if (!act->cfg.internal_tls || act->https)
+    if (!act->cfg.internal_tls || act->https || T.nfiles)
         return;
     if (!T.have_pair) {
         log_warn("internal TLS: secret %s has no tls.crt/tls.key; not serving :%d",
@@ -272,6 +365,8 @@ void act_tls_stop(void)
 {
     if (!act->cfg.internal_tls)
         return;
+    if (T.files_timer)
+        event_free(T.files_timer);
     k8s_watch_free(act->w_secret);
     k8s_watch_free(act->w_bundles);
     act->w_secret = act->w_bundles = NULL;
@@ -281,8 +376,10 @@ void act_tls_stop(void)
     tls_ctx_server_free(T.server);
     json_decref(T.bundles);
     free(T.ca);
-    unlink(T.crt_path);
-    unlink(T.key_path);
-    rmdir(T.dir);
+    if (T.crt_path[0]) {
+        unlink(T.crt_path);
+        unlink(T.key_path);
+        rmdir(T.dir);
+    }
     memset(&T, 0, sizeof T);
 }

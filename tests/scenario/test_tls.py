@@ -623,6 +623,55 @@ def act_tls_clusterip_fallback_uses_https_port():
     wait_for(lambda: rev_get(a, "cip-00001")[0] == 200, 5, "served through the ClusterIP")
     ok(tls_conns(pod.tls_port) >= 1, "over TLS to the Service's https port")
 
+# ---------------------------------------------------------------- local platform
+
+def coffee_doc(name="tlscoffee"):
+    return "\n".join([
+        "apiVersion: serving.knative.dev/v1", "kind: Service", "metadata:", "  name: %s" % name,
+        "  namespace: default", "spec:", "  template:", "    metadata:", "      annotations:",
+        '        autoscaling.knative.dev/min-scale: "0"', "    spec:", "      containers:",
+        "        - image: example/coffee", '          command: ["coffee"]', "          readinessProbe:",
+        "            httpGet:", "              path: /healthz", ""])
+
+
+def local_tls_check(pl, name):
+    st, _, body = pl.get("%s.default.localhost" % name)
+    eq(st, 200, "served through the activator -> pod over TLS: %r" % body)
+    status = pl.status()
+    eq(status.get("internal_tls", {}).get("enabled"), True, "status says internal TLS is on")
+    rc, out, err = pl.cli("status", "--once")
+    ok("INTERNAL TLS on" in out, "coldbrew status shows TLS:\n" + out)
+    # The pod's queue-proxy serves the namespace's certificate from the local CA.
+    ca = status["internal_tls"]["ca"]
+    ok(os.path.exists(ca), "the local CA file exists")
+    act_log = open(status["activator_log"]).read()
+    ok("internal TLS on" in act_log and "trusting 1 CA certificates" in act_log, "the activator trusts the local CA")
+    pods = pl.pods("%s-00001" % name, "Ready")
+    ok(pods and pods[0]["tls_port"] > 0, "the pod has a TLS port: %r" % pods)
+    ok(tls_conns(pods[0]["tls_port"]) >= 1, "the activator's pooled connection is to the pod's TLS port")
+    rc, out = s_client(pods[0]["tls_port"], "-CAfile", ca, "-verify_return_error")
+    ok("Verify return code: 0 (ok)" in out and "TLSv1.3" in out, "the pod serves the local CA's certificate")
+    nsdir = os.path.join(pl.home, "tls", "ns", "default")
+    ok(os.path.exists(os.path.join(nsdir, "tls.crt")), "per-namespace certificate issued")
+    with open(os.path.join(nsdir, "tls.crt"), "rb") as f:
+        leaf = x509.load_pem_x509_certificate(f.read())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    ok(set(sans) == {"kn-user-default", DATA_PLANE}, "SANs %r" % sans)
+
+
+@test
+def local_internal_tls_env():
+    pl = Platform(coffee_doc(), COLDBREW_INTERNAL_TLS="true")
+    local_tls_check(pl, "tlscoffee")
+
+
+@test
+def local_internal_tls_from_config_network():
+    cm = "\n".join(["apiVersion: v1", "kind: ConfigMap", "metadata:", "  name: config-network",
+                    "  namespace: knative-serving", "data:", '  system-internal-tls: "Enabled"', ""])
+    pl = Platform(cm + "---\n" + coffee_doc("cmcoffee"))
+    local_tls_check(pl, "cmcoffee")
+
 
 if __name__ == "__main__":
     import sys
