@@ -19,7 +19,9 @@ static enum io_status tls_read(struct transport *t, struct evbuffer *in, int fd)
     enum io_status st = IO_AGAIN;
     t->want_write = false;
     /* Bounded: a record is 16 KiB, and without read-ahead OpenSSL holds at
-     * most one; the rest stays in the kernel where epoll sees it. */
+     * most one; the rest stays in the kernel where epoll sees it. (Read-ahead
+     * would save the 5-byte header read(2) per record, but measured no
+     * cheaper per request here, and it holds a 16 KiB buffer longer.) */
     for (int i = 0; i < 64; i++) {
         struct evbuffer_iovec v;
         if (evbuffer_reserve_space(in, IO_READ_CHUNK, &v, 1) < 1) {
