@@ -30,7 +30,8 @@ BUILD_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemallo
 RUN_PKGS   := $(BUILD_PKGS) curl
 TEST_PKGS  := libcmocka-dev curl wrk nginx-light haproxy python3 python3-websockets python3-yaml \
               clang libclang-rt-14-dev clang-format procps gnuplot-nox \
-              python3-grpcio python3-grpc-tools python3-protobuf python3-h2 nghttp2-client
+              python3-grpcio python3-grpc-tools python3-protobuf python3-h2 nghttp2-client \
+              python3-cryptography openssl iproute2
 DEB_PKGS   := $(BUILD_PKGS) $(TEST_PKGS)
 # kubectl (for the kustomization check) comes from Debian's kubernetes-client
 # unless some kubectl is already on PATH.

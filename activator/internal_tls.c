@@ -15,9 +15,9 @@
  *    cached sessions are dropped, as they were verified under the old trust);
  *  - the activator serves TLS on ACTIVATOR_HTTPS_PORT (8112) with the
  *    secret's tls.crt/tls.key, once they are there; HTTP stays on. The pair
- *    is written to a private directory (0700) and handed to tls_ctx.c, which
- *    swaps the context when the bytes change and keeps the old one when the
- *    new bytes are no certificate.
+ *    goes to tls_ctx.c as bytes (the image's root is read-only: no files),
+ *    which swaps the context when the bytes change and keeps the old one
+ *    when the new bytes are no certificate.
  *
  * Secrets carry base64 in `data`; ConfigMaps carry text.
  *
@@ -27,6 +27,7 @@
  * their bytes change. No secret is watched then, and no 8112 is served
  * (the platform's ingress is the activator's plain port). */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +48,10 @@ static struct {
     struct tls_ctx_client *client;
     struct upstream_tls *conn;
     struct tls_ctx_server *server;
-    char dir[64]; /* private copies of tls.crt / tls.key for the 8112 listener */
-    char crt_path[96], key_path[96];
+    char *crt, *key; /* the secret's pair for the 8112 listener (PEM) */
+    size_t crt_len, key_len;
     char *ca; /* the secret's ca.crt (PEM) */
     size_t ca_len;
-    bool have_pair;
     json_t *bundles; /* ConfigMap name -> its data object */
     unsigned trusted;
     /* COLDBREW_TLS_TRUST_FILES mode */
@@ -123,18 +123,6 @@ static char *b64(const char *s, size_t *out_len)
     return out;
 }
 
-static bool write_private(const char *path, const char *data, size_t len)
-{
-    char tmp[128];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return false;
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    return ok && rename(tmp, path) == 0;
-}
-
 static void take_pair(json_t *data)
 {
     const char *c64 = json_string_value(json_object_get(data, "tls.crt"));
@@ -147,20 +135,28 @@ static void take_pair(json_t *data)
         log_warn("internal TLS: secret %s: tls.crt or tls.key is not base64; keeping the "
                  "current certificate",
                  act->cfg.routing_secret);
-    } else if (!write_private(T.crt_path, crt, cl) || !write_private(T.key_path, key, kl)) {
-        log_warn("internal TLS: cannot write %s: %s", T.dir, strerror(errno));
-    } else {
-        T.have_pair = true;
-        if (T.server) {
-            const char *why = NULL;
-            enum tls_ctx_reload r = tls_ctx_server_reload(T.server, &why);
-            if (r == TLS_CTX_RELOAD_SWAPPED)
-                log_info("internal TLS: serving the rotated certificate on :%d",
-                         act->cfg.https_port);
+        free(crt);
+        if (key) {
+            OPENSSL_cleanse(key, kl);
+            free(key);
         }
+        return;
     }
-    free(crt);
-    free(key);
+    if (T.key) {
+        OPENSSL_cleanse(T.key, T.key_len);
+        free(T.key);
+    }
+    free(T.crt);
+    T.crt = crt;
+    T.crt_len = cl;
+    T.key = key;
+    T.key_len = kl;
+    if (T.server) {
+        const char *why = NULL;
+        if (tls_ctx_server_set_pem(T.server, T.crt, T.crt_len, T.key, T.key_len, &why) ==
+            TLS_CTX_RELOAD_SWAPPED)
+            log_info("internal TLS: serving the rotated certificate on :%d", act->cfg.https_port);
+    }
 }
 
 static void on_secret(void *arg, enum k8s_event ev, json_t *obj)
@@ -295,13 +291,6 @@ unsigned act_tls_start(void)
         exit(1);
     }
     T.bundles = json_object();
-    snprintf(T.dir, sizeof T.dir, "/tmp/coldbrew-activator-tls-XXXXXX");
-    if (!mkdtemp(T.dir)) {
-        log_error("internal TLS: cannot make a private directory: %s", strerror(errno));
-        exit(1);
-    }
-    snprintf(T.crt_path, sizeof T.crt_path, "%s/tls.crt", T.dir);
-    snprintf(T.key_path, sizeof T.key_path, "%s/tls.key", T.dir);
     pod_pools_set_tls(T.conn, act->cfg.pod_tls_port, act->cfg.cluster_tls_port, &act->lim.h2);
     const char *files = env_str("COLDBREW_TLS_TRUST_FILES", "");
     if (*files) {
@@ -330,13 +319,20 @@ void act_tls_listen(void)
 {
     if (!act->cfg.internal_tls || act->https || T.nfiles)
         return;
-    if (!T.have_pair) {
+    if (!T.crt) {
         log_warn("internal TLS: secret %s has no tls.crt/tls.key; not serving :%d",
                  act->cfg.routing_secret, act->cfg.https_port);
         return;
     }
     static struct tls_ctx_env envstore;
-    struct tls_ctx_server_opts o = {.cert_file = T.crt_path, .key_file = T.key_path};
+    char label[128];
+    snprintf(label, sizeof label, "secret %s", act->cfg.routing_secret);
+    struct tls_ctx_server_opts o = {.cert_file = label,
+                                    .key_file = label,
+                                    .cert_pem = T.crt,
+                                    .cert_pem_len = T.crt_len,
+                                    .key_pem = T.key,
+                                    .key_pem_len = T.key_len};
     char err[256];
     if (!tls_ctx_opts_from_env("ACTIVATOR_", &o, &envstore, err, sizeof err)) {
         log_error("ACTIVATOR_TLS_*: %s", err);
@@ -376,10 +372,10 @@ void act_tls_stop(void)
     tls_ctx_server_free(T.server);
     json_decref(T.bundles);
     free(T.ca);
-    if (T.crt_path[0]) {
-        unlink(T.crt_path);
-        unlink(T.key_path);
-        rmdir(T.dir);
+    free(T.crt);
+    if (T.key) {
+        OPENSSL_cleanse(T.key, T.key_len);
+        free(T.key);
     }
     memset(&T, 0, sizeof T);
 }

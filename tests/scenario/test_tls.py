@@ -603,6 +603,27 @@ def act_tls_rotation_of_pod_cert_and_ca_under_wrk():
 
 
 @test
+def act_tls_own_certificate_rotates_from_the_secret():
+    ca = CA()
+    k = KubeAPI()
+    routing_secret(k, ca)
+    https = free_port()
+    a = Activator(k, COLDBREW_SYSTEM_INTERNAL_TLS="enabled", ACTIVATOR_HTTPS_PORT=https)
+    wait_port(https, proc=a.p)
+    caf = ca_file(ca)
+    der1 = tls_get(https, caf)[2]
+    routing_secret(k, ca, ca.leaf(sans=(DATA_PLANE,), cn="activator-2"))
+    wait_for(lambda: tls_get(https, caf)[2] != der1, 5, "the rotated certificate is served")
+    der2 = tls_get(https, caf)[2]
+    # Garbage in the secret: the current certificate stays, and the log says why.
+    k.apply("Secret", {"apiVersion": "v1", "kind": "Secret",
+                       "metadata": {"namespace": "knative-serving", "name": "routing-serving-certs"},
+                       "data": {"ca.crt": b64(ca.pem()), "tls.crt": b64(b"garbage"), "tls.key": b64(b"junk")}})
+    wait_log(a, "keeping the current certificate")
+    eq(tls_get(https, caf)[2], der2, "still the previous certificate")
+
+
+@test
 def act_tls_clusterip_fallback_uses_https_port():
     """mesh-compatibility-mode enabled: always the private Service, over TLS on its https port (443)."""
     ca = CA()
