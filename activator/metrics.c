@@ -16,10 +16,12 @@
  * kn_configuration_name, kn_revision_name. Rendered only when scraped; the
  * request path does one histogram observation. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/log.h"
 #include "../common/metrics.h"
+#include "../common/tls_ctx.h"
 #include "activator.h"
 #include "pods.h"
 
@@ -88,6 +90,8 @@ static void on_metrics(struct request *req, void *arg)
     evbuffer_free(b);
 }
 
+static struct tls_ctx_server *metrics_tls;
+
 void act_metrics_start(void)
 {
     metrics_hist_init(&duration, "http_server_request_duration_seconds",
@@ -98,6 +102,19 @@ void act_metrics_start(void)
     if (!act->metrics) {
         /* Metrics are not worth refusing traffic over: say so and go on. */
         log_error("metrics listener failed on port %d: %s", act->cfg.metrics_port, err);
+        return;
+    }
+    /* METRICS_PROMETHEUS_TLS_CERT/_KEY: the port over TLS (Knative §1.1). */
+    bool configured = false;
+    char e[512] = "";
+    metrics_tls = tls_ctx_metrics_from_env(act->base, &configured, e, sizeof e);
+    if (configured && !metrics_tls) {
+        log_error("%s", e);
+        exit(1);
+    }
+    if (metrics_tls) {
+        server_set_tls(act->metrics, metrics_tls);
+        log_info("metrics over TLS on :%d", act->cfg.metrics_port);
     }
 }
 
@@ -106,4 +123,6 @@ void act_metrics_stop(void)
     if (act->metrics)
         server_free(act->metrics);
     act->metrics = NULL;
+    tls_ctx_server_free(metrics_tls);
+    metrics_tls = NULL;
 }

@@ -878,6 +878,36 @@ void tls_ctx_server_free(struct tls_ctx_server *s)
     free(s);
 }
 
+struct tls_ctx_server *tls_ctx_metrics_from_env(struct event_base *base, bool *configured,
+                                                char *err, size_t cap)
+{
+    const char *pc = getenv("METRICS_PROMETHEUS_TLS_CERT");
+    const char *pk = getenv("METRICS_PROMETHEUS_TLS_KEY");
+    *configured = pc && *pc && pk && *pk;
+    if (!*configured)
+        return NULL;
+    static struct tls_ctx_env store;
+    struct tls_ctx_server_opts o = {.cert_file = pc, .key_file = pk};
+    if (!tls_ctx_opts_from_env("METRICS_PROMETHEUS_", &o, &store, err, cap))
+        return NULL;
+    const char *ca = getenv("METRICS_PROMETHEUS_TLS_CLIENT_AUTH");
+    if (!tls_ctx_parse_client_auth(ca ? ca : "", &o.client_auth)) {
+        snprintf(err, cap, "METRICS_PROMETHEUS_TLS_CLIENT_AUTH=%s: want none, optional or require",
+                 ca);
+        return NULL;
+    }
+    const char *caf = getenv("METRICS_PROMETHEUS_TLS_CLIENT_CA_FILE");
+    o.client_ca_file = caf && *caf ? caf : NULL;
+    const char *why = NULL;
+    struct tls_ctx_server *s = tls_ctx_server_new(&o, &why);
+    if (!s) {
+        snprintf(err, cap, "METRICS_PROMETHEUS_TLS_CERT %s: %s", pc, why ? why : "refused");
+        return NULL;
+    }
+    tls_ctx_server_watch(s, base, 0);
+    return s;
+}
+
 /* ---------------------------------------------------------------- client */
 
 struct session_slot {

@@ -159,6 +159,14 @@ bool tls_ctx_server_watch(struct tls_ctx_server *s, struct event_base *base, uns
  * connections still open keep theirs. */
 void tls_ctx_server_free(struct tls_ctx_server *s);
 
+/* METRICS_PROMETHEUS_TLS_CERT / _KEY (both set: TLS on the Prometheus
+ * port), _CLIENT_AUTH, _CLIENT_CA_FILE and METRICS_PROMETHEUS_TLS_MIN_VERSION
+ * etc., as Knative's observability config reads them: a server watched on
+ * `base`. NULL with *configured false when the variables ask for no TLS;
+ * NULL with *configured true and *err when they are wrong. */
+struct tls_ctx_server *tls_ctx_metrics_from_env(struct event_base *base, bool *configured,
+                                                char *err, size_t cap);
+
 /* ---------------------------------------------------------------- client */
 
 struct tls_ctx_client_opts {

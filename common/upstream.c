@@ -273,7 +273,7 @@ static void connect_step(struct upconn *uc)
         if (r < 0) {
             /* Wrong SAN, expired, untrusted, no shared version: nothing is sent to it. */
             uc->up->tls_failures++;
-            log_warn("upstream %s: TLS handshake refused: %s", uc->up->addr.text,
+            log_warn("upstream %s: TLS handshake failed: %s", uc->up->addr.text,
                      why ? why : "failed");
             connect_failed(uc, EPROTO);
             return;

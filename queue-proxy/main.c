@@ -147,30 +147,18 @@ static void start_tls(void)
         log_debug("no %s and %s: no TLS listener on %d", crt, key, qp->cfg.tls_port);
     }
     /* METRICS_PROMETHEUS_TLS_CERT/_KEY: the Prometheus port over TLS. */
-    const char *pc = env_str("METRICS_PROMETHEUS_TLS_CERT", "");
-    const char *pk = env_str("METRICS_PROMETHEUS_TLS_KEY", "");
-    if (qp->prom_srv && *pc && *pk) {
-        static struct tls_ctx_env envstore;
-        struct tls_ctx_server_opts o = {.cert_file = pc, .key_file = pk};
-        char err[256];
-        if (!tls_ctx_opts_from_env("METRICS_PROMETHEUS_", &o, &envstore, err, sizeof err) ||
-            !tls_ctx_parse_client_auth(env_str("METRICS_PROMETHEUS_TLS_CLIENT_AUTH", ""),
-                                       &o.client_auth)) {
-            log_error("METRICS_PROMETHEUS_TLS_*: %s", *err ? err : "bad client auth");
+    if (qp->prom_srv) {
+        bool configured = false;
+        char err[512] = "";
+        qp->prom_tls = tls_ctx_metrics_from_env(qp->base, &configured, err, sizeof err);
+        if (configured && !qp->prom_tls) {
+            log_error("%s", err);
             exit(1);
         }
-        o.client_ca_file = env_str("METRICS_PROMETHEUS_TLS_CLIENT_CA_FILE", "");
-        if (!*o.client_ca_file)
-            o.client_ca_file = NULL;
-        const char *why = NULL;
-        qp->prom_tls = tls_ctx_server_new(&o, &why);
-        if (!qp->prom_tls) {
-            log_error("METRICS_PROMETHEUS_TLS_CERT %s: %s", pc, why);
-            exit(1);
+        if (qp->prom_tls) {
+            server_set_tls(qp->prom_srv, qp->prom_tls);
+            log_info("prometheus metrics over TLS on :%d", qp->cfg.prometheus_port);
         }
-        tls_ctx_server_watch(qp->prom_tls, qp->base, 0);
-        server_set_tls(qp->prom_srv, qp->prom_tls);
-        log_info("prometheus metrics over TLS on :%d", qp->cfg.prometheus_port);
     }
 }
 

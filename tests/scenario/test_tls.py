@@ -624,6 +624,21 @@ def act_tls_own_certificate_rotates_from_the_secret():
 
 
 @test
+def act_metrics_over_tls():
+    ca = CA()
+    d = tempfile.mkdtemp(prefix="coldbrew-actmetrics-")
+    crt, key = ca.leaf(sans=("localhost",))
+    write_certs(d, crt, key)
+    k = KubeAPI()
+    a = Activator(k, METRICS_PROMETHEUS_TLS_CERT=os.path.join(d, "tls.crt"),
+                  METRICS_PROMETHEUS_TLS_KEY=os.path.join(d, "tls.key"))
+    rc, out, err = curl("--cacert", ca_file(ca), "--resolve", "localhost:%d:127.0.0.1" % a.metrics,
+                        "https://localhost:%d/metrics" % a.metrics)
+    eq(rc, 0, "curl over TLS to the activator's metrics port: " + err)
+    ok(b"# TYPE" in out, "metrics text")
+
+
+@test
 def act_tls_clusterip_fallback_uses_https_port():
     """mesh-compatibility-mode enabled: always the private Service, over TLS on its https port (443)."""
     ca = CA()
