@@ -193,6 +193,5 @@ int main(void)
     loop_free();
     http_head_pool_drain();
     act_ctx_pool_trim(0);
-    proxy_h2_trim(0);
     return 0;
 }

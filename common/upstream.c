@@ -89,8 +89,7 @@ static void give(struct upconn *uc, const struct upconn_ops *ops, void *owner)
 {
     uc->ops = ops;
     uc->owner = owner;
-    uc->got_bytes = uc->resp_head_done = uc->tunnel = uc->retried = false;
-    uc->body_sent = 0;
+    uc->got_bytes = false;
 }
 
 /* Hands a usable, unattached connection to the head waiter. The caller must
@@ -397,7 +396,6 @@ struct upconn *upstream_checkout(struct upstream *u, struct upstream_waiter *w, 
 void upstream_checkin(struct upconn *uc)
 {
     struct upstream *u = uc->up;
-    uc->req = NULL;
     uc->ops = NULL;
     uc->owner = NULL;
     if (uc->head) {
