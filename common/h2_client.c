@@ -248,6 +248,7 @@ static void on_handshake(evutil_socket_t fd, short what, void *arg)
     int r = transport_handshake(&c->wire.tp, &why);
     if (r < 0) {
         c->tls_up->tls_failures++;
+        c->tls_up->tls_last_why = why ? why : "TLS handshake failed";
         log_warn("h2 upstream %s: TLS handshake failed: %s", c->addr, why ? why : "failed");
         conn_fail(c, NGHTTP2_CONNECT_ERROR, "TLS handshake failed");
         return;

@@ -272,6 +272,7 @@ static void connect_step(struct upconn *uc)
         if (r < 0) {
             /* Wrong SAN, expired, untrusted, no shared version: nothing is sent to it. */
             uc->up->tls_failures++;
+            uc->up->tls_last_why = why ? why : "TLS handshake failed";
             log_warn("upstream %s: TLS handshake failed: %s", uc->up->addr.text,
                      why ? why : "failed");
             connect_failed(uc, EPROTO);

@@ -99,6 +99,7 @@ struct upstream {
     struct upstream_tls *tls;   /* NULL: plain TCP (see tls.h) */
     char tls_ns[64];            /* data-plane TLS: the namespace whose SAN the peer carries */
     unsigned long tls_failures; /* handshakes that failed (logged each time) */
+    const char *tls_last_why;   /* the last failure's reason (static), for an error body */
     unsigned long tls_full, tls_resumed; /* handshakes done, with a full exchange or resumed */
     struct h2_pool *h2; /* HTTP/2 streams to the same destination, made on first use
                            (proxy_h2.c, or with TLS by its owner: h2_pool_set_tls); freed
