@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/err.h"
 #include "../common/log.h"
 #include "../common/metrics.h"
 #include "../common/tls_ctx.h"
@@ -40,6 +41,11 @@ static void on_metrics(struct request *req, void *arg)
         return;
     }
     struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        log_error("metrics: %s; answered 503", coldbrew_err_no_memory);
+        request_error(req, 503, "out of memory\n");
+        return;
+    }
     static const struct {
         const char *name, *help;
     } g[3] = {

@@ -33,6 +33,32 @@ enum px_way_out {
 };
 
 static void on_cancel(struct request *req);
+static void on_input(struct request *req);
+static void on_drain(struct request *req);
+
+/* The exchange becomes the request's holder: the server's cancel reaches it
+ * from now on, and the client's body events too once `body` (the request
+ * is upstream). */
+static void hold(struct proxy_exchange *x, bool body)
+{
+    struct request *req = x->req;
+    req->holder = x;
+    req->cancel = on_cancel;
+    req->on_input = body ? on_input : NULL;
+    req->on_drain = body ? on_drain : NULL;
+}
+
+/* ...and stops being it: no callback of the request reaches it again. */
+static void let_go(struct proxy_exchange *x)
+{
+    struct request *req = x->req;
+    if (req->holder != x)
+        return;
+    req->holder = NULL;
+    req->cancel = NULL;
+    req->on_input = NULL;
+    req->on_drain = NULL;
+}
 
 static void finish(struct proxy_exchange *x, enum px_way_out how, int status, const char *body)
 {
@@ -41,12 +67,7 @@ static void finish(struct proxy_exchange *x, enum px_way_out how, int status, co
     if (was == PX_IDLE)
         return;
     x->state = PX_IDLE;
-    if (req->holder == x) {
-        req->holder = NULL;
-        req->cancel = NULL;
-        req->on_input = NULL;
-        req->on_drain = NULL;
-    }
+    let_go(x);
     x->back->release(x, how == OUT_DONE);
     switch (how) {
     case OUT_DONE:
@@ -100,12 +121,8 @@ static void on_drain(struct request *req)
 
 void px_ready(struct proxy_exchange *x)
 {
-    struct request *req = x->req;
     x->state = PX_SENDING;
-    req->holder = x;
-    req->cancel = on_cancel;
-    req->on_input = on_input;
-    req->on_drain = on_drain;
+    hold(x, true);
 }
 
 void px_head(struct proxy_exchange *x, const struct http_head *h, bool end)
@@ -159,14 +176,8 @@ void px_close(struct proxy_exchange *x, bool abort)
 
 void px_retry(struct proxy_exchange *x)
 {
-    struct request *req = x->req;
     x->back->release(x, false);
-    if (req->holder == x) {
-        req->holder = NULL;
-        req->cancel = NULL;
-        req->on_input = NULL;
-        req->on_drain = NULL;
-    }
+    let_go(x);
     x->retried = true;
     x->body_sent = 0;
     x->state = PX_WAITING;
@@ -175,10 +186,8 @@ void px_retry(struct proxy_exchange *x)
 
 void px_wait(struct proxy_exchange *x)
 {
-    struct request *req = x->req;
     x->state = PX_WAITING;
-    req->holder = x;
-    req->cancel = on_cancel;
+    hold(x, false);
 }
 
 /* Go's error strings: "dial tcp 127.0.0.1:8080: connect: connection refused". */

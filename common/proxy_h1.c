@@ -414,19 +414,20 @@ static bool upgrade_matches(const struct request *req, const struct upconn *uc)
     return q && r && ql == rl && !strncasecmp(q, r, ql);
 }
 
-static void tunnel_process(struct proxy_exchange *x, struct upconn *uc)
+static bool tunnel_process(struct proxy_exchange *x, struct upconn *uc)
 {
     struct request *req = x->req;
     size_t wm = req->srv->lim->watermark;
     if (move_some(uc->in, request_output(req), wm, uc->eof))
         request_flush(req);
     if (!holds(x, uc) || req->state == REQ_IDLE)
-        return;
+        return false;
     if (uc->eof) {
         px_close(x, false);
-        return;
+        return false;
     }
     upconn_want_read(uc, evbuffer_get_length(uc->in) < wm);
+    return true;
 }
 
 /* Response heads: 1xx pass through as they come, a 101 with a matching
@@ -475,15 +476,14 @@ static bool process_heads(struct proxy_exchange *x, struct upconn *uc)
     return true;
 }
 
-/* The body toward the client, as much as it takes now. */
-static void process(struct proxy_exchange *x, struct upconn *uc)
+/* The body toward the client, as much as it takes now. False when the
+ * exchange finished or went on elsewhere (nothing of it may be touched). */
+static bool process_once(struct proxy_exchange *x, struct upconn *uc)
 {
-    if (x->state == PX_TUNNEL) {
-        tunnel_process(x, uc);
-        return;
-    }
+    if (x->state == PX_TUNNEL)
+        return tunnel_process(x, uc);
     if (x->state == PX_SENDING && !process_heads(x, uc))
-        return;
+        return false;
     struct request *req = x->req;
     size_t room = x->front->room(x);
     size_t n = 0;
@@ -496,7 +496,7 @@ static void process(struct proxy_exchange *x, struct upconn *uc)
         snprintf(msg, sizeof msg, "malformed response body: %s",
                  uc->parser.err ? uc->parser.err : "?");
         px_fail(x, msg);
-        return;
+        return false;
     }
     bool eof_end = uc->eof && evbuffer_get_length(uc->in) == n;
     if (r == H1_DONE || (eof_end && h1_parser_eof_completes(&uc->parser))) {
@@ -506,7 +506,7 @@ static void process(struct proxy_exchange *x, struct upconn *uc)
             evbuffer_remove_buffer(uc->in, request_output(req), n);
         req->resp_body_bytes = uc->parser.body_bytes;
         px_end(x, NULL);
-        return;
+        return false;
     }
     if (n) {
         if (uc->parser.dechunk) {
@@ -516,16 +516,42 @@ static void process(struct proxy_exchange *x, struct upconn *uc)
             px_data(x, uc->in, n);
         }
         if (!holds(x, uc))
-            return;
+            return false;
     }
     if (eof_end) {
         char msg[160];
         snprintf(msg, sizeof msg, "upstream %s closed mid-response", x->up->addr.text);
         px_fail(x, msg);
-        return;
+        return false;
     }
     upconn_want_read(uc, !request_output_full(req) &&
                              evbuffer_get_length(uc->in) < req->srv->lim->watermark);
+    return true;
+}
+
+/* Writing to the client can call its on_drain at once (server.c pushes
+ * output as it is queued), which asks for more of this very response while
+ * process_once() is in the middle of it. Such a call is noted and served by
+ * the outer call once it is done, never nested. */
+static struct upconn *processing;
+static bool process_again;
+
+static void process(struct proxy_exchange *x, struct upconn *uc)
+{
+    if (processing == uc) {
+        process_again = true;
+        return;
+    }
+    struct upconn *outer = processing;
+    bool outer_again = process_again;
+    processing = uc;
+    for (int round = 0; round < 64; round++) {
+        process_again = false;
+        if (!process_once(x, uc) || !process_again)
+            break;
+    }
+    processing = outer;
+    process_again = outer_again;
 }
 
 static void on_up_readable(struct upconn *uc)

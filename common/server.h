@@ -38,7 +38,7 @@
  * response-start limit and an idle (gap between writes) limit, all measured
  * from the request's arrival, queue wait included. When one fires before
  * the response started, the holder is cancelled and 504 `request timeout`
- * is written; after, see request_timeout() in server.c. */
+ * is written; after, see server_request_timer_cb() in server.c. */
 #ifndef COLDBREW_SERVER_H
 #define COLDBREW_SERVER_H
 

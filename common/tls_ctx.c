@@ -35,6 +35,7 @@ static const char R_PEER_REFUSED[] = "the peer refused our certificate";
 static const char R_NO_PEER_CERT[] = "the peer sent no certificate (one is required)";
 static const char R_CERT_REQUIRED[] = "the peer requires a client certificate";
 static const char R_CLOSED[] = "connection closed during the TLS handshake";
+static const char R_NOT_TLS[] = "the peer does not speak TLS (wrong version number)";
 static const char R_FAILED[] = "TLS handshake failed";
 
 /* Knative's minimum for both the 8112 listeners and the activator's client. */
@@ -244,6 +245,7 @@ static const char *verify_reason(long v)
     case X509_V_ERR_CERT_UNTRUSTED:
         return R_UNTRUSTED;
     case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
         return R_NAME;
     default:
         return R_REJECTED;
@@ -269,8 +271,11 @@ static const char *classify(SSL *ssl, int err)
         case SSL_R_UNSUPPORTED_PROTOCOL:
         case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
         case SSL_R_NO_PROTOCOLS_AVAILABLE:
-        case SSL_R_WRONG_VERSION_NUMBER:
             why = R_VERSION;
+            break;
+        case SSL_R_WRONG_VERSION_NUMBER: /* a record header that is not TLS at all */
+        case SSL_R_HTTP_REQUEST:
+            why = R_NOT_TLS;
             break;
         case SSL_R_NO_APPLICATION_PROTOCOL:
         case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:

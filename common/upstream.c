@@ -125,6 +125,17 @@ static bool connect_start(struct upstream *u)
     uc->fd = fd;
     uc->in = evbuffer_new();
     uc->out = evbuffer_new();
+    if (!uc->in || !uc->out) {
+        /* The request path (alloc.h): the waiter gets the error, 502. */
+        if (uc->in)
+            evbuffer_free(uc->in);
+        if (uc->out)
+            evbuffer_free(uc->out);
+        free(uc);
+        close(fd);
+        errno = ENOMEM;
+        return false;
+    }
     uc->connecting = true;
     event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_read, uc);
     event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_write, uc);
@@ -273,8 +284,7 @@ static void connect_step(struct upconn *uc)
             /* Wrong SAN, expired, untrusted, no shared version: nothing is sent to it. */
             uc->up->tls_failures++;
             uc->up->tls_last_why = why ? why : "TLS handshake failed";
-            log_warn("upstream %s: TLS handshake failed: %s", uc->up->addr.text,
-                     why ? why : "failed");
+            log_warn("tls: handshake failed with %s: %s", uc->up->addr.text, why ? why : "failed");
             connect_failed(uc, EPROTO);
             return;
         }

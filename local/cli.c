@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "../common/alloc.h"
 #include "../common/env.h"
 #include "manifest.h"
 
@@ -50,7 +51,7 @@ static int http_do(const char *method, const char *target, char **body)
         return -1;
     }
     size_t cap = 65536, len = 0;
-    char *buf = malloc(cap + 1);
+    char *buf = xmalloc(cap + 1); /* a command: memory short ends it (alloc.h) */
     ssize_t r;
     while ((r = read(fd, buf + len, cap - len)) > 0) {
         len += (size_t)r;
@@ -58,7 +59,7 @@ static int http_do(const char *method, const char *target, char **body)
             if (cap >= CLI_MAX_RESPONSE)
                 break;
             cap *= 2;
-            buf = realloc(buf, cap + 1);
+            buf = xrealloc(buf, cap + 1);
         }
     }
     close(fd);
@@ -70,7 +71,7 @@ static int http_do(const char *method, const char *target, char **body)
         return -1;
     }
     char *b = strstr(buf, "\r\n\r\n");
-    *body = strdup(b ? b + 4 : "");
+    *body = xstrdup(b ? b + 4 : "");
     free(buf);
     return status;
 }
@@ -322,7 +323,7 @@ static void show_new(const char *path, const char *label, void *arg)
         if (!strcmp(fw->files[i].path, path))
             f = &fw->files[i];
     if (!f) {
-        fw->files = realloc(fw->files, (fw->n + 1) * sizeof *fw->files);
+        fw->files = xrealloc(fw->files, (fw->n + 1) * sizeof *fw->files);
         f = &fw->files[fw->n++];
         snprintf(f->path, sizeof f->path, "%s", path);
         f->offset = 0;

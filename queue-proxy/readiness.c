@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/alloc.h"
 #include "../common/clock.h"
+#include "../common/err.h"
 #include "../common/log.h"
 #include "../common/net.h"
 #include "h2_probe.h"
@@ -197,7 +199,7 @@ bool readiness_init(struct readiness *r, struct event_base *base, const char *js
     size_t n = json_is_array(root) ? json_array_size(root) : 1;
     if (multi && !json_is_array(root))
         log_warn("ENABLE_MULTI_CONTAINER_PROBES is set but SERVING_READINESS_PROBE is one object");
-    r->specs = calloc(n ? n : 1, sizeof *r->specs);
+    r->specs = xcalloc(n ? n : 1, sizeof *r->specs); /* start-up (alloc.h) */
     for (size_t i = 0; i < n; i++) {
         json_t *p = json_is_array(root) ? json_array_get(root, i) : root;
         if (!json_is_object(p) || !parse_one(r, p, &r->specs[i], user_port, err, cap)) {
@@ -428,8 +430,8 @@ static void start_attempt(struct readiness *r, struct probe_spec *s)
 {
     struct probe_attempt *a = calloc(1, sizeof *a);
     if (!a) {
-        /* Counted as a failed attempt: the next round tries again. */
-        log_error("readiness probe: out of memory");
+        /* Memory short (alloc.h): this attempt fails, the probe answers not ready. */
+        log_error("readiness probe: %s for an attempt", coldbrew_err_no_memory);
         r->round_ok = false;
         if (--r->pending == 0)
             round_done(r);
@@ -471,6 +473,12 @@ void readiness_check(struct readiness *r, struct readiness_waiter *w)
     r->round_start_ns = clock_now_ns();
     if (!r->retry)
         r->retry = evtimer_new(r->base, on_retry, r);
+    if (!r->retry) {
+        /* Memory short (alloc.h): this check fails now; the next one tries again. */
+        log_error("readiness probe: %s for its timer", coldbrew_err_no_memory);
+        finish_check(r, false);
+        return;
+    }
     start_round(r);
 }
 
