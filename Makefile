@@ -30,7 +30,8 @@ BUILD_PKGS := gcc make pkg-config libevent-dev node-llhttp libssl-dev libjemallo
 RUN_PKGS   := $(BUILD_PKGS) curl
 TEST_PKGS  := libcmocka-dev curl wrk nginx-light haproxy python3 python3-websockets python3-yaml \
               clang libclang-rt-14-dev clang-format procps gnuplot-nox \
-              python3-grpcio python3-grpc-tools python3-protobuf python3-h2 nghttp2-client
+              python3-grpcio python3-grpc-tools python3-protobuf python3-h2 nghttp2-client \
+              python3-cryptography openssl iproute2
 DEB_PKGS   := $(BUILD_PKGS) $(TEST_PKGS)
 # kubectl (for the kustomization check) comes from Debian's kubernetes-client
 # unless some kubectl is already on PATH.
@@ -118,7 +119,8 @@ LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/ob
 QP_SRC     := $(wildcard queue-proxy/*.c)
 # The queue-proxy's gRPC readiness probe speaks h2c (nghttp2) and grpc.health.v1.
 QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/health.pb-c.o
-QP_LIBS    :=
+# The queue-proxy serves TLS on 8112 (common/transport.c, tls_ctx.c): OpenSSL.
+QP_LIBS    := -lssl -lcrypto
 # The activator's rooms, without main.o, so unit tests can link them.
 AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))
 AC_OBJ     := $(AC_SRC:%.c=$(BUILD)/obj/%.o)
@@ -196,7 +198,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(B
 # (tests/scenario/test_otlp.py), until the queue-proxy and activator do.
 $(BUILD)/tests/otlp_driver: tests/scenario/otlp_driver.c $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcoldbrew.a $(LIBS) -lnghttp2
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcoldbrew.a -lssl -lcrypto $(LIBS) -lnghttp2
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

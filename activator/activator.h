@@ -42,6 +42,13 @@ struct act_config {
     enum mesh_mode mesh_mode; /* COLDBREW_MESH_COMPATIBILITY_MODE: auto|enabled|disabled */
     bool passthrough_lb;      /* COLDBREW_MESH_POD_ADDRESSABILITY: Knative's passthrough LB */
     bool ingress;             /* COLDBREW_INGRESS: route by Host from Knative Ingress objects */
+    /* config-network system-internal-tls (internal_tls.c). */
+    bool internal_tls;          /* COLDBREW_SYSTEM_INTERNAL_TLS=enabled */
+    int https_port;             /* ACTIVATOR_HTTPS_PORT: our TLS listener, 8112 */
+    int pod_tls_port;           /* COLDBREW_POD_TLS_PORT: pods' TLS port when the Endpoints
+                                   name no "https" port, 8112 */
+    int cluster_tls_port;       /* COLDBREW_CLUSTER_TLS_PORT: the private Service's, 443 */
+    const char *routing_secret; /* COLDBREW_ROUTING_SECRET: routing-serving-certs */
 };
 
 bool act_config_load(struct act_config *cfg, char *err, size_t cap);
@@ -98,8 +105,10 @@ struct activator {
     struct server *http, *h2c, *metrics;
     struct k8s_client k8s;
     struct k8s_watch *w_rev, *w_private, *w_public, *w_services, *w_ingress;
-    unsigned watches; /* started; the activator listens once all synced */
-    unsigned synced;  /* watches that completed their first list */
+    struct k8s_watch *w_secret, *w_bundles; /* internal TLS: routing secret, trust bundles */
+    struct server *https;                   /* ACTIVATOR_HTTPS_PORT, with internal TLS */
+    unsigned watches;                       /* started; the activator listens once all synced */
+    unsigned synced;                        /* watches that completed their first list */
     struct revision *revisions;
     unsigned waiting_total;
     unsigned in_flight;
@@ -146,6 +155,16 @@ void reporter_request_out(struct revision *r);
 void act_metrics_start(void);
 void act_metrics_stop(void);
 void act_metrics_observe(int status, double seconds);
+
+/* internal_tls.c: Knative's system-internal-tls (§1.1, §1.3, §3.8). */
+/* Starts the watches of the routing secret and the trust bundles and makes
+ * the pod pools TLS; the number of watches started (0 when TLS is off). */
+unsigned act_tls_start(void);
+/* Opens ACTIVATOR_HTTPS_PORT once the secret gave a certificate (at sync). */
+void act_tls_listen(void);
+void act_tls_stop(void);
+/* For `coldbrew status` and logs: trusted CA count, handshakes refused. */
+unsigned act_tls_trusted(void);
 
 /* handler.c */
 void act_on_request(struct request *req, void *arg);

@@ -8,10 +8,13 @@
  * COLDBREW_MAX_WAITING), and config-network's two mesh keys as env
  * (COLDBREW_MESH_COMPATIBILITY_MODE, COLDBREW_MESH_POD_ADDRESSABILITY):
  * Knative reads those from the config-network ConfigMap, which coldbrew does
- * not watch; the defaults are Knative's (auto, false). */
+ * not watch; the defaults are Knative's (auto, false). The same goes for
+ * system-internal-tls (COLDBREW_SYSTEM_INTERNAL_TLS: enabled/disabled, any
+ * case; Knative also reads it once at start): see internal_tls.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../common/env.h"
 #include "activator.h"
@@ -85,6 +88,26 @@ bool act_config_load(struct act_config *cfg, char *err, size_t cap)
         return false;
     }
     cfg->passthrough_lb = env_bool("COLDBREW_MESH_POD_ADDRESSABILITY", false);
+    const char *it = env_str("COLDBREW_SYSTEM_INTERNAL_TLS", "disabled");
+    if (!strcasecmp(it, "enabled") || !strcasecmp(it, "true"))
+        cfg->internal_tls = true;
+    else if (!strcasecmp(it, "disabled") || !strcasecmp(it, "false") || !*it)
+        cfg->internal_tls = false;
+    else {
+        snprintf(err, cap, "COLDBREW_SYSTEM_INTERNAL_TLS: want enabled or disabled");
+        return false;
+    }
+    bool pok = true;
+    cfg->https_port = (int)env_long("ACTIVATOR_HTTPS_PORT", 8112, &pok);
+    cfg->pod_tls_port = (int)env_long("COLDBREW_POD_TLS_PORT", 8112, &pok);
+    cfg->cluster_tls_port = (int)env_long("COLDBREW_CLUSTER_TLS_PORT", 443, &pok);
+    cfg->routing_secret = env_str("COLDBREW_ROUTING_SECRET", "routing-serving-certs");
+    if (!pok) {
+        snprintf(err, cap,
+                 "ACTIVATOR_HTTPS_PORT, COLDBREW_POD_TLS_PORT or COLDBREW_CLUSTER_TLS_PORT "
+                 "is not a number");
+        return false;
+    }
     cfg->ingress = env_bool("COLDBREW_INGRESS", false);
     cfg->listen_host = env_str("COLDBREW_LISTEN_HOST", NULL);
     static char url[320];

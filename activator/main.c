@@ -39,7 +39,8 @@ void act_check_exit(void)
         return;
     /* Lingering connections (answered, the client still sending) end within
      * COLDBREW_LINGERING_TIME_SECONDS: waiting for them lets their answers land. */
-    if (act->in_flight == 0 && !server_lingering(act->http) && !server_lingering(act->h2c)) {
+    if (act->in_flight == 0 && !server_lingering(act->http) && !server_lingering(act->h2c) &&
+        !server_lingering(act->https)) {
         log_info("Shutdown complete, exiting...");
         /* loopexit: this turn's active callbacks (deferred HTTP/2 sends) still run. */
         event_base_loopexit(act->base, NULL);
@@ -55,8 +56,8 @@ static void on_drained(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
     act->drained = true;
-    struct server *all[] = {act->http, act->h2c};
-    for (unsigned i = 0; i < 2; i++)
+    struct server *all[] = {act->http, act->h2c, act->https};
+    for (unsigned i = 0; i < 3; i++)
         if (all[i]) {
             server_stop_accepting(all[i]);
             server_close_idle(all[i]);
@@ -105,9 +106,10 @@ static void on_sync_check(evutil_socket_t fd, short what, void *arg)
     }
     act->http = listen_or_die("http", act->cfg.http_port);
     act->h2c = listen_or_die("h2c", act->cfg.h2c_port);
-    log_info("activator serving on :%d and :%d (HTTP/1.1 and h2c on both; TLS not built yet), "
-             "autoscaler %s",
-             act->cfg.http_port, act->cfg.h2c_port, act->cfg.autoscaler_url);
+    act_tls_listen();
+    log_info("activator serving on :%d and :%d (HTTP/1.1 and h2c on both)%s, autoscaler %s",
+             act->cfg.http_port, act->cfg.h2c_port, act->https ? ", TLS on the https port" : "",
+             act->cfg.autoscaler_url);
 }
 
 int main(void)
@@ -141,6 +143,7 @@ int main(void)
                                       "networking.internal.knative.dev/serviceType=Private",
                                       revisions_on_private_service, NULL);
     act->watches = 4;
+    act->watches += act_tls_start();
     if (act->cfg.ingress) {
         act->w_ingress =
             k8s_watch_start(&act->k8s, "/apis/networking.internal.knative.dev/v1alpha1/ingresses",
@@ -175,6 +178,7 @@ int main(void)
         event_free(act->exit_timer);
     server_free(act->http);
     server_free(act->h2c);
+    server_free(act->https);
     act_metrics_stop();
     reporter_stop();
     loop_flush_deferred();
@@ -186,6 +190,7 @@ int main(void)
     ingress_free_all();
     revisions_free_all();
     loop_flush_deferred();
+    act_tls_stop();
     k8s_client_free(&act->k8s);
     loop_free();
     http_head_pool_drain();

@@ -16,12 +16,15 @@
  * kn_configuration_name, kn_revision_name. Rendered only when scraped; the
  * request path does one histogram observation. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common/err.h"
 #include "../common/log.h"
 #include "../common/metrics.h"
+#include "../common/tls_ctx.h"
 #include "activator.h"
+#include "pods.h"
 
 static struct metrics_hist duration;
 
@@ -73,6 +76,17 @@ static void on_metrics(struct request *req, void *arg)
                         "was lost\n# TYPE kn_activator_stats_conn_errors_total counter\n"
                         "kn_activator_stats_conn_errors_total{peer=\"autoscaler\"} %lu\n",
                         act->autoscaler_conn_errors);
+    if (act->cfg.internal_tls) {
+        unsigned long full, resumed, refused;
+        pod_pools_tls_counts(&full, &resumed, &refused);
+        evbuffer_add_printf(b,
+                            "# HELP coldbrew_activator_tls_handshakes_total TLS handshakes to "
+                            "pods\n# TYPE coldbrew_activator_tls_handshakes_total counter\n"
+                            "coldbrew_activator_tls_handshakes_total{result=\"full\"} %lu\n"
+                            "coldbrew_activator_tls_handshakes_total{result=\"resumed\"} %lu\n"
+                            "coldbrew_activator_tls_handshakes_total{result=\"refused\"} %lu\n",
+                            full, resumed, refused);
+    }
     char labels[160];
     snprintf(labels, sizeof labels, "k8s_pod_name=\"%.120s\"", act->cfg.pod_name);
     metrics_hist_render(&duration, labels, b);
@@ -81,6 +95,8 @@ static void on_metrics(struct request *req, void *arg)
                   (const char *)evbuffer_pullup(b, -1), len, NULL);
     evbuffer_free(b);
 }
+
+static struct tls_ctx_server *metrics_tls;
 
 void act_metrics_start(void)
 {
@@ -92,6 +108,19 @@ void act_metrics_start(void)
     if (!act->metrics) {
         /* Metrics are not worth refusing traffic over: say so and go on. */
         log_error("metrics listener failed on port %d: %s", act->cfg.metrics_port, err);
+        return;
+    }
+    /* METRICS_PROMETHEUS_TLS_CERT/_KEY: the port over TLS (Knative §1.1). */
+    bool configured = false;
+    char e[512] = "";
+    metrics_tls = tls_ctx_metrics_from_env(act->base, &configured, e, sizeof e);
+    if (configured && !metrics_tls) {
+        log_error("%s", e);
+        exit(1);
+    }
+    if (metrics_tls) {
+        server_set_tls(act->metrics, metrics_tls);
+        log_info("metrics over TLS on :%d", act->cfg.metrics_port);
     }
 }
 
@@ -100,4 +129,6 @@ void act_metrics_stop(void)
     if (act->metrics)
         server_free(act->metrics);
     act->metrics = NULL;
+    tls_ctx_server_free(metrics_tls);
+    metrics_tls = NULL;
 }

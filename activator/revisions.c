@@ -85,6 +85,7 @@ static struct revision *revision_get(const char *ns, const char *name)
     r->timeout = 300;
     TAILQ_INIT(&r->waiters);
     throttler_init(&r->thr, 0, (uint64_t)(uintptr_t)r ^ clock_now_ns());
+    snprintf(r->thr.ns, sizeof r->thr.ns, "%s", ns);
     r->probe_tick = evtimer_new(act->base, on_probe_tick, r);
     stats_init(&r->stats, clock_now_ns());
     HASH_ADD_STR(act->revisions, key, r);
@@ -391,12 +392,14 @@ static unsigned collect(json_t *obj, bool h2c, const char *which, char out[][64]
     json_t *subset, *addr, *port;
     json_array_foreach(json_object_get(obj, "subsets"), i, subset)
     {
-        long pnum = -1;
+        long pnum = -1, tls = -1;
         json_array_foreach(json_object_get(subset, "ports"), k, port)
         {
             const char *pn = json_string_value(json_object_get(port, "name"));
             if (pn && !strcmp(pn, h2c ? "http2" : "http"))
                 pnum = (long)json_integer_value(json_object_get(port, "port"));
+            if (pn && !strcmp(pn, "https")) /* internal TLS: the pod's 8112 */
+                tls = (long)json_integer_value(json_object_get(port, "port"));
         }
         if (pnum <= 0)
             continue;
@@ -411,6 +414,7 @@ static unsigned collect(json_t *obj, bool h2c, const char *which, char out[][64]
                 return n;
             }
             snprintf(out[n], 64, strchr(ip, ':') ? "[%.45s]:%ld" : "%.45s:%ld", ip, pnum);
+            pod_tls_port_note(out[n], (int)tls);
             ready[n++] = is_ready;
         }
     }
@@ -549,6 +553,7 @@ void revisions_on_private_service(void *arg, enum k8s_event ev, json_t *obj)
     if (!r)
         return;
     char dest[64] = "";
+    long tls = -1;
     const char *ip = k8s_str(obj, "spec.clusterIP");
     if (ev != K8S_DELETED && ip && *ip && strcmp(ip, "None")) {
         size_t i;
@@ -559,7 +564,11 @@ void revisions_on_private_service(void *arg, enum k8s_event ev, json_t *obj)
             long num = (long)json_integer_value(json_object_get(port, "port"));
             if (pn && !strcmp(pn, r->h2c ? "http2" : "http") && num > 0)
                 snprintf(dest, sizeof dest, strchr(ip, ':') ? "[%.45s]:%ld" : "%.45s:%ld", ip, num);
+            if (pn && !strcmp(pn, "https") && num > 0)
+                tls = num; /* internal TLS: 443 */
         }
+        if (*dest)
+            pod_tls_port_note(dest, (int)tls);
     }
     if (!strcmp(dest, r->cluster_dest))
         return;

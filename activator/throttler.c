@@ -165,7 +165,7 @@ void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned 
             found->refs = 1;
             found->linked = true;
             if (with_pools)
-                found->pool = pod_pool_get(dests[i]);
+                found->pool = pod_pool_for_requests(dests[i], t->ns, t->cluster_ip_next);
         }
         next[m++] = found;
     }
@@ -188,7 +188,9 @@ void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned 
 void throttler_set_cluster_ip(struct throttler *t, const char *dest, unsigned ready,
                               bool with_pools)
 {
+    t->cluster_ip_next = true;
     throttler_set_pods(t, &dest, 1, with_pools);
+    t->cluster_ip_next = false;
     t->cluster_ip = true;
     t->cluster_backends = ready;
 }

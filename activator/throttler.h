@@ -41,6 +41,7 @@ struct pod_tracker {
 };
 
 struct throttler {
+    char ns[64]; /* the revision's namespace: the SAN pods must carry under internal TLS */
     long cc;
     enum lb_policy policy;
     struct pod_tracker **pods; /* healthy pods, sorted by dest */
@@ -55,6 +56,7 @@ struct throttler {
      * revision's capacity is CC x ready pods / activators, balanced by
      * kube-proxy or the mesh behind it. */
     bool cluster_ip;
+    bool cluster_ip_next; /* set_pods is called for the ClusterIP (TLS: its port 443) */
     unsigned cluster_backends;
 };
 

@@ -8,6 +8,8 @@
  *    `done` once it can never take another stream (GOAWAY, failure,
  *    close); the pool hears of both changes through on_state. */
 #include "h2_client.h"
+#include "tls.h"
+#include "upstream.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -29,6 +31,7 @@ struct h2c_conn {
     const struct h2c_conn_ops *ops;
     void *arg;
     char addr[64];
+    struct upstream *tls_up; /* TLS: the upstream whose connector makes the SSL */
     TAILQ_HEAD(, h2c_stream) streams;
     unsigned nstreams;
     bool connecting, ready, done, freed;
@@ -236,11 +239,49 @@ static void conn_fail(struct h2c_conn *c, uint32_t code, const char *why)
         tell_state(c);
 }
 
+/* TLS: one handshake step; the wire starts once it is done. */
+static void on_handshake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct h2c_conn *c = arg;
+    const char *why = NULL;
+    int r = transport_handshake(&c->wire.tp, &why);
+    if (r < 0) {
+        c->tls_up->tls_failures++;
+        c->tls_up->tls_last_why = why ? why : "TLS handshake failed";
+        log_warn("h2 upstream %s: TLS handshake failed: %s", c->addr, why ? why : "failed");
+        conn_fail(c, NGHTTP2_CONNECT_ERROR, "TLS handshake failed");
+        return;
+    }
+    if (r == 0) {
+        event_assign(&c->cev, c->base, c->wire.fd, c->wire.tp.want_write ? EV_WRITE : EV_READ,
+                     on_handshake, c);
+        event_add(&c->cev, NULL);
+        return;
+    }
+    if (transport_resumed(&c->wire.tp))
+        c->tls_up->tls_resumed++;
+    else
+        c->tls_up->tls_full++;
+    c->connecting = false;
+    h2_wire_start(&c->wire);
+}
+
 static void on_connected(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct h2c_conn *c = arg;
     int err = net_connect_result(fd);
+    if (!err && c->tls_up) {
+        void *ssl = c->tls_up->tls->new_session(c->tls_up->tls, c->tls_up, fd, true);
+        if (!ssl) {
+            conn_fail(c, NGHTTP2_CONNECT_ERROR, "no TLS session");
+            return;
+        }
+        transport_tls_attach(&c->wire.tp, ssl);
+        on_handshake(fd, what, c);
+        return;
+    }
     c->connecting = false;
     if (err) {
         char why[160];
@@ -257,6 +298,13 @@ struct h2c_conn *h2c_conn_new(struct event_base *base, const struct net_addr *ad
                               const struct h2_limits *lim, const struct h2c_conn_ops *ops,
                               void *arg)
 {
+    return h2c_conn_new_tls(base, addr, lim, ops, arg, NULL);
+}
+
+struct h2c_conn *h2c_conn_new_tls(struct event_base *base, const struct net_addr *addr,
+                                  const struct h2_limits *lim, const struct h2c_conn_ops *ops,
+                                  void *arg, struct upstream *tls_up)
+{
     int fd = net_connect_start(addr);
     if (fd < 0)
         return NULL;
@@ -270,6 +318,7 @@ struct h2c_conn *h2c_conn_new(struct event_base *base, const struct net_addr *ad
     c->lim = lim;
     c->ops = ops;
     c->arg = arg;
+    c->tls_up = tls_up && tls_up->tls ? tls_up : NULL;
     snprintf(c->addr, sizeof c->addr, "%s", addr->text);
     TAILQ_INIT(&c->streams);
     h2_wire_set_callbacks(cb);

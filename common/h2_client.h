@@ -81,6 +81,12 @@ struct h2c_conn_ops {
 struct h2c_conn *h2c_conn_new(struct event_base *base, const struct net_addr *addr,
                               const struct h2_limits *lim, const struct h2c_conn_ops *ops,
                               void *arg);
+/* The same over TLS (h2 by ALPN) when `tls_up` is an upstream with a TLS
+ * connector (its SNI, verification and session cache); plain h2c when NULL. */
+struct upstream;
+struct h2c_conn *h2c_conn_new_tls(struct event_base *base, const struct net_addr *addr,
+                                  const struct h2_limits *lim, const struct h2c_conn_ops *ops,
+                                  void *arg, struct upstream *tls_up);
 /* Can a new stream start here now (connected, not going away, under the
  * upstream's SETTINGS_MAX_CONCURRENT_STREAMS)? */
 bool h2c_conn_available(const struct h2c_conn *c);

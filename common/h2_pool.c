@@ -19,6 +19,7 @@ struct h2_pool {
     const struct h2_limits *lim;
     unsigned max_conns;
     double idle_seconds;
+    struct upstream *tls_up;                /* TLS with this upstream's connector; NULL: h2c */
     struct pooled *slot[H2_POOL_MAX_CONNS]; /* dense: the first nconns are in use */
     unsigned nconns;
 };
@@ -89,6 +90,11 @@ struct h2_pool *h2_pool_new(struct event_base *base, const struct net_addr *addr
     return p;
 }
 
+void h2_pool_set_tls(struct h2_pool *p, struct upstream *u)
+{
+    p->tls_up = u;
+}
+
 void h2_pool_free(struct h2_pool *p)
 {
     if (!p)
@@ -110,7 +116,7 @@ static struct pooled *open_conn(struct h2_pool *p)
         return NULL;
     s->pool = p;
     s->idle = evtimer_new(p->base, on_idle, s);
-    s->conn = s->idle ? h2c_conn_new(p->base, &p->addr, p->lim, &pool_ops, p) : NULL;
+    s->conn = s->idle ? h2c_conn_new_tls(p->base, &p->addr, p->lim, &pool_ops, p, p->tls_up) : NULL;
     if (!s->conn) {
         if (s->idle)
             event_free(s->idle);

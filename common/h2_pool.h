@@ -34,6 +34,10 @@ struct h2_pool;
 struct h2_pool *h2_pool_new(struct event_base *base, const struct net_addr *addr,
                             const struct h2_limits *lim, unsigned max_conns, double idle_seconds);
 void h2_pool_free(struct h2_pool *p);
+/* Connections of the pool go over TLS with the upstream's connector (h2 by
+ * ALPN), e.g. activator -> pod under internal TLS. */
+struct upstream;
+void h2_pool_set_tls(struct h2_pool *p, struct upstream *u);
 
 /* As h2c_request(), on a connection of the pool. NULL with errno when no
  * connection can be had (the connect could not start, or memory). */

@@ -420,8 +420,8 @@ static void conn_close(struct h2_conn *c, const char *why)
 }
 
 /* A connection with its session, not started yet; NULL (socket closed) on failure. */
-static struct h2_conn *conn_create(struct event_base *base, int fd, const char *peer_ip,
-                                   int peer_port, const struct h2_limits *lim,
+static struct h2_conn *conn_create(struct event_base *base, int fd, struct transport *tp,
+                                   const char *peer_ip, int peer_port, const struct h2_limits *lim,
                                    const struct h2_server_ops *ops, void *arg,
                                    struct evbuffer *preread)
 {
@@ -431,6 +431,10 @@ static struct h2_conn *conn_create(struct event_base *base, int fd, const char *
     if (!c || nghttp2_session_callbacks_new(&cb) || nghttp2_option_new(&opt) ||
         !h2_wire_init(&c->wire, base, fd, lim->watermark, on_wire_done))
         goto fail;
+    if (tp) {
+        c->wire.tp = *tp; /* the connection owns the TLS state from now on */
+        *tp = (struct transport){0};
+    }
     c->lim = lim;
     c->ops = ops;
     c->arg = arg;
@@ -478,8 +482,11 @@ fail:
         if (c->session)
             nghttp2_session_del(c->session);
         h2_wire_free_buffers(&c->wire);
+        transport_free(&c->wire.tp);
         free(c);
     }
+    if (tp)
+        transport_free(tp);
     close(fd);
     return NULL;
 }
@@ -508,7 +515,14 @@ struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip
                             const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
                             struct evbuffer *preread)
 {
-    struct h2_conn *c = conn_create(base, fd, peer_ip, peer_port, lim, ops, arg, preread);
+    return h2_conn_new_tp(base, fd, NULL, peer_ip, peer_port, lim, ops, arg, preread);
+}
+
+struct h2_conn *h2_conn_new_tp(struct event_base *base, int fd, struct transport *tp,
+                               const char *peer_ip, int peer_port, const struct h2_limits *lim,
+                               const struct h2_server_ops *ops, void *arg, struct evbuffer *preread)
+{
+    struct h2_conn *c = conn_create(base, fd, tp, peer_ip, peer_port, lim, ops, arg, preread);
     return c ? conn_start(c) : NULL;
 }
 
@@ -551,7 +565,7 @@ struct h2_conn *h2_conn_upgrade(struct event_base *base, int fd, const char *pee
 {
     uint8_t payload[256];
     ssize_t plen = base64url_decode(settings, settings_len, payload, sizeof payload);
-    struct h2_conn *c = conn_create(base, fd, peer_ip, peer_port, lim, ops, arg, preread);
+    struct h2_conn *c = conn_create(base, fd, NULL, peer_ip, peer_port, lim, ops, arg, preread);
     if (!c) {
         http_head_release(head);
         return NULL;

@@ -134,6 +134,13 @@ struct h2_stream {
 struct h2_conn *h2_conn_new(struct event_base *base, int fd, const char *peer_ip, int peer_port,
                             const struct h2_limits *lim, const struct h2_server_ops *ops, void *arg,
                             struct evbuffer *preread);
+/* The same over a transport (TLS after an ALPN "h2"), moved from *tp;
+ * tp NULL is plain. */
+struct transport;
+struct h2_conn *h2_conn_new_tp(struct event_base *base, int fd, struct transport *tp,
+                               const char *peer_ip, int peer_port, const struct h2_limits *lim,
+                               const struct h2_server_ops *ops, void *arg,
+                               struct evbuffer *preread);
 
 /* Takes over a connection whose HTTP/1.1 request asked to upgrade to h2c
  * (Upgrade: h2c, HTTP2-Settings: `settings`, base64url). The request,

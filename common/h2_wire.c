@@ -106,7 +106,7 @@ static bool send_all(struct h2_wire *w)
         }
         if (!evbuffer_get_length(w->out))
             break;
-        enum io_status st = io_write(w->out, w->fd);
+        enum io_status st = transport_write(&w->tp, w->out, w->fd);
         if (st == IO_ERROR) {
             wire_done(w, strerror(errno));
             return false;
@@ -145,7 +145,7 @@ static void wire_io(struct h2_wire *w, bool readable)
     w->in_io = true;
     if (readable) {
         for (int i = 0; i < 4 && !w->eof; i++) {
-            enum io_status r = io_read(w->in, w->fd);
+            enum io_status r = transport_read(&w->tp, w->in, w->fd);
             if (r == IO_AGAIN)
                 break;
             if (r == IO_EOF || r == IO_ERROR) {
@@ -171,7 +171,7 @@ static void wire_io(struct h2_wire *w, bool readable)
                                 ? NGHTTP2_ENHANCE_YOUR_CALM
                                 : NGHTTP2_PROTOCOL_ERROR);
         nghttp2_session_send(w->session);
-        io_write(w->out, w->fd);
+        transport_write(&w->tp, w->out, w->fd);
         wire_done(w, why);
         return;
     }
@@ -250,6 +250,7 @@ void h2_wire_close(struct h2_wire *w)
     event_del(&w->wev);
     event_del(&w->flush);
     w->reading = w->writing = false;
+    transport_free(&w->tp);
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;

@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "transport.h"
+
 /* A header field to send (lower-case name), not NUL-terminated. */
 struct h2_header_out {
     const char *name, *value;
@@ -48,6 +50,7 @@ struct h2_body_out {
 
 struct h2_wire {
     int fd;
+    struct transport tp; /* plain (zeroed) or TLS; freed by h2_wire_close */
     nghttp2_session *session;
     struct event rev, wev;
     struct event flush; /* a deferred send: kicks within one loop turn coalesce */

@@ -14,6 +14,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <event2/event_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server_h2.h"
+#include "tls_ctx.h"
 
 static void sconn_process(struct sconn *c);
 static void sconn_close(struct sconn *c);
@@ -62,6 +64,7 @@ void server_limits_from_env(struct server_limits *lim)
     long lb = env_long("COLDBREW_LINGERING_BYTES", 64L << 20, NULL);
     lim->linger_bytes = lb > 0 ? (uint64_t)lb : 0;
     h2_limits_from_env(&lim->h2, lim->max_header_bytes, lim->max_headers, lim->watermark);
+    lim->tls_handshake_timeout = env_double("COLDBREW_TLS_HANDSHAKE_TIMEOUT_SECONDS", 10, NULL);
 }
 
 const char *http_date_now(void)
@@ -85,7 +88,7 @@ static void sconn_write(struct sconn *c)
 {
     if (c->dead || c->closing == SCONN_LINGER)
         return;
-    if (io_write(c->out, c->fd) == IO_ERROR) {
+    if (transport_write(&c->tp, c->out, c->fd) == IO_ERROR) {
         log_debug("%s: write to %s failed: %s", c->srv->name, c->peer_ip, strerror(errno));
         sconn_close(c);
         return;
@@ -100,16 +103,29 @@ static void sconn_write(struct sconn *c)
         c->req.on_drain(&c->req);
 }
 
+static void sconn_handshake(struct sconn *c);
+static void on_read(evutil_socket_t fd, short what, void *arg);
+
 static void on_write(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd, (void)what;
-    sconn_write(arg);
+    struct sconn *c = arg;
+    if (__builtin_expect(c->tp.handshaking, 0)) {
+        sconn_handshake(c);
+        return;
+    }
+    sconn_write(c);
+    if (!c->dead && c->tp.want_write && !evbuffer_get_length(c->out))
+        on_read(fd, EV_READ, c); /* a TLS read waited for the socket to take its answer */
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     struct sconn *c = arg;
+    if (__builtin_expect(c->tp.handshaking, 0)) {
+        sconn_handshake(c);
+        return;
+    }
     if (c->closing != SCONN_OPEN) {
         linger_read(c);
         return;
@@ -121,9 +137,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         sconn_process(c);
         return;
     }
-    switch (io_read(c->in, c->fd)) {
+    switch (transport_read(&c->tp, c->in, c->fd)) {
     case IO_OK:
     case IO_AGAIN:
+        if (__builtin_expect(c->tp.want_write, 0))
+            io_arm(&c->wev, &c->writing, true);
         break;
     case IO_ERROR:
         log_debug("%s: read from %s failed: %s", c->srv->name, c->peer_ip, strerror(errno));
@@ -193,6 +211,7 @@ static void sconn_close(struct sconn *c)
     event_del(&c->rev);
     event_del(&c->wev);
     event_del(&c->tev);
+    transport_free(&c->tp);
     close(c->fd);
     c->fd = -1;
     LIST_REMOVE(c, link);
@@ -215,9 +234,11 @@ void server_conn_closed(struct server *s)
 /* The socket goes to the HTTP/2 side (server_h2.c): the connection object
  * is retired without closing it, and keeps its place in nconns until the
  * HTTP/2 connection closes. */
-static int sconn_hand_off(struct sconn *c)
+static int sconn_hand_off(struct sconn *c, struct transport *tp)
 {
     int fd = c->fd;
+    *tp = c->tp;
+    c->tp = (struct transport){0};
     c->dead = true;
     c->fd = -1;
     event_del(&c->rev);
@@ -325,6 +346,8 @@ static void linger_flushed(struct sconn *c)
         sconn_close(c); /* the client's FIN was read: nothing is left to reset */
         return;
     }
+    if (transport_is_tls(&c->tp))
+        transport_shutdown(&c->tp, c->fd); /* close_notify first (then SHUT_WR below) */
     if (shutdown(c->fd, SHUT_WR) < 0) {
         log_debug("%s: shutdown for %s: %s", c->srv->name, c->peer_ip, strerror(errno));
         sconn_close(c);
@@ -416,6 +439,74 @@ unsigned server_lingering(const struct server *s)
     return s ? s->nlingering : 0;
 }
 
+/* ---------------------------------------------------------------- TLS handshake */
+
+/* What Go's net/http answers plaintext HTTP on a TLS port with. */
+static const char plain_refusal[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+                                    "Client sent an HTTP request to an HTTPS server.\n";
+
+/* A TLS connection's first bytes: a TLS record starts with 0x16 (handshake).
+ * Anything that looks like an HTTP method gets Go's plain-text refusal. */
+static bool refuse_plaintext(struct sconn *c)
+{
+    unsigned char b[8];
+    ssize_t n = recv(c->fd, b, sizeof b, MSG_PEEK);
+    if (n <= 0 || b[0] == 0x16)
+        return false;
+    bool letters = true;
+    for (ssize_t i = 0; i < n && i < 3; i++)
+        letters = letters && b[i] >= 'A' && b[i] <= 'Z';
+    if (!letters)
+        return false; /* not HTTP either: OpenSSL refuses it with an alert */
+    log_warn("%s: plaintext HTTP from %s:%d on the TLS port; refused", c->srv->name, c->peer_ip,
+             c->peer_port);
+    ssize_t w = send(c->fd, plain_refusal, sizeof plain_refusal - 1, MSG_NOSIGNAL);
+    (void)w;
+    sconn_close(c);
+    return true;
+}
+
+/* One step of the server handshake; when done, the connection is HTTP/1.1,
+ * or goes to the HTTP/2 side when ALPN settled on h2. */
+static void sconn_handshake(struct sconn *c)
+{
+    if (SSL_get_state(c->tp.ssl) == TLS_ST_BEFORE && refuse_plaintext(c))
+        return;
+    const char *why = NULL;
+    int r = transport_handshake(&c->tp, &why);
+    if (r < 0) {
+        log_warn("%s: TLS handshake from %s:%d refused: %s", c->srv->name, c->peer_ip, c->peer_port,
+                 why ? why : "failed");
+        sconn_close(c);
+        return;
+    }
+    if (r == 0) {
+        io_arm(&c->rev, &c->reading, !c->tp.want_write);
+        io_arm(&c->wev, &c->writing, c->tp.want_write);
+        return;
+    }
+    event_del(&c->tev);
+    io_arm(&c->wev, &c->writing, false);
+    io_arm(&c->rev, &c->reading, true);
+    if (transport_alpn_h2(&c->tp)) {
+        struct server *srv = c->srv;
+        char ip[sizeof c->peer_ip];
+        memcpy(ip, c->peer_ip, sizeof ip);
+        struct evbuffer *in = c->in;
+        int port = c->peer_port;
+        struct transport tp;
+        int fd = sconn_hand_off(c, &tp);
+        server_h2_adopt(srv, fd, &tp, ip, port, in);
+        return;
+    }
+    if (c->srv->lim->header_timeout > 0) {
+        struct timeval tv = clock_tv(c->srv->lim->header_timeout);
+        event_add(&c->tev, &tv);
+    }
+    /* The request may have come with the handshake's last flight. */
+    on_read(c->fd, EV_READ, c);
+}
+
 /* ---------------------------------------------------------------- requests */
 
 static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
@@ -424,6 +515,13 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
     struct sconn *c = arg;
     if (c->closing != SCONN_OPEN) {
         linger_on_timer(c);
+        return;
+    }
+    if (c->tp.handshaking) {
+        log_warn("%s: TLS handshake from %s:%d not finished in %.1fs "
+                 "(COLDBREW_TLS_HANDSHAKE_TIMEOUT_SECONDS); closing",
+                 c->srv->name, c->peer_ip, c->peer_port, c->srv->lim->tls_handshake_timeout);
+        sconn_close(c);
         return;
     }
     /* The header timeout. */
@@ -537,8 +635,9 @@ static void sconn_process(struct sconn *c)
                 memcpy(ip, c->peer_ip, sizeof ip);
                 struct evbuffer *in = c->in;
                 int port = c->peer_port;
-                int fd = sconn_hand_off(c);
-                server_h2_adopt(srv, fd, ip, port, in);
+                struct transport tp;
+                int fd = sconn_hand_off(c, &tp);
+                server_h2_adopt(srv, fd, &tp, ip, port, in);
                 return;
             }
         }
@@ -564,7 +663,9 @@ static void sconn_process(struct sconn *c)
         }
         const char *settings;
         size_t slen;
-        if (wants_h2c(c->parser.head,
+        /* h2c is for cleartext only (RFC 9113 §3.1): over TLS, Upgrade is ignored. */
+        if (!transport_is_tls(&c->tp) &&
+            wants_h2c(c->parser.head,
                       !c->parser.head->chunked && !(c->parser.head->has_content_length &&
                                                     c->parser.head->content_length > 0),
                       &settings, &slen)) {
@@ -575,7 +676,8 @@ static void sconn_process(struct sconn *c)
             memcpy(ip, c->peer_ip, sizeof ip);
             struct evbuffer *in = c->in;
             int port = c->peer_port;
-            int fd = sconn_hand_off(c);
+            struct transport tp;
+            int fd = sconn_hand_off(c, &tp);
             server_h2_upgrade(srv, fd, ip, port, in, h, settings, slen);
             return;
         }
@@ -866,8 +968,24 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         event_assign(&c->req.timer, s->base, -1, 0, server_request_timer_cb, &c->req);
         event_add(&c->rev, NULL);
         c->reading = true;
-        if (s->lim->header_timeout > 0) {
-            struct timeval tv = clock_tv(s->lim->header_timeout);
+        double first_timeout = s->lim->header_timeout;
+        if (s->tls) {
+            SSL *ssl = tls_ctx_server_accept(s->tls, fd);
+            if (!ssl) {
+                log_error("%s: out of memory for a TLS connection from %s; closing", s->name,
+                          c->peer_ip);
+                event_del(&c->rev);
+                evbuffer_free(c->in);
+                evbuffer_free(c->out);
+                close(fd);
+                free(c);
+                continue;
+            }
+            transport_tls_attach(&c->tp, ssl);
+            first_timeout = s->lim->tls_handshake_timeout;
+        }
+        if (first_timeout > 0) {
+            struct timeval tv = clock_tv(first_timeout);
             event_add(&c->tev, &tv);
         }
         LIST_INSERT_HEAD(&s->conns, c, link);
@@ -898,6 +1016,11 @@ struct server *server_open(struct event_base *base, const char *name, const char
     event_add(&s->accept_ev, NULL);
     s->accepting = true;
     return s;
+}
+
+void server_set_tls(struct server *s, struct tls_ctx_server *tls)
+{
+    s->tls = tls;
 }
 
 void server_stop_accepting(struct server *s)

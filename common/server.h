@@ -51,6 +51,7 @@
 #include "h1_parser.h"
 #include "h2_server.h"
 #include "net.h"
+#include "transport.h"
 
 struct request;
 struct sconn;
@@ -65,12 +66,14 @@ struct server_limits {
     unsigned max_conns;      /* COLDBREW_MAX_CONNECTIONS per listener; accept pauses beyond */
     /* Lingering close (nginx's lingering_time, lingering_timeout), counted from
      * the moment the closing answer is queued. */
-    double linger_time;    /* COLDBREW_LINGERING_TIME_SECONDS: at most this long; 0 turns
-                              lingering off (close at once, as before) */
-    double linger_timeout; /* COLDBREW_LINGERING_TIMEOUT_SECONDS: at most this long without a
-                              byte from the client once the answer is out; 0: no such bound */
-    uint64_t linger_bytes; /* COLDBREW_LINGERING_BYTES: at most this many bytes dropped */
-    struct h2_limits h2;   /* HTTP/2 connections (h2_server.h) */
+    double linger_time;           /* COLDBREW_LINGERING_TIME_SECONDS: at most this long; 0 turns
+                                     lingering off (close at once, as before) */
+    double linger_timeout;        /* COLDBREW_LINGERING_TIMEOUT_SECONDS: at most this long without a
+                                     byte from the client once the answer is out; 0: no such bound */
+    uint64_t linger_bytes;        /* COLDBREW_LINGERING_BYTES: at most this many bytes dropped */
+    struct h2_limits h2;          /* HTTP/2 connections (h2_server.h) */
+    double tls_handshake_timeout; /* COLDBREW_TLS_HANDSHAKE_TIMEOUT_SECONDS: a TLS listener cuts a
+                                     handshake not finished in this (Go's net/http: 10 s) */
 };
 
 void server_limits_from_env(struct server_limits *lim);
@@ -95,6 +98,10 @@ struct server {
     /* HTTP/2 connections (server_h2.c): counted in nconns like the rest. */
     struct h2_conn **h2;
     unsigned nh2, h2cap;
+    /* TLS listener (server_set_tls): every connection first runs the
+     * handshake; ALPN h2 goes to the HTTP/2 side, anything else is HTTP/1.1.
+     * Borrowed: the owner keeps the context (and its reload timer). */
+    struct tls_ctx_server *tls;
 };
 
 enum request_state {
@@ -159,6 +166,7 @@ struct sconn {
     struct server *srv;
     struct event_base *base;
     int fd;
+    struct transport tp; /* plain, or TLS on a TLS listener */
     struct event rev, wev, tev;
     struct evbuffer *in, *out;
     struct h1_parser parser;
@@ -186,6 +194,9 @@ struct sconn {
 struct server *server_open(struct event_base *base, const char *name, const char *host, int port,
                            const struct server_limits *lim, request_cb cb, void *arg,
                            const char **err);
+/* Makes the listener TLS (before it accepts anything): see struct server. */
+struct tls_ctx_server;
+void server_set_tls(struct server *s, struct tls_ctx_server *tls);
 /* Stops accepting and closes the listening socket; live connections go on. */
 void server_stop_accepting(struct server *s);
 /* Closes every connection that has no request in progress; the rest close

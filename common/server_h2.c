@@ -123,10 +123,10 @@ static bool track(struct server *s, struct h2_conn *c)
     return true;
 }
 
-void server_h2_adopt(struct server *s, int fd, const char *peer_ip, int peer_port,
-                     struct evbuffer *preread)
+void server_h2_adopt(struct server *s, int fd, struct transport *tp, const char *peer_ip,
+                     int peer_port, struct evbuffer *preread)
 {
-    track(s, h2_conn_new(s->base, fd, peer_ip, peer_port, &s->lim->h2, &h2_ops, s, preread));
+    track(s, h2_conn_new_tp(s->base, fd, tp, peer_ip, peer_port, &s->lim->h2, &h2_ops, s, preread));
 }
 
 void server_h2_upgrade(struct server *s, int fd, const char *peer_ip, int peer_port,

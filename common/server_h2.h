@@ -12,10 +12,12 @@ struct server;
 struct request;
 struct http_head;
 
-/* The connection's first bytes are the HTTP/2 preface: the socket (and
+/* The connection's first bytes are the HTTP/2 preface, or TLS settled on
+ * ALPN h2: the socket (its transport, moved from *tp, NULL for plain, and
  * what was read from it) goes to an HTTP/2 connection. */
-void server_h2_adopt(struct server *s, int fd, const char *peer_ip, int peer_port,
-                     struct evbuffer *preread);
+struct transport;
+void server_h2_adopt(struct server *s, int fd, struct transport *tp, const char *peer_ip,
+                     int peer_port, struct evbuffer *preread);
 /* An HTTP/1.1 request asked for h2c (body-less, HTTP2-Settings given). */
 void server_h2_upgrade(struct server *s, int fd, const char *peer_ip, int peer_port,
                        struct evbuffer *preread, struct http_head *head, const char *settings,

@@ -35,6 +35,7 @@ static const char R_PEER_REFUSED[] = "the peer refused our certificate";
 static const char R_NO_PEER_CERT[] = "the peer sent no certificate (one is required)";
 static const char R_CERT_REQUIRED[] = "the peer requires a client certificate";
 static const char R_CLOSED[] = "connection closed during the TLS handshake";
+static const char R_NOT_TLS[] = "the peer does not speak TLS (wrong version number)";
 static const char R_FAILED[] = "TLS handshake failed";
 
 /* Knative's minimum for both the 8112 listeners and the activator's client. */
@@ -244,6 +245,7 @@ static const char *verify_reason(long v)
     case X509_V_ERR_CERT_UNTRUSTED:
         return R_UNTRUSTED;
     case X509_V_ERR_HOSTNAME_MISMATCH:
+    case X509_V_ERR_IP_ADDRESS_MISMATCH:
         return R_NAME;
     default:
         return R_REJECTED;
@@ -269,8 +271,11 @@ static const char *classify(SSL *ssl, int err)
         case SSL_R_UNSUPPORTED_PROTOCOL:
         case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
         case SSL_R_NO_PROTOCOLS_AVAILABLE:
-        case SSL_R_WRONG_VERSION_NUMBER:
             why = R_VERSION;
+            break;
+        case SSL_R_WRONG_VERSION_NUMBER: /* a record header that is not TLS at all */
+        case SSL_R_HTTP_REQUEST:
+            why = R_NOT_TLS;
             break;
         case SSL_R_NO_APPLICATION_PROTOCOL:
         case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
@@ -386,6 +391,8 @@ static char *read_file(const char *path, size_t max, size_t *len, const char **w
 struct tls_ctx_server {
     SSL_CTX *ctx; /* current; SSLs made from older ones hold their own reference */
     char *cert_file, *key_file, *ciphers, *groups, *client_ca_file;
+    char *pem[2]; /* the pair as bytes (cert_pem/key_pem), else NULL: the files */
+    size_t pem_len[2];
     enum tls_client_auth client_auth;
     int min_version, max_version;
     size_t max_pem_bytes;
@@ -639,6 +646,18 @@ static bool server_load(struct tls_ctx_server *s, unsigned char hash[32], SSL_CT
     bool ok = true;
     *ctx = NULL;
     for (int i = 0; i < n && ok; i++) {
+        if (i < 2 && s->pem[i]) {
+            data[i] = malloc(s->pem_len[i] + 1);
+            if (data[i]) {
+                memcpy(data[i], s->pem[i], s->pem_len[i]);
+                data[i][s->pem_len[i]] = 0;
+                len[i] = s->pem_len[i];
+            }
+            ok = data[i] != NULL;
+            if (!ok)
+                *why = "out of memory";
+            continue;
+        }
         data[i] = path[i] ? read_file(path[i], s->max_pem_bytes, &len[i], why, cannot[i], large[i])
                           : NULL;
         if (!data[i] && !path[i])
@@ -680,6 +699,16 @@ struct tls_ctx_server *tls_ctx_server_new(const struct tls_ctx_server_opts *o, c
     s->max_pem_bytes = o && o->max_pem_bytes
                            ? o->max_pem_bytes
                            : env_size("COLDBREW_TLS_MAX_PEM_BYTES", TLS_CTX_MAX_PEM_BYTES);
+    if (o && o->cert_pem && o->key_pem) {
+        s->pem[0] = malloc(o->cert_pem_len + 1);
+        s->pem[1] = malloc(o->key_pem_len + 1);
+        if (s->pem[0] && s->pem[1]) {
+            memcpy(s->pem[0], o->cert_pem, o->cert_pem_len);
+            memcpy(s->pem[1], o->key_pem, o->key_pem_len);
+            s->pem_len[0] = o->cert_pem_len;
+            s->pem_len[1] = o->key_pem_len;
+        }
+    }
     unsigned char hash[32];
     SSL_CTX *ctx = NULL;
     if (!s->cert_file || !s->key_file || !server_load(s, hash, &ctx, false, &w)) {
@@ -728,6 +757,29 @@ SSL_CTX *tls_ctx_server_ctx(struct tls_ctx_server *s)
 unsigned tls_ctx_server_generation(const struct tls_ctx_server *s)
 {
     return s->generation;
+}
+
+enum tls_ctx_reload tls_ctx_server_set_pem(struct tls_ctx_server *s, const char *crt, size_t clen,
+                                           const char *key, size_t klen, const char **why)
+{
+    const char *src[2] = {crt, key};
+    size_t len[2] = {clen, klen};
+    for (int i = 0; i < 2; i++) {
+        char *b = malloc(len[i] + 1);
+        if (!b) {
+            if (why)
+                *why = "out of memory";
+            return TLS_CTX_RELOAD_KEPT;
+        }
+        memcpy(b, src[i], len[i]);
+        if (s->pem[i]) {
+            OPENSSL_cleanse(s->pem[i], s->pem_len[i]);
+            free(s->pem[i]);
+        }
+        s->pem[i] = b;
+        s->pem_len[i] = len[i];
+    }
+    return tls_ctx_server_reload(s, why);
 }
 
 enum tls_ctx_reload tls_ctx_server_reload(struct tls_ctx_server *s, const char **why)
@@ -818,12 +870,47 @@ void tls_ctx_server_free(struct tls_ctx_server *s)
     if (s->timer)
         event_free(s->timer);
     SSL_CTX_free(s->ctx);
+    for (int i = 0; i < 2; i++)
+        if (s->pem[i]) {
+            OPENSSL_cleanse(s->pem[i], s->pem_len[i]);
+            free(s->pem[i]);
+        }
     free(s->cert_file);
     free(s->key_file);
     free(s->ciphers);
     free(s->groups);
     free(s->client_ca_file);
     free(s);
+}
+
+struct tls_ctx_server *tls_ctx_metrics_from_env(struct event_base *base, bool *configured,
+                                                char *err, size_t cap)
+{
+    const char *pc = getenv("METRICS_PROMETHEUS_TLS_CERT");
+    const char *pk = getenv("METRICS_PROMETHEUS_TLS_KEY");
+    *configured = pc && *pc && pk && *pk;
+    if (!*configured)
+        return NULL;
+    static struct tls_ctx_env store;
+    struct tls_ctx_server_opts o = {.cert_file = pc, .key_file = pk};
+    if (!tls_ctx_opts_from_env("METRICS_PROMETHEUS_", &o, &store, err, cap))
+        return NULL;
+    const char *ca = getenv("METRICS_PROMETHEUS_TLS_CLIENT_AUTH");
+    if (!tls_ctx_parse_client_auth(ca ? ca : "", &o.client_auth)) {
+        snprintf(err, cap, "METRICS_PROMETHEUS_TLS_CLIENT_AUTH=%s: want none, optional or require",
+                 ca);
+        return NULL;
+    }
+    const char *caf = getenv("METRICS_PROMETHEUS_TLS_CLIENT_CA_FILE");
+    o.client_ca_file = caf && *caf ? caf : NULL;
+    const char *why = NULL;
+    struct tls_ctx_server *s = tls_ctx_server_new(&o, &why);
+    if (!s) {
+        snprintf(err, cap, "METRICS_PROMETHEUS_TLS_CERT %s: %s", pc, why ? why : "refused");
+        return NULL;
+    }
+    tls_ctx_server_watch(s, base, 0);
+    return s;
 }
 
 /* ---------------------------------------------------------------- client */

@@ -116,6 +116,11 @@ struct tls_ctx_server_opts {
         TLS_CLIENT_AUTH_REQUIRE,  /* "require": RequireAndVerifyClientCert */
     } client_auth;
     const char *client_ca_file; /* required unless client_auth is NONE */
+    /* The pair as bytes instead of files (the activator's, from the routing
+     * secret: its image has a read-only root and nowhere to write files).
+     * Both set: the file names are only labels for logs. */
+    const char *cert_pem, *key_pem;
+    size_t cert_pem_len, key_pem_len;
 };
 
 /* Knative's values for METRICS_PROMETHEUS_TLS_CLIENT_AUTH: "", "none",
@@ -138,6 +143,10 @@ enum tls_ctx_reload {
     TLS_CTX_RELOAD_SWAPPED,   /* new context in place for new connections */
     TLS_CTX_RELOAD_KEPT,      /* new bytes refused; *why says why; old context kept */
 };
+/* A server made from bytes (cert_pem/key_pem): new bytes, then a reload
+ * with the same rules as a file change (kept when they are no valid pair). */
+enum tls_ctx_reload tls_ctx_server_set_pem(struct tls_ctx_server *s, const char *crt, size_t clen,
+                                           const char *key, size_t klen, const char **why);
 /* Re-reads the files now (what the timer calls). */
 enum tls_ctx_reload tls_ctx_server_reload(struct tls_ctx_server *s, const char **why);
 /* How many contexts were swapped in since creation (for logs and tests). */
@@ -149,6 +158,14 @@ bool tls_ctx_server_watch(struct tls_ctx_server *s, struct event_base *base, uns
 /* Stops the timer and drops the module's reference to the context;
  * connections still open keep theirs. */
 void tls_ctx_server_free(struct tls_ctx_server *s);
+
+/* METRICS_PROMETHEUS_TLS_CERT / _KEY (both set: TLS on the Prometheus
+ * port), _CLIENT_AUTH, _CLIENT_CA_FILE and METRICS_PROMETHEUS_TLS_MIN_VERSION
+ * etc., as Knative's observability config reads them: a server watched on
+ * `base`. NULL with *configured false when the variables ask for no TLS;
+ * NULL with *configured true and *err when they are wrong. */
+struct tls_ctx_server *tls_ctx_metrics_from_env(struct event_base *base, bool *configured,
+                                                char *err, size_t cap);
 
 /* ---------------------------------------------------------------- client */
 

@@ -29,12 +29,12 @@ void upconn_want_write(struct upconn *uc, bool on)
 
 enum io_status upconn_read(struct upconn *uc)
 {
-    return uc->up->tls ? uc->up->tls->read(uc) : io_read(uc->in, uc->fd);
+    return transport_read(&uc->tp, uc->in, uc->fd);
 }
 
 enum io_status upconn_write(struct upconn *uc)
 {
-    return uc->up->tls ? uc->up->tls->write(uc) : io_write(uc->out, uc->fd);
+    return transport_write(&uc->tp, uc->out, uc->fd);
 }
 
 /* ---------------------------------------------------------------- settings */
@@ -268,25 +268,36 @@ static void connect_step(struct upconn *uc)
         }
         uc->connecting = false;
         if (uc->up->tls) {
-            if (!uc->up->tls->start(uc)) {
+            void *ssl = uc->up->tls->new_session(uc->up->tls, uc->up, uc->fd, false);
+            if (!ssl) {
                 connect_failed(uc, ENOMEM);
                 return;
             }
+            transport_tls_attach(&uc->tp, ssl);
             uc->handshaking = true;
         }
     }
     if (uc->handshaking) {
-        int r = uc->up->tls->handshake(uc);
+        const char *why = NULL;
+        int r = transport_handshake(&uc->tp, &why);
         if (r < 0) {
+            /* Wrong SAN, expired, untrusted, no shared version: nothing is sent to it. */
+            uc->up->tls_failures++;
+            uc->up->tls_last_why = why ? why : "TLS handshake failed";
+            log_warn("tls: handshake failed with %s: %s", uc->up->addr.text, why ? why : "failed");
             connect_failed(uc, EPROTO);
             return;
         }
         if (r == 0) {
-            io_arm(&uc->rev, &uc->reading, !uc->tls_want_write);
-            io_arm(&uc->wev, &uc->writing, uc->tls_want_write);
+            io_arm(&uc->rev, &uc->reading, !uc->tp.want_write);
+            io_arm(&uc->wev, &uc->writing, uc->tp.want_write);
             return;
         }
         uc->handshaking = false;
+        if (transport_resumed(&uc->tp))
+            uc->up->tls_resumed++;
+        else
+            uc->up->tls_full++;
     }
     connect_usable(uc);
 }
@@ -304,6 +315,15 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     /* An idle pooled connection has nothing to say: EOF or stray bytes both end it. */
+    if (transport_is_tls(&uc->tp)) {
+        /* ...but TLS 1.3 peers send session tickets after the handshake:
+         * read them (OpenSSL keeps them); only application bytes or EOF end it. */
+        enum io_status st = transport_read(&uc->tp, uc->in, uc->fd);
+        if (st == IO_AGAIN && !evbuffer_get_length(uc->in))
+            return;
+        upconn_close(uc);
+        return;
+    }
     char b[64];
     ssize_t r = read(uc->fd, b, sizeof b);
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
@@ -441,8 +461,7 @@ void upconn_close(struct upconn *uc)
     event_del(&uc->rev);
     event_del(&uc->wev);
     event_del(&uc->tev);
-    if (uc->tls_session)
-        u->tls->end(uc);
+    transport_free(&uc->tp);
     close(uc->fd);
     uc->fd = -1;
     u->nconns--;

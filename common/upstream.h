@@ -55,6 +55,7 @@
 #include "h1_parser.h"
 #include "io.h"
 #include "net.h"
+#include "transport.h"
 
 struct upconn;
 struct upstream_tls;
@@ -95,9 +96,14 @@ struct upstream {
     bool capped_logged; /* a cap was hit during this queue episode */
     struct event kick;  /* deferred: start connects for waiters */
     bool kick_armed;
-    struct upstream_tls *tls; /* NULL: plain TCP (see tls.h) */
-    struct h2_pool *h2;       /* HTTP/2 streams to the same destination, made on first use
-                                 (proxy_h2.c); freed with upstream_release_h2() */
+    struct upstream_tls *tls;   /* NULL: plain TCP (see tls.h) */
+    char tls_ns[64];            /* data-plane TLS: the namespace whose SAN the peer carries */
+    unsigned long tls_failures; /* handshakes that failed (logged each time) */
+    const char *tls_last_why;   /* the last failure's reason (static), for an error body */
+    unsigned long tls_full, tls_resumed; /* handshakes done, with a full exchange or resumed */
+    struct h2_pool *h2; /* HTTP/2 streams to the same destination, made on first use
+                           (proxy_h2.c, or with TLS by its owner: h2_pool_set_tls); freed
+                           with upstream_release_h2() */
 };
 
 struct upconn {
@@ -116,9 +122,9 @@ struct upconn {
     const struct upconn_ops *ops;
     void *owner; /* the holder's object (a proxy exchange, an http_call) */
     bool connecting, reused, reading, writing, eof, dead, idle;
-    bool got_bytes;    /* any byte arrived since the holder took it */
-    void *tls_session; /* SSL, when the pool is TLS */
-    bool handshaking, tls_want_write;
+    bool got_bytes;      /* any byte arrived since the holder took it */
+    struct transport tp; /* plain, or TLS when the pool is */
+    bool handshaking;
 };
 
 /* host must be an IP literal. max_idle 0 means 1000 (Knative's default for

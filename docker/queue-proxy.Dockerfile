@@ -29,7 +29,7 @@ RUN make build/bin/queue-proxy && strip build/bin/queue-proxy
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libevent-core-2.1-7 libjansson4 libjemalloc2 libnghttp2-14 libprotobuf-c1 libstdc++6 \
+      libevent-core-2.1-7 libjansson4 libjemalloc2 libnghttp2-14 libprotobuf-c1 libssl3 libstdc++6 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/bin/queue-proxy /ko-app/queue-proxy
 LABEL org.opencontainers.image.title="coldbrew-queue-proxy" \

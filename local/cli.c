@@ -162,6 +162,12 @@ static void render(FILE *f, json_t *st)
 {
     size_t i, j, k;
     json_t *s, *r, *pod;
+    json_t *tls = json_object_get(st, "internal_tls");
+    if (tls)
+        fprintf(f, "INTERNAL TLS %s\n",
+                json_is_true(json_object_get(tls, "enabled"))
+                    ? "on (activator -> pods over TLS 1.3, local CA)"
+                    : "off");
     json_array_foreach(json_object_get(st, "services"), i, s)
     {
         fprintf(f, "SERVICE %s/%s  %s\n", json_string_value(json_object_get(s, "namespace")),

@@ -28,6 +28,7 @@
 #include "../common/log.h"
 #include "../common/loop.h"
 #include "cli.h"
+#include "certs.h"
 #include "platform.h"
 
 #define ACTIVATOR_START_SECONDS 15.0 /* the activator must listen within this */
@@ -76,14 +77,26 @@ bool platform_config_load(struct platform_config *c, char *err, size_t cap)
     char *slash = strrchr(bin, '/');
     *slash = 0;
     c->bin_dir = bin;
+    c->internal_tls = env_bool("COLDBREW_INTERNAL_TLS", false);
+    snprintf(c->tls_dir, sizeof c->tls_dir, "%.590s/tls", home);
     return true;
+}
+
+/* Internal TLS: the local CA (made or renewed now), under tls_dir/ca. */
+static bool tls_setup(struct platform_config *c, char *err, size_t cap)
+{
+    char ca[700];
+    mkdir(c->tls_dir, 0700);
+    snprintf(ca, sizeof ca, "%s/ca", c->tls_dir);
+    mkdir(ca, 0700);
+    return certs_ensure_ca(ca, NULL, NULL, err, cap);
 }
 
 /* ---------------------------------------------------------------- the activator */
 
 static bool start_activator(struct platform *p, char *err, size_t cap)
 {
-    char v[16][320];
+    char v[17][1100];
     int n = 0;
 #define SETV(...) snprintf(v[n++], sizeof v[0], __VA_ARGS__)
     SETV("PATH=%s", env_str("PATH", "/usr/bin:/bin"));
@@ -102,6 +115,16 @@ static bool start_activator(struct platform *p, char *err, size_t cap)
      * machine a cold start is milliseconds, and this is most of them. */
     SETV("PROBE_FREQUENCY=2ms");
     SETV("ACTIVATOR_DRAIN_SECONDS=0");
+    if (p->cfg.internal_tls) {
+        /* activator -> pod over TLS, trusting the local CA (and the previous
+         * one while it is valid: a CA renewal never strands a pod). */
+        SETV("COLDBREW_SYSTEM_INTERNAL_TLS=enabled");
+        char ca[700], trust[2][512];
+        snprintf(ca, sizeof ca, "%s/ca", p->cfg.tls_dir);
+        size_t nt = certs_trust_files(ca, trust, 2);
+        SETV("COLDBREW_TLS_TRUST_FILES=%s%s%s", nt > 0 ? trust[0] : "", nt > 1 ? "," : "",
+             nt > 1 ? trust[1] : "");
+    }
 #undef SETV
     char *envp[17];
     for (int i = 0; i < n; i++)
@@ -273,6 +296,13 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
     mkdir(cfg.home, 0755);
+    if (manifest_internal_tls)
+        cfg.internal_tls = true;
+    if (cfg.internal_tls && !tls_setup(&cfg, err, sizeof err)) {
+        fprintf(stderr, "coldbrew: internal TLS: %s\n", err);
+        rc = 1;
+        goto out;
+    }
     char logp[PATH_MAX + 32];
     snprintf(logp, sizeof logp, "%s/coldbrew.log", cfg.home);
     logfd = proc_open_log(logp);

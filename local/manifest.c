@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 #include "../common/err.h"
@@ -313,6 +314,22 @@ static bool check_service(const struct ctx *c, json_t *d, struct svc_doc *out)
     return true;
 }
 
+bool manifest_internal_tls;
+
+/* Knative's config-network ConfigMap (knative-serving, or no namespace):
+ * only system-internal-tls is read here; true when the document is one. */
+static bool config_network(json_t *d)
+{
+    const char *kind = json_string_value(json_object_get(d, "kind"));
+    const char *name = json_string_value(at(d, "metadata.name"));
+    if (!kind || strcmp(kind, "ConfigMap") || !name || strcmp(name, "config-network"))
+        return false;
+    const char *v = json_string_value(at(d, "data.system-internal-tls"));
+    if (v && !strcasecmp(v, "enabled"))
+        manifest_internal_tls = true;
+    return true;
+}
+
 bool manifest_load(const char *const *files, size_t nfiles, struct svc_doc **out, size_t *nout,
                    char *err, size_t cap)
 {
@@ -346,12 +363,14 @@ bool manifest_load(const char *const *files, size_t nfiles, struct svc_doc **out
             goto bad;
         bool ok = true;
         for (int i = 0; i < k; i++) {
-            struct svc_doc *more = ok ? realloc(docs, (n + 1) * sizeof *docs) : NULL;
-            if (ok && !more) {
+            /* config-network (system-internal-tls) is read, and is not a service. */
+            bool service = ok && !config_network(jd[i]);
+            struct svc_doc *more = service ? realloc(docs, (n + 1) * sizeof *docs) : NULL;
+            if (service && !more) {
                 snprintf(err, cap, "%s: %s", files[f], coldbrew_err_no_memory);
                 ok = false;
             }
-            if (ok) {
+            if (service && ok) {
                 docs = more;
                 memset(&docs[n], 0, sizeof docs[n]);
                 struct ctx c = {files[f], jl[i], err, cap};

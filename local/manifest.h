@@ -39,6 +39,10 @@ struct svc_doc {
 bool manifest_load(const char *const *files, size_t nfiles, struct svc_doc **out, size_t *n,
                    char *err, size_t cap);
 void manifest_free(struct svc_doc *docs, size_t n);
+/* A manifest loaded so far carried Knative's config-network ConfigMap with
+ * system-internal-tls: enabled (read by `coldbrew run` at start, like
+ * COLDBREW_INTERNAL_TLS=true). Such a document is not a service. */
+extern bool manifest_internal_tls;
 /* The line of a field of the document (or of its nearest parent that has one). */
 int manifest_line(const struct svc_doc *d, const char *path);
 

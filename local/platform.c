@@ -150,6 +150,9 @@ void revision_publish_endpoints(struct revision_l *r)
                                  "Pod", "name", pod->name, "namespace", r->svc->ns);
         json_t *ports = json_pack("[{s:s,s:i,s:s}]", "name", port_name(r), "port", pod->qp_port,
                                   "protocol", "TCP");
+        if (pod->tls_port > 0) /* internal TLS: where the activator reaches the pod */
+            json_array_append_new(ports, json_pack("{s:s,s:i,s:s}", "name", "https", "port",
+                                                   pod->tls_port, "protocol", "TCP"));
         json_array_append_new(subsets,
                               json_pack("{s:o,s:o}",
                                         pod->phase == POD_READY ? "addresses" : "notReadyAddresses",
@@ -749,11 +752,12 @@ json_t *platform_status_json(struct platform *p)
             for (struct pod *pod = r->pods; pod; pod = pod->next)
                 json_array_append_new(
                     pods,
-                    json_pack("{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:i,s:f,s:s}", "name", pod->name,
+                    json_pack("{s:s,s:s,s:b,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:s}", "name", pod->name,
                               "phase", phase_name(pod->phase), "reserved", pod->reserved,
                               "user_pid", (int)pod->user_pid, "qp_pid", (int)pod->qp_pid, "port",
-                              pod->qp_port, "user_port", pod->user_port, "prometheus_port",
-                              pod->prom_port, "age", now - pod->started, "log", pod->log_path));
+                              pod->qp_port, "tls_port", pod->tls_port, "user_port", pod->user_port,
+                              "prometheus_port", pod->prom_port, "age", now - pod->started, "log",
+                              pod->log_path));
             json_array_append_new(
                 revs, json_pack("{s:s,s:i,s:s,s:i,s:i,s:b,s:f,s:f,s:f,s:s,s:o}", "name", r->name,
                                 "generation", r->generation, "ready",
@@ -776,8 +780,13 @@ json_t *platform_status_json(struct platform *p)
                                               "namespace", s->ns, "url", url, "file", s->file,
                                               "traffic", traffic, "revisions", revs));
     }
-    return json_pack("{s:s,s:s,s:i,s:s,s:o}", "home", p->cfg.home, "domain", p->cfg.domain, "port",
-                     p->cfg.port, "activator_log", p->activator_log, "services", svcs);
+    char ca[700];
+    snprintf(ca, sizeof ca, "%s/ca/ca.crt", p->cfg.tls_dir);
+    json_t *tls = p->cfg.internal_tls ? json_pack("{s:b,s:s}", "enabled", 1, "ca", ca)
+                                      : json_pack("{s:b}", "enabled", 0);
+    return json_pack("{s:s,s:s,s:i,s:s,s:o,s:o}", "home", p->cfg.home, "domain", p->cfg.domain,
+                     "port", p->cfg.port, "activator_log", p->activator_log, "internal_tls", tls,
+                     "services", svcs);
 }
 
 void platform_control(struct request *req, void *arg)

@@ -44,6 +44,10 @@ struct platform_config {
     double pod_drain;     /* COLDBREW_POD_DRAIN_SECONDS: queue-proxy quiet period, 1 */
     int port_lo, port_hi; /* COLDBREW_PORT_RANGE: pods' ports, "10000-19999" */
     const char *bin_dir;  /* where queue-proxy, activator (and coffee) are */
+    bool internal_tls;    /* COLDBREW_INTERNAL_TLS=true, or config-network's system-internal-tls
+                             in a manifest: a local CA, per-namespace certificates, the
+                             activator -> pod hop over TLS */
+    char tls_dir[600];    /* $COLDBREW_HOME/tls: ca/ and one directory per namespace */
 };
 
 bool platform_config_load(struct platform_config *c, char *err, size_t cap);
@@ -79,6 +83,7 @@ struct pod {
     bool reserved;          /* the reserved instance (nice 19) */
     pid_t user_pid, qp_pid; /* 0 once reaped */
     int user_port, qp_port, admin_port, stat_port, prom_port;
+    int tls_port;           /* the queue-proxy's QUEUE_SERVING_TLS_PORT (internal TLS) */
     uint64_t spawn_wall_us; /* when it was forked, for cold-start accounting */
     double started;         /* monotonic seconds */
     struct upstream qp_up, admin_up;

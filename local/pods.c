@@ -40,6 +40,7 @@
 #include "../common/clock.h"
 #include "../common/err.h"
 #include "../common/log.h"
+#include "certs.h"
 #include "platform.h"
 
 #define POD_PROBE_RETRY    0.002 /* s between probes while the queue-proxy is not listening */
@@ -310,7 +311,15 @@ static void qp_env(struct pod *pod, struct envb *e)
     env_add(e, "SERVING_POD", pod->name);
     env_add(e, "SERVING_POD_IP", "127.0.0.1");
     env_addi(e, "QUEUE_SERVING_PORT", pod->qp_port);
-    env_add(e, "QUEUE_SERVING_TLS_PORT", "8112"); /* required; TLS is not served yet */
+    if (pod->tls_port) {
+        /* Internal TLS: the namespace's certificate, served on its own port. */
+        env_addi(e, "QUEUE_SERVING_TLS_PORT", pod->tls_port);
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/ns/%s", p->cfg.tls_dir, r->svc->ns);
+        env_add(e, "COLDBREW_CERTS_DIR", dir);
+    } else {
+        env_add(e, "QUEUE_SERVING_TLS_PORT", "8112"); /* required; no certificates: not served */
+    }
     env_addi(e, "USER_PORT", pod->user_port);
     env_addi(e, "CONTAINER_CONCURRENCY", r->set.cc);
     env_addi(e, "REVISION_TIMEOUT_SECONDS", r->set.timeout);
@@ -409,6 +418,23 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
             free(pod);
             return NULL;
         }
+    if (p->cfg.internal_tls) {
+        /* The namespace's certificate (SANs kn-user-<ns>, data-plane.knative.dev),
+         * issued or renewed by the local CA before the queue-proxy reads it. */
+        char ca[700], dir[700];
+        snprintf(ca, sizeof ca, "%s/ca", p->cfg.tls_dir);
+        snprintf(dir, sizeof dir, "%s/ns", p->cfg.tls_dir);
+        mkdir(dir, 0700);
+        snprintf(dir, sizeof dir, "%s/ns/%s", p->cfg.tls_dir, r->svc->ns);
+        mkdir(dir, 0700);
+        if ((pod->tls_port = platform_free_port(p)) < 0 ||
+            !certs_ensure_pod(ca, dir, r->svc->ns, NULL, err, cap)) {
+            if (pod->tls_port < 0)
+                snprintf(err, cap, "no free port in COLDBREW_PORT_RANGE");
+            free(pod);
+            return NULL;
+        }
+    }
     snprintf(pod->log_path, sizeof pod->log_path, "%s/logs/%s/%s/%s.log", p->cfg.home, r->svc->ns,
              r->name, pod->name);
     char qlog[560];

@@ -185,6 +185,10 @@ static unsigned open_tunnels(void)
     LIST_FOREACH(c, &qp->main_srv->conns, link)
     if (c->req.state != REQ_IDLE && c->req.upgraded)
         n++;
+    if (qp->tls_srv)
+        LIST_FOREACH(c, &qp->tls_srv->conns, link)
+    if (c->req.state != REQ_IDLE && c->req.upgraded)
+        n++;
     return n;
 }
 
@@ -196,7 +200,7 @@ void qp_check_exit(void)
     double since = (double)(clock_now_ns() - qp->drained_ns) / 1e9;
     /* Lingering connections (answered, the client still sending) end within
      * COLDBREW_LINGERING_TIME_SECONDS: waiting for them lets their answers land. */
-    bool lingering = server_lingering(qp->main_srv) > 0;
+    bool lingering = server_lingering(qp->main_srv) + server_lingering(qp->tls_srv) > 0;
     if ((qp->in_flight == 0 && !lingering) ||
         (qp->in_flight == tunnels && since >= qp->cfg.hijack_drain_seconds)) {
         log_info("Shutdown complete, exiting...");
@@ -225,8 +229,8 @@ static void on_quiet_over(evutil_socket_t fd, short what, void *arg)
     qp->drained_ns = clock_now_ns();
     while (drain_waiters)
         waiter_answer(drain_waiters);
-    struct server *all[] = {qp->main_srv, qp->admin_srv, qp->stat_srv, qp->prom_srv};
-    for (unsigned i = 0; i < 4; i++)
+    struct server *all[] = {qp->main_srv, qp->admin_srv, qp->stat_srv, qp->prom_srv, qp->tls_srv};
+    for (unsigned i = 0; i < 5; i++)
         if (all[i]) {
             server_stop_accepting(all[i]);
             server_close_idle(all[i]);

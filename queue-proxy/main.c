@@ -13,7 +13,9 @@
 #include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/loop.h"
+#include "../common/env.h"
 #include "../common/statpb.h"
+#include "../common/tls_ctx.h"
 #include "qp.h"
 
 #ifdef COLDBREW_JEMALLOC
@@ -108,6 +110,58 @@ static void make_labels(void)
              ns, svc, cfgn, rev, pod);
 }
 
+static bool file_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* QUEUE_SERVING_TLS_PORT (Knative §2): only when both files exist; the
+ * same handler as the plain port, which stays up. The certificate is
+ * re-read every minute (COLDBREW_TLS_RELOAD_INTERVAL) and swapped when its
+ * bytes change; connections already open keep theirs. */
+static void start_tls(void)
+{
+    const char *dir = env_str("COLDBREW_CERTS_DIR", "/var/lib/knative/certs");
+    static char crt[512], key[512];
+    snprintf(crt, sizeof crt, "%s/tls.crt", dir);
+    snprintf(key, sizeof key, "%s/tls.key", dir);
+    if (qp->cfg.tls_port && file_exists(crt) && file_exists(key)) {
+        static struct tls_ctx_env envstore;
+        struct tls_ctx_server_opts o = {.cert_file = crt, .key_file = key};
+        char err[256];
+        if (!tls_ctx_opts_from_env("QUEUE_PROXY_", &o, &envstore, err, sizeof err)) {
+            log_error("TLS settings: %s", err);
+            exit(1);
+        }
+        const char *why = NULL;
+        qp->tls = tls_ctx_server_new(&o, &why);
+        if (!qp->tls) {
+            log_error("TLS on port %d: %s: %s", qp->cfg.tls_port, crt, why);
+            exit(1);
+        }
+        tls_ctx_server_watch(qp->tls, qp->base, 0);
+        qp->tls_srv = open_or_die("tls", qp->cfg.tls_port, qp_on_request);
+        server_set_tls(qp->tls_srv, qp->tls);
+        log_info("serving TLS on :%d (HTTP/1.1 and h2 by ALPN)", qp->cfg.tls_port);
+    } else if (qp->cfg.tls_port) {
+        log_debug("no %s and %s: no TLS listener on %d", crt, key, qp->cfg.tls_port);
+    }
+    /* METRICS_PROMETHEUS_TLS_CERT/_KEY: the Prometheus port over TLS. */
+    if (qp->prom_srv) {
+        bool configured = false;
+        char err[512] = "";
+        qp->prom_tls = tls_ctx_metrics_from_env(qp->base, &configured, err, sizeof err);
+        if (configured && !qp->prom_tls) {
+            log_error("%s", err);
+            exit(1);
+        }
+        if (qp->prom_tls) {
+            server_set_tls(qp->prom_srv, qp->prom_tls);
+            log_info("prometheus metrics over TLS on :%d", qp->cfg.prometheus_port);
+        }
+    }
+}
+
 int main(void)
 {
     char err[1200];
@@ -161,9 +215,7 @@ int main(void)
     qp->stat_srv = open_or_die("metrics", qp->cfg.stat_port, qp_stat_request);
     if (qp->cfg.prometheus_enabled)
         qp->prom_srv = open_or_die("prometheus", qp->cfg.prometheus_port, qp_prom_request);
-    if (qp->cfg.tls_port)
-        log_info("TLS on port %d is not implemented yet; serving plain HTTP only",
-                 qp->cfg.tls_port);
+    start_tls();
 
     struct event *tick = event_new(qp->base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval one = {1, 0};
@@ -193,6 +245,9 @@ int main(void)
     server_free(qp->admin_srv);
     server_free(qp->stat_srv);
     server_free(qp->prom_srv);
+    server_free(qp->tls_srv);
+    tls_ctx_server_free(qp->tls);
+    tls_ctx_server_free(qp->prom_tls);
     upstream_release_h2(&qp->user);
     loop_flush_deferred();
     upstream_close_idle(&qp->user);

@@ -22,11 +22,15 @@
 #include "config.h"
 #include "readiness.h"
 
+struct tls_ctx_server;
+
 struct qp {
     struct qp_config cfg;
     struct event_base *base;
     struct server_limits lim;
     struct server *main_srv, *admin_srv, *stat_srv, *prom_srv;
+    struct server *tls_srv;                /* QUEUE_SERVING_TLS_PORT, when the certs exist */
+    struct tls_ctx_server *tls, *prom_tls; /* 8112's and the Prometheus port's certificates */
     struct upstream user;
     struct breaker breaker;
     bool has_breaker;

@@ -9,7 +9,10 @@ server cannot run here).
        a version older than the compaction point gets ERROR 410 (Gone)
   collections: /apis/serving.knative.dev/v1/revisions, /api/v1/endpoints,
                /api/v1/services (cluster-wide, as the activator lists them),
-               /apis/networking.internal.knative.dev/v1alpha1/ingresses (COLDBREW_INGRESS)
+               /apis/networking.internal.knative.dev/v1alpha1/ingresses (COLDBREW_INGRESS),
+               /api/v1/secrets, /api/v1/configmaps, and every core collection namespaced
+               as /api/v1/namespaces/NS/<plural> (system-internal-tls: the routing
+               secret and the trust-bundle ConfigMaps of SYSTEM_NAMESPACE)
 
 Test hooks (POST, JSON body):
   /_test/apply   {"kind": "...", "object": {...}}   create or update (new resourceVersion)
@@ -26,7 +29,8 @@ import asyncio, json, sys, urllib.parse
 
 KINDS = {"Revision": "/apis/serving.knative.dev/v1/revisions",
          "Endpoints": "/api/v1/endpoints", "Service": "/api/v1/services",
-         "Ingress": "/apis/networking.internal.knative.dev/v1alpha1/ingresses"}
+         "Ingress": "/apis/networking.internal.knative.dev/v1alpha1/ingresses",
+         "Secret": "/api/v1/secrets", "ConfigMap": "/api/v1/configmaps"}
 STATE = {"rv": 100, "compacted": 0, "objects": {}, "events": [], "watchers": set(),
          "lists": 0, "watches": 0}
 ARGS = sys.argv[1:]
@@ -40,7 +44,9 @@ def key(o):
     return (m.get("namespace", ""), m["name"])
 
 
-def matches(obj, selector):
+def matches(obj, selector, ns=None):
+    if ns is not None and obj["metadata"].get("namespace", "") != ns:
+        return False
     if not selector:
         return True
     labels = obj["metadata"].get("labels", {})
@@ -87,16 +93,20 @@ async def handle(reader, writer):
             if TOKEN and hdrs.get("authorization") != "Bearer " + TOKEN:
                 await respond(writer, 401, {"kind": "Status", "code": 401, "message": "Unauthorized"})
                 continue
-            kind = next((k for k, p in KINDS.items() if p == url.path), None)
+            path, ns = url.path, None
+            parts = path.split("/")
+            if len(parts) == 6 and parts[1:4] == ["api", "v1", "namespaces"]:
+                path, ns = "/api/v1/" + parts[5], parts[4]  # a namespaced core collection
+            kind = next((k for k, p in KINDS.items() if p == path), None)
             if not kind:
                 await respond(writer, 404, {"kind": "Status", "code": 404, "message": "not found"})
                 continue
             sel = q.get("labelSelector")
             if q.get("watch") in ("1", "true"):
-                await watch(writer, kind, sel, int(q.get("resourceVersion") or 0))
+                await watch(writer, kind, sel, int(q.get("resourceVersion") or 0), ns)
                 return
             STATE["lists"] += 1
-            items = sorted((o for (k, _), o in STATE["objects"].items() if k == kind and matches(o, sel)),
+            items = sorted((o for (k, _), o in STATE["objects"].items() if k == kind and matches(o, sel, ns)),
                            key=lambda o: key(o))
             start = int(q.get("continue") or 0)
             limit = min(int(q.get("limit") or PAGE), PAGE)
@@ -111,7 +121,7 @@ async def handle(reader, writer):
         writer.close()
 
 
-async def watch(writer, kind, sel, since):
+async def watch(writer, kind, sel, since, ns=None):
     STATE["watches"] += 1
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
 
@@ -143,7 +153,7 @@ async def watch(writer, kind, sel, since):
                 await writer.drain()
                 continue
             rv, k, typ, obj = ev
-            if k != kind or not matches(obj, sel):
+            if k != kind or not matches(obj, sel, ns):
                 continue
             chunk(json.dumps({"type": typ, "object": obj}).encode() + b"\n")
             await writer.drain()
