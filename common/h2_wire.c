@@ -89,7 +89,9 @@ static void update_events(struct h2_wire *w)
         wire_done(w, NULL);
         return;
     }
-    io_arm(&w->wev, &w->writing, out_left);
+    /* TLS: a read that had to write (a TLS 1.3 key update answered) goes on
+     * when the socket is writable. */
+    io_arm(&w->wev, &w->writing, out_left || w->tp.want_write);
     /* Read while nghttp2 wants to and our output is not piling up (a peer
      * that does not read its answers is not given more to answer). */
     io_arm(&w->rev, &w->reading,
@@ -187,7 +189,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
-    wire_io(arg, false);
+    struct h2_wire *w = arg;
+    wire_io(w, w->tp.want_write); /* a TLS read that waited for the socket to take its write */
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)

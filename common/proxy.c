@@ -16,6 +16,7 @@
  * Whoever calls a px_* event that can finish returns at once after it: the
  * request's end may start the connection's next request, and the
  * exchange's memory with it. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -197,7 +198,11 @@ void px_errno_text(char *buf, size_t cap, const struct upstream *u, const char *
     snprintf(e, sizeof e, "%s", strerror(err));
     if (e[0] >= 'A' && e[0] <= 'Z')
         e[0] = (char)(e[0] - 'A' + 'a');
-    if (!strcmp(op, "connect"))
+    if (err == EPROTO && u->tls && u->tls_last_why)
+        /* The TLS handshake was refused (wrong SAN, expired, untrusted):
+         * nothing was sent to the pod; say why. */
+        snprintf(buf, cap, "tls: handshake with %s failed: %s", u->addr.text, u->tls_last_why);
+    else if (!strcmp(op, "connect"))
         snprintf(buf, cap, "dial tcp %s: connect: %s", u->addr.text, e);
     else
         snprintf(buf, cap, "%s tcp %s: %s: %s", op, u->addr.text, op, e);

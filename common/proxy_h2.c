@@ -357,8 +357,9 @@ static void back_open(struct proxy_exchange *x)
     }
     struct h2_stream *front = req->h2;
     bool end = front->in_done && !evbuffer_get_length(front->in);
-    struct h2c_stream *up = h2_pool_request(u->h2, llhttp_method_name((llhttp_method_t)h->method),
-                                            "http", auth, path, fields, n, end, &up_ops, x);
+    struct h2c_stream *up =
+        h2_pool_request(u->h2, llhttp_method_name((llhttp_method_t)h->method),
+                        u->tls ? "https" : "http", auth, path, fields, n, end, &up_ops, x);
     if (!up) {
         char msg[200];
         px_errno_text(msg, sizeof msg, u, "connect", errno);

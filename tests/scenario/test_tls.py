@@ -542,8 +542,10 @@ def act_tls_refuses_bad_pod_certificates():
         pod.tls_port = srv.port
         tls_endpoints(k, rev, [pod])
         wait_for(lambda: rev_get(a, rev)[0] != 503, 5, "the pod is probed healthy (plain)")
-        st = rev_get(a, rev)[0]
+        st, _, body = rev_get(a, rev)
         eq(st, 502, "%s: refused" % name)
+        ok(b"tls: handshake with" in body and why.encode() in body,
+           "%s: the 502 says why: %r" % (name, body))
         wait_log(a, why)
         ok(srv.handshakes >= 1, "%s: the activator tried TLS" % name)
         eq(srv.app_bytes, 0, "%s: nothing was sent to the pod" % name)
