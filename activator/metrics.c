@@ -32,6 +32,15 @@ void act_metrics_observe(int status, double seconds)
 static void on_metrics(struct request *req, void *arg)
 {
     (void)arg;
+    if (http_path_is(req->head, "/coldstarts")) {
+        struct evbuffer *b = evbuffer_new();
+        cold_render_json(b);
+        size_t len = evbuffer_get_length(b);
+        request_reply(req, 200, "application/json", (const char *)evbuffer_pullup(b, -1), len,
+                      NULL);
+        evbuffer_free(b);
+        return;
+    }
     if (!http_path_is(req->head, "/metrics")) {
         request_error(req, 404, "404 page not found\n");
         return;
@@ -70,6 +79,7 @@ static void on_metrics(struct request *req, void *arg)
     char labels[160];
     snprintf(labels, sizeof labels, "k8s_pod_name=\"%.120s\"", act->cfg.pod_name);
     metrics_hist_render(&duration, labels, b);
+    cold_render_metrics(b);
     size_t len = evbuffer_get_length(b);
     request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8",
                   (const char *)evbuffer_pullup(b, -1), len, NULL);

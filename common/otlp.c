@@ -1364,6 +1364,45 @@ bool otlp_idle(const struct otlp_exporter *x)
     return !x || (!x->count && !x->tr.in_flight && !x->me.in_flight);
 }
 
+struct drain_poll {
+    struct otlp_exporter *x;
+    uint64_t deadline;
+    struct event ev;
+};
+
+static void on_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct drain_poll *d = arg;
+    if (otlp_idle(d->x) || clock_now_ns() >= d->deadline) {
+        event_base_loopbreak(d->x->base);
+        return;
+    }
+    struct timeval tv = clock_tv(0.005);
+    event_add(&d->ev, &tv);
+}
+
+bool otlp_drain(struct otlp_exporter *x, double max_s)
+{
+    if (!x)
+        return true;
+    otlp_flush(x);
+    if (otlp_idle(x))
+        return true;
+    struct drain_poll d;
+    memset(&d, 0, sizeof d);
+    d.x = x;
+    d.deadline = clock_now_ns() + (uint64_t)(max_s * 1e9);
+    evtimer_assign(&d.ev, x->base, on_drain_poll, &d);
+    struct timeval tv = clock_tv(0.005);
+    event_add(&d.ev, &tv);
+    event_base_dispatch(x->base);
+    event_del(&d.ev);
+    if (!otlp_idle(x))
+        log_warn("otlp: %u spans still queued at exit after %gs; dropped", x->count, max_s);
+    return otlp_idle(x);
+}
+
 void otlp_get_stats(const struct otlp_exporter *x, struct otlp_stats *out)
 {
     *out = x->st;
