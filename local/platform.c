@@ -771,13 +771,15 @@ json_t *platform_status_json(struct platform *p)
             json_object_set_new(rj, "mode",
                                 json_string(r->want > 0 && r->ebc >= 0 ? "Serve" : "Proxy"));
             json_object_set_new(rj, "metric", json_string(r->set.rps ? "rps" : "concurrency"));
+            json_object_set_new(rj, "pod_starts", pod_starts_json(r));
         }
         json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:s,s:o,s:o}", "name", s->name,
                                               "namespace", s->ns, "url", url, "file", s->file,
                                               "traffic", traffic, "revisions", revs));
     }
-    return json_pack("{s:s,s:s,s:i,s:s,s:o}", "home", p->cfg.home, "domain", p->cfg.domain, "port",
-                     p->cfg.port, "activator_log", p->activator_log, "services", svcs);
+    return json_pack("{s:s,s:s,s:i,s:s,s:i,s:o}", "home", p->cfg.home, "domain", p->cfg.domain,
+                     "port", p->cfg.port, "activator_log", p->activator_log,
+                     "activator_metrics_port", p->activator_metrics_port, "services", svcs);
 }
 
 void platform_control(struct request *req, void *arg)

@@ -9,6 +9,7 @@ import harness
 _n = len(harness._tests)
 from test_otlp import Receiver  # noqa: E402
 from test_h2 import H2Origin, curl_h2  # noqa: E402
+from test_local import service_doc  # noqa: E402
 del harness._tests[_n:]  # their tests run from their own files
 
 NS = "default"
@@ -373,6 +374,44 @@ def coldstart_span_tree_through_activator_and_queue_proxy():
     eq(hs["attributes"]["kn.revision.name"], "hello-00001", "revision attribute")
     eq(hs["attributes"]["coldbrew.cold_start"], True, "marked cold")
     ok(by["throttler_try"]["end"] - by["throttler_try"]["start"] >= 250e6, "throttler_try covers the hold")
+
+
+# ---------------------------------------------------------------- the local platform
+
+@test
+def coldstart_local_platform_traced_ledger_in_status():
+    rcv = Receiver()
+    cfg = rcv.config("http/protobuf", 1.0, metrics=False)
+    pl = Platform(service_doc(annotations={"coldbrew.dev/server-timing": "enabled"}),
+                  OBSERVABILITY_CONFIG=cfg, COLDBREW_OTLP_BATCH_MS=50)
+    c = conn(pl.port)
+    c.request("GET", "/", headers={"Host": "coffee.default.localhost",
+                                   "traceparent": "00-%s-%s-01" % (TRACE, PARENT)})
+    r = c.getresponse()
+    r.read()
+    eq(r.status, 200, "cold start answered")
+    t = server_timing(r.getheader("Server-Timing") or "")
+    eq(list(t), PHASES + ["total"], "the annotation turns the ledger header on")
+    ok(abs(sum(t[p][0] for p in PHASES) - t["total"][0]) <= 1.0, "phases add up")
+    print("    local cold start: %s" % r.getheader("Server-Timing"))
+    c.close()
+    by = spans_named(rcv, ["handle", "activator_proxy", "queue", "kn.queueproxy.proxy"])
+    eq(by["queue"]["parent_span_id"], by["activator_proxy"]["span_id"], "one tree across both binaries")
+    eq(by["queue"]["trace_id"], TRACE, "the caller's trace")
+    st = wait_for(lambda: (lambda r: r if r.get("coldstarts") and r.get("pod_starts") else None)(
+        pl.revision("coffee-00001")), 10, "status with the ledger")
+    eq(st["coldstart_count"], 1, "one cold start")
+    cs = st["coldstarts"][0]
+    ok(abs(cs["total_ms"] - t["total"][0]) < 0.01, "status shows the same ledger")
+    ps = st["pod_starts"][0]
+    ok(ps["fork_to_listening_ms"] > 0 and ps["listening_to_ready_ms"] >= 0, "pod start phases: %r" % ps)
+    rc, out, err = pl.cli("status", "--once")
+    eq(rc, 0, "status")
+    print("\n".join("    | " + l for l in out.splitlines()))
+    ok("cold starts (1; newest first, ms)" in out, "status text shows the ledger")
+    ok("fork -> user listening -> queue-proxy ready" in out, "and the pod start")
+    pl.stop()
+    rcv.stop()
 
 
 if __name__ == "__main__":
