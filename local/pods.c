@@ -348,7 +348,7 @@ static void probe_start(struct pod *pod);
  * starts, its user port is tried every POD_LISTEN_POLL with a connect that
  * closes at once (what a tcpSocket probe does). On loopback a connect
  * completes or is refused at once, so this never blocks the loop. */
-#define POD_LISTEN_POLL 0.001
+#define POD_LISTEN_POLL 0.0005
 
 static bool user_port_listening(int port)
 {
