@@ -38,13 +38,17 @@ struct act_ctx {
     bool proxied; /* sp_proxy was started */
     bool keep_tracestate;
     struct cold_stamps stamps;
+    struct act_trace *tr; /* only while tracing: spans are big, and 10,000 may be held */
     char extra[320 + TP_LINE];
-    /* Not zeroed on reuse (span_start_* initialise them): Knative's spans
-     * (§6.6) "handle" (otelhttp's server span), its children throttler_try
-     * (waiting for capacity) and activator_proxy (the next hop's parent). */
-    struct span sp_handle, sp_throttle, sp_proxy;
-    char timing_hdr[640];
 };
+
+/* Knative's spans (§6.6): "handle" (otelhttp's server span), its children
+ * throttler_try (waiting for capacity) and activator_proxy (the next hop's
+ * parent). Pooled apart from the context; span_start_* initialise them. */
+struct act_trace {
+    struct span handle, throttle, proxy;
+};
+static struct freelist trace_pool = FREELIST_INIT(struct act_trace);
 
 static struct freelist ctx_pool = FREELIST_INIT(struct act_ctx);
 
@@ -63,6 +67,7 @@ static void ctx_release(struct act_ctx *c)
 void act_ctx_pool_trim(unsigned keep)
 {
     freelist_trim(&ctx_pool, keep);
+    freelist_trim(&trace_pool, keep);
 }
 
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
@@ -88,18 +93,19 @@ static const char *const strip_traceparent[] = {"knative-serving-revision",
 static void trace_finish(struct request *req, struct act_ctx *c)
 {
     int st = req->status;
-    if (!c->sp_throttle.ended) {
-        span_set_status(&c->sp_throttle, SPAN_STATUS_ERROR, "no capacity before the request ended");
-        span_end(&c->sp_throttle);
+    if (!c->tr->throttle.ended) {
+        span_set_status(&c->tr->throttle, SPAN_STATUS_ERROR,
+                        "no capacity before the request ended");
+        span_end(&c->tr->throttle);
     }
-    otlp_add_span(act_otlp, &c->sp_throttle);
+    otlp_add_span(act_otlp, &c->tr->throttle);
     if (c->proxied) {
         if (!st || st >= 500)
-            span_set_status(&c->sp_proxy, SPAN_STATUS_ERROR, NULL);
-        span_end(&c->sp_proxy);
-        otlp_add_span(act_otlp, &c->sp_proxy);
+            span_set_status(&c->tr->proxy, SPAN_STATUS_ERROR, NULL);
+        span_end(&c->tr->proxy);
+        otlp_add_span(act_otlp, &c->tr->proxy);
     }
-    struct span *s = &c->sp_handle;
+    struct span *s = &c->tr->handle;
     if (st)
         span_set_int(s, "http.response.status_code", st);
     if (!st || st >= 500)
@@ -107,6 +113,8 @@ static void trace_finish(struct request *req, struct act_ctx *c)
     span_end(s);
     otlp_add_span(act_otlp, s);
     c->traced = false;
+    freelist_put(&trace_pool, c->tr);
+    c->tr = NULL;
 }
 
 /* ---------------------------------------------------------------- the ledger */
@@ -129,22 +137,23 @@ static const char *on_response_head(struct request *req, size_t *len)
                                           c->stamps.forwarded, c->stamps.first_byte};
         for (int i = 0; i < COLD_PHASES; i++)
             if (at[i])
-                span_add_event_at(&c->sp_handle, phase_events[i], at[i]);
-        span_set_bool(&c->sp_handle, "coldbrew.cold_start", true);
-        span_set_double(&c->sp_handle, "coldbrew.cold_start_ms", ms[COLD_PHASES]);
+                span_add_event_at(&c->tr->handle, phase_events[i], at[i]);
+        span_set_bool(&c->tr->handle, "coldbrew.cold_start", true);
+        span_set_double(&c->tr->handle, "coldbrew.cold_start_ms", ms[COLD_PHASES]);
     }
     if (!c->timing)
         return NULL;
-    size_t n = (size_t)snprintf(c->timing_hdr, sizeof c->timing_hdr, "Server-Timing: ");
-    for (int i = 0; i <= COLD_PHASES && n < sizeof c->timing_hdr; i++)
-        n += (size_t)snprintf(c->timing_hdr + n, sizeof c->timing_hdr - n,
-                              "%s%s;dur=%.3f;desc=\"%s\"", i ? ", " : "", cold_phase_names[i],
-                              ms[i], cold_phase_desc[i]);
-    if (n + 2 >= sizeof c->timing_hdr)
+    /* The server copies the lines into the head at once: one buffer will do. */
+    static char hdr[640];
+    size_t n = (size_t)snprintf(hdr, sizeof hdr, "Server-Timing: ");
+    for (int i = 0; i <= COLD_PHASES && n < sizeof hdr; i++)
+        n += (size_t)snprintf(hdr + n, sizeof hdr - n, "%s%s;dur=%.3f;desc=\"%s\"", i ? ", " : "",
+                              cold_phase_names[i], ms[i], cold_phase_desc[i]);
+    if (n + 2 >= sizeof hdr)
         return NULL; /* cannot happen with these names; never send half a header */
-    memcpy(c->timing_hdr + n, "\r\n", 2);
+    memcpy(hdr + n, "\r\n", 2);
     *len = n + 2;
-    return c->timing_hdr;
+    return hdr;
 }
 
 /* ---------------------------------------------------------------- the wait queue */
@@ -217,13 +226,13 @@ static void forward(struct act_ctx *c, struct pod_tracker *pt)
     c->edit.host_len = strlen(host);
     c->stamps.forwarded = clock_now_ns();
     if (c->traced) {
-        span_end(&c->sp_throttle);
-        span_start_child(&c->sp_proxy, "activator_proxy", SPAN_KIND_INTERNAL, &c->sp_handle);
+        span_end(&c->tr->throttle);
+        span_start_child(&c->tr->proxy, "activator_proxy", SPAN_KIND_INTERNAL, &c->tr->handle);
         c->proxied = true;
         if (c->edit.extra_len + TP_LINE <= sizeof c->extra) {
             char *p = c->extra + c->edit.extra_len;
             memcpy(p, "traceparent: ", 13);
-            span_traceparent(&c->sp_proxy, p + 13);
+            span_traceparent(&c->tr->proxy, p + 13);
             memcpy(p + 13 + TRACE_PARENT_LEN, "\r\n", 2);
             c->edit.extra_len += TP_LINE;
         }
@@ -357,13 +366,14 @@ static void trace_start(struct request *req, struct act_ctx *c, const struct act
     const char *v = http_header_value(h, q->tp, &len);
     if (v && trace_parse_traceparent(v, len, &remote))
         remote.valid = false;
-    span_start_root(&c->sp_handle, "handle", SPAN_KIND_SERVER, &remote, act_sampling_rate);
-    span_backdate(&c->sp_handle, req->start_ns);
-    span_start_child(&c->sp_throttle, "throttler_try", SPAN_KIND_INTERNAL, &c->sp_handle);
+    c->tr = freelist_get(&trace_pool);
+    span_start_root(&c->tr->handle, "handle", SPAN_KIND_SERVER, &remote, act_sampling_rate);
+    span_backdate(&c->tr->handle, req->start_ns);
+    span_start_child(&c->tr->throttle, "throttler_try", SPAN_KIND_INTERNAL, &c->tr->handle);
     c->traced = true;
     v = http_header_value(h, q->ts, &len);
     c->keep_tracestate = remote.valid && v && !trace_state_check(v, len);
-    struct span *s = &c->sp_handle;
+    struct span *s = &c->tr->handle;
     if (!span_recording(s))
         return;
     const char *m = llhttp_method_name((llhttp_method_t)h->method);

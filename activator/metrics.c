@@ -20,6 +20,7 @@
 
 #include "../common/log.h"
 #include "../common/metrics.h"
+#include "../common/otlp.h"
 #include "activator.h"
 
 static struct metrics_hist duration;
@@ -80,6 +81,23 @@ static void on_metrics(struct request *req, void *arg)
     snprintf(labels, sizeof labels, "k8s_pod_name=\"%.120s\"", act->cfg.pod_name);
     metrics_hist_render(&duration, labels, b);
     cold_render_metrics(b);
+    if (act_otlp) {
+        /* The exporter's losses (a collector down, slow or refusing): also
+         * logged at most once a minute. */
+        struct otlp_stats os;
+        otlp_get_stats(act_otlp, &os);
+        evbuffer_add_printf(
+            b,
+            "# HELP coldbrew_otlp_spans_dropped_total Spans not exported, by reason\n"
+            "# TYPE coldbrew_otlp_spans_dropped_total counter\n"
+            "coldbrew_otlp_spans_dropped_total{reason=\"queue_full\"} %llu\n"
+            "coldbrew_otlp_spans_dropped_total{reason=\"export_failed\"} %llu\n"
+            "# HELP coldbrew_otlp_spans_exported_total Spans the collector accepted\n"
+            "# TYPE coldbrew_otlp_spans_exported_total counter\n"
+            "coldbrew_otlp_spans_exported_total %llu\n",
+            (unsigned long long)os.spans_dropped_full, (unsigned long long)os.spans_dropped_export,
+            (unsigned long long)os.spans_exported);
+    }
     size_t len = evbuffer_get_length(b);
     request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8",
                   (const char *)evbuffer_pullup(b, -1), len, NULL);

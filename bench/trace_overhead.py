@@ -82,7 +82,8 @@ def main():
         rps = statistics.median(r["rps"])
         cpu_us = r["cpu"] / clk / max(r["n"], 1) * 1e6
         log = open(r["log"]).read()
-        dropped = sum(int(x) for x in __import__("re").findall(r"dropped (\d+) spans", log))
+        dropped = sum(int(x) for l in log.splitlines() if "otlp: dropped" in l
+                      for x in __import__("re").findall(r"(\d+) spans", l))
         lines.append("| %s | %.0f | %+.1f%% | %.3f | %.3f | %.1f | %d |" % (
             r["name"], rps, (rps / base - 1) * 100, statistics.median(r["p50"]), statistics.median(r["p99"]),
             cpu_us, dropped))

@@ -39,15 +39,20 @@ struct qp_ctx {
     bool waited; /* sp_wait was started (the breaker) */
     bool keep_tracestate;
     char *fwd_heap;                    /* extra lines too long for fwd[] */
+    struct qp_trace *tr;               /* only while tracing: spans are big */
     char fwd[TP_LINE + CTX_FORWARDED]; /* traceparent, then Forwarded */
-    /* Knative's spans (§3a): "queue" (otelhttp's server span), its child
-     * kn.queueproxy.proxy, and that one's child kn.queueproxy.wait (the
-     * breaker). The user container's traceparent names the proxy span.
-     * Not zeroed on reuse: span_start_* initialises them. */
-    struct span sp_server, sp_proxy, sp_wait;
+};
+
+/* Knative's spans (§3a): "queue" (otelhttp's server span), its child
+ * kn.queueproxy.proxy, and that one's child kn.queueproxy.wait (the
+ * breaker). The user container's traceparent names the proxy span. Pooled
+ * apart from the context; span_start_* initialise them. */
+struct qp_trace {
+    struct span server, proxy, wait;
 };
 
 static struct freelist ctx_pool = FREELIST_INIT(struct qp_ctx);
+static struct freelist trace_pool = FREELIST_INIT(struct qp_trace);
 
 static struct qp_ctx *ctx_acquire(void)
 {
@@ -66,6 +71,7 @@ static void ctx_release(struct qp_ctx *c)
 void qp_ctx_pool_trim(unsigned keep)
 {
     freelist_trim(&ctx_pool, keep);
+    freelist_trim(&trace_pool, keep);
 }
 
 static void classify(const struct http_head *h, struct qp_headers *q)
@@ -190,16 +196,17 @@ static void trace_start(struct request *req, struct qp_ctx *c, const struct qp_h
     const char *v = http_header_value(h, q->tp, &len);
     if (v && trace_parse_traceparent(v, len, &remote))
         remote.valid = false;
-    span_start_root(&c->sp_server, "queue", SPAN_KIND_SERVER, &remote, qp->sampling_rate);
-    span_backdate(&c->sp_server, req->start_ns);
-    span_start_child(&c->sp_proxy, "kn.queueproxy.proxy", SPAN_KIND_INTERNAL, &c->sp_server);
+    c->tr = freelist_get(&trace_pool);
+    span_start_root(&c->tr->server, "queue", SPAN_KIND_SERVER, &remote, qp->sampling_rate);
+    span_backdate(&c->tr->server, req->start_ns);
+    span_start_child(&c->tr->proxy, "kn.queueproxy.proxy", SPAN_KIND_INTERNAL, &c->tr->server);
     c->traced = true;
     /* The caller's tracestate goes on with its trace; a new trace has none. */
     v = http_header_value(h, q->ts, &len);
     c->keep_tracestate = remote.valid && v && !trace_state_check(v, len);
-    if (!span_recording(&c->sp_server))
+    if (!span_recording(&c->tr->server))
         return;
-    struct span *s = &c->sp_server;
+    struct span *s = &c->tr->server;
     const char *m = llhttp_method_name((llhttp_method_t)h->method);
     span_set_str(s, "http.request.method", m, strlen(m));
     const char *url = http_str_ptr(h, h->url);
@@ -228,14 +235,14 @@ static void trace_finish(struct request *req, struct qp_ctx *c)
 {
     int st = req->status;
     if (c->waited) {
-        if (!c->sp_wait.ended)
-            span_set_status(&c->sp_wait, SPAN_STATUS_ERROR, "canceled");
-        span_end(&c->sp_wait);
-        otlp_add_span(qp->otlp, &c->sp_wait);
+        if (!c->tr->wait.ended)
+            span_set_status(&c->tr->wait, SPAN_STATUS_ERROR, "canceled");
+        span_end(&c->tr->wait);
+        otlp_add_span(qp->otlp, &c->tr->wait);
     }
-    span_end(&c->sp_proxy);
-    otlp_add_span(qp->otlp, &c->sp_proxy);
-    struct span *s = &c->sp_server;
+    span_end(&c->tr->proxy);
+    otlp_add_span(qp->otlp, &c->tr->proxy);
+    struct span *s = &c->tr->server;
     if (st)
         span_set_int(s, "http.response.status_code", st);
     if (!st || st >= 500) /* otelhttp: 5xx (or no answer) is a server span error */
@@ -243,6 +250,8 @@ static void trace_finish(struct request *req, struct qp_ctx *c)
     span_end(s);
     otlp_add_span(qp->otlp, s);
     c->traced = false;
+    freelist_put(&trace_pool, c->tr);
+    c->tr = NULL;
 }
 
 /* ---------------------------------------------------------------- finish */
@@ -295,7 +304,7 @@ static void on_slot(struct breaker_waiter *w)
     struct qp_ctx *c = (struct qp_ctx *)w;
     c->holds_slot = true;
     if (c->waited)
-        span_end(&c->sp_wait);
+        span_end(&c->tr->wait);
     c->req->cancel = NULL;
     c->req->holder = NULL;
     run_proxy(c);
@@ -354,7 +363,7 @@ static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_he
     size_t n = 0;
     if (c->traced) {
         memcpy(buf, "traceparent: ", 13);
-        span_traceparent(&c->sp_proxy, buf + 13);
+        span_traceparent(&c->tr->proxy, buf + 13);
         memcpy(buf + 13 + TRACE_PARENT_LEN, "\r\n", 2);
         n = TP_LINE;
     }
@@ -473,7 +482,7 @@ void qp_on_request(struct request *req, void *arg)
     }
     c->waiter.run = on_slot;
     if (c->traced) {
-        span_start_child(&c->sp_wait, "kn.queueproxy.wait", SPAN_KIND_INTERNAL, &c->sp_proxy);
+        span_start_child(&c->tr->wait, "kn.queueproxy.wait", SPAN_KIND_INTERNAL, &c->tr->proxy);
         c->waited = true;
     }
     enum breaker_result br = breaker_acquire(&qp->breaker, &c->waiter);
@@ -483,7 +492,7 @@ void qp_on_request(struct request *req, void *arg)
     case BREAKER_RUN:
         c->holds_slot = true;
         if (c->waited)
-            span_end(&c->sp_wait);
+            span_end(&c->tr->wait);
         run_proxy(c);
         break;
     case BREAKER_QUEUED:
@@ -492,8 +501,8 @@ void qp_on_request(struct request *req, void *arg)
         break;
     case BREAKER_FULL:
         if (c->waited) {
-            span_set_status(&c->sp_wait, SPAN_STATUS_ERROR, "pending request queue full");
-            span_end(&c->sp_wait);
+            span_set_status(&c->tr->wait, SPAN_STATUS_ERROR, "pending request queue full");
+            span_end(&c->tr->wait);
         }
         request_error(req, 503, "pending request queue full\n");
         break;

@@ -190,11 +190,41 @@ def trace_collector_refuses_hangs_resets_serving_goes_on():
             ok(rss1 - rss0 < 2048, "memory bounded (%d -> %d KiB)" % (rss0, rss1))
             wait_for(lambda: "otlp: dropped" in q.output(), 10, "the drop log line")
             line = [l for l in q.output().splitlines() if "otlp: dropped" in l][0]
-            nums = [int(x) for x in re.findall(r"dropped (\d+) spans", line)]
+            nums = [int(x) for x in re.findall(r"(\d+) spans", line)]
             ok(sum(nums) > 0, "drops counted: " + line)
             q.stop()
             o.stop()
             rcv.stop()
+
+
+@test
+def trace_activator_collector_down_drops_counted():
+    rcv = Receiver("refuse")
+    k = KubeAPI()
+    k.revision(NS, "hello-00001", cc=0)
+    pod = Pod()
+    k.private_endpoints(NS, "hello-00001", ready=[pod.addr])
+    a = Activator(k, OBSERVABILITY_CONFIG=rcv.config("grpc", 1.0, metrics=False), COLDBREW_OTLP_BATCH_MS=20,
+                  COLDBREW_OTLP_QUEUE_SPANS=32, COLDBREW_OTLP_BATCH_SPANS=8, COLDBREW_OTLP_TIMEOUT_MS=300)
+    c = conn(a.port)
+    for i in range(600):
+        c.request("GET", "/", headers={"Knative-Serving-Revision": "hello-00001", "Knative-Serving-Namespace": NS})
+        r = c.getresponse()
+        r.read()
+        eq(r.status, 200, "request %d served with the collector refusing" % i)
+    c.close()
+
+    def dropped():
+        text = get(a.metrics, "/metrics")[2].decode()
+        return sum(int(n) for n in re.findall(r'coldbrew_otlp_spans_dropped_total\{reason="\w+"\} (\d+)', text))
+    ok(wait_for(lambda: dropped() > 0, 5, "drops on the metrics port"), "drops counted")
+    wait_for(lambda: "otlp: dropped" in a.output(), 5, "the drop log line")
+    # Once the collector is back, spans flow again.
+    # Once the collector is back, spans flow again (after the backoff: at
+    # most a few seconds after this short failure).
+    rcv.mode("ok")
+    get(a.port, "/", {"Knative-Serving-Revision": "hello-00001", "Knative-Serving-Namespace": NS})
+    wait_for(lambda: [s for s in rcv.spans() if s["name"] == "handle"], 20, "spans after recovery")
 
 
 # ---------------------------------------------------------------- activator: the ledger
