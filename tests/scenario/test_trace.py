@@ -187,7 +187,8 @@ def trace_collector_refuses_hangs_resets_serving_goes_on():
             c.close()
             print("    %s %s: %d requests in %.2fs, RSS %d -> %d KiB" % (mode, proto, n, took, rss0, rss1))
             ok(took < 30, "serving went on (%.1fs)" % took)
-            ok(rss1 - rss0 < 2048, "memory bounded (%d -> %d KiB)" % (rss0, rss1))
+            if not SANITIZE:  # ASan's quarantine holds freed memory on purpose
+                ok(rss1 - rss0 < 2048, "memory bounded (%d -> %d KiB)" % (rss0, rss1))
             wait_for(lambda: "otlp: dropped" in q.output(), 10, "the drop log line")
             line = [l for l in q.output().splitlines() if "otlp: dropped" in l][0]
             nums = [int(x) for x in re.findall(r"(\d+) spans", line)]
