@@ -71,13 +71,15 @@ void act_ctx_pool_trim(unsigned keep)
 }
 
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
-                                            "k-network-hash", "k-proxy-request", NULL};
+                                            "k-network-hash",           "k-proxy-request",
+                                            "coldbrew-server-timing",   NULL};
 /* Tracing: the next hop gets our traceparent (and the caller's tracestate
  * only when its trace goes on). */
 static const char *const strip_trace[] = {"knative-serving-revision",
                                           "knative-serving-namespace",
                                           "k-network-hash",
                                           "k-proxy-request",
+                                          "coldbrew-server-timing",
                                           "traceparent",
                                           "tracestate",
                                           NULL};
@@ -85,6 +87,7 @@ static const char *const strip_traceparent[] = {"knative-serving-revision",
                                                 "knative-serving-namespace",
                                                 "k-network-hash",
                                                 "k-proxy-request",
+                                                "coldbrew-server-timing",
                                                 "traceparent",
                                                 NULL};
 

@@ -294,6 +294,7 @@ def coldstart_server_timing_phases_add_up():
     st, h, body, client_ms = cold_request(k, a, pod, {"Coldbrew-Server-Timing": "1"})
     eq(st, 200, "answered")
     ok("server-timing" in h, "Server-Timing asked for: %r" % h)
+    ok("coldbrew-server-timing" not in seen_headers(body), "the ask is not passed to the user container")
     t = server_timing(h["server-timing"])
     eq(list(t), PHASES + ["total"], "one entry per phase, then the total")
     total = t["total"][0]
