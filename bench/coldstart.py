@@ -109,6 +109,7 @@ def main():
             stamp = float(re.search(r"at ([\d.]+) ms", open(os.path.join(d, f)).read()).group(1))
             coffee = stamp - ps["at"] * 1e3
             o = {"total": total, "user": user, "data": total - user, "coffee": coffee,
+                 "data_coffee": total - coffee,
                  "to_ready": ps["listening_to_ready_ms"]}
             o.update({"l_" + p: led[rev][p] for p in PHASES})
             out.append(o)
@@ -138,6 +139,7 @@ data plane ≤ 10 ms (issue #4), and with the ledger on within the earlier p95 o
 | user process fork → listening (platform) | %s |
 | **data plane (total − user)** | %s |
 | cross-check: fork → coffee's own "listening" stamp | %s |
+| cross-check: data plane by that stamp (total − it; the measure before the ledger) | %s |
 | user listening → queue-proxy ready (platform's own probe; the activator does not wait for it) | %s |
 | ledger: held → poke sent | %s |
 | ledger: poke → Endpoints naming the pod | %s |
@@ -145,7 +147,7 @@ data plane ≤ 10 ms (issue #4), and with the ledger on within the earlier p95 o
 | ledger: probe → forwarded | %s |
 | ledger: forwarded → first response byte | %s |
 | ledger: total, held → first response byte | %s |
-""" % (cmd, time.strftime("%Y-%m-%d"), N, col("total"), col("user"), col("data"), col("coffee"), col("to_ready"),
+""" % (cmd, time.strftime("%Y-%m-%d"), N, col("total"), col("user"), col("data"), col("coffee"), col("data_coffee"), col("to_ready"),
        col("l_poke"), col("l_endpoints"), col("l_probe"), col("l_forward"), col("l_response"), col("l_total"))
     print(text)
     if os.environ.get("BENCH_NO_WRITE") != "1":
