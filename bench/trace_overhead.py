@@ -8,9 +8,10 @@ sampling rate 1.0 against rate 0, in the same run, plus tracing off.
   sampling 1.0   every request: the "queue" and "kn.queueproxy.proxy" spans
                  recorded, batched, encoded and exported
 
-The collector is an nginx location that reads each export and answers 200
-(a sink that keeps up, so the numbers are the queue-proxy's cost, not a
-collector's). The origin is bench.py's nginx. Each row is a separate
+The collector is an nginx of its own that reads each export and answers
+200 (a sink that keeps up, so the numbers are the queue-proxy's cost, not a
+collector's; on this 2-core machine it shares CPU 0 with wrk and the
+origin, so at rate 1.0 it also takes CPU from the load generator). The origin is bench.py's nginx. Each row is a separate
 queue-proxy; rounds are interleaved (wrk, BENCH_SECONDS each, the median of
 BENCH_ROUNDS shown), all pinned as in bench.py (wrk, origin and collector on
 CPU 0, the queue-proxy on CPU 1). Target: sampling 1.0 costs at most 10% of
@@ -33,9 +34,11 @@ def main():
     o_port, c_port = free_port(), free_port()
     origin = start(["/usr/sbin/nginx", "-c", nginx_conf("origin",
         'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; '
-        'return 200 "hello from the origin\\n"; } }'
-        ' server { listen 127.0.0.1:%d; client_max_body_size 16m; location / { return 200; } }'
-        % (o_port, c_port))], name="origin", cpu=LOAD_CPU)
+        'return 200 "hello from the origin\\n"; } }' % o_port)], name="origin", cpu=LOAD_CPU)
+    # The collector: its own nginx, so reading the exports never delays the origin's loop.
+    start(["/usr/sbin/nginx", "-c", nginx_conf("collector",
+        'server { listen 127.0.0.1:%d; client_max_body_size 16m; location / { return 200; } }' % c_port)],
+        name="collector", cpu=LOAD_CPU)
     wait_port(o_port)
     wait_port(c_port)
     rows = []
@@ -71,7 +74,8 @@ def main():
     lines = ["## Tracing overhead (queue-proxy)", "",
              "Produced by `python3 bench/trace_overhead.py` on %s (part of `make bench`): wrk -t1 -c%d, %d s × %d "
              "interleaved rounds per row (median shown), through one queue-proxy per row to bench.py's nginx "
-             "origin; tracing exports http/protobuf to an nginx sink that answers 200 (a collector that keeps up). "
+             "origin; tracing exports http/protobuf to an nginx sink of its own that answers 200 (a collector that keeps up; it "
+             "shares CPU 0 with wrk and the origin, so at rate 1.0 it also slows the load generator). "
              "Every request carries a sampled `traceparent`; at rate 1.0 each one makes two spans (`queue`, "
              "`kn.queueproxy.proxy`), exported in batches; at rate 0 the spans are made but not recorded. "
              "Target: sampling 1.0 within 10%% of sampling 0." % (time.strftime("%Y-%m-%d"), bench.CONNS, SECONDS,
