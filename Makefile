@@ -241,9 +241,9 @@ FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -D_GNU_SOURCE -I$(LLHTTP_INC) -Ibuild/fuzz/gen -Icommon
 # The local platform's parsers (fuzz_local) link beside the common core.
-# ...and the queue-proxy's gRPC health check (fuzz_grpc_health).
+# ...and the queue-proxy's gRPC health check (fuzz_h2_probe).
 FUZZ_LOCAL := local/manifest.c local/settings.c local/api.c local/certs.c autoscaler/kpa.c \
-              queue-proxy/grpc_health.c
+              queue-proxy/h2_probe.c
 FUZZ_GEN   := build/fuzz/gen/stat.pb-c.c build/fuzz/gen/health.pb-c.c $(OTLP_PROTO:%=build/fuzz/gen/%.pb-c.c)
 .PRECIOUS: build/fuzz/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h
 build/fuzz/gen/%.pb-c.c: common/proto/%.proto

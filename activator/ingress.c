@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/err.h"
 #include "../common/log.h"
 #include "activator.h"
 
@@ -131,6 +132,10 @@ void ingress_on_object(void *arg, enum k8s_event ev, json_t *obj)
                 free(r);
             }
             r = malloc(sizeof *r);
+            if (!r) {
+                log_error("ingress: %s for host %s; not routed", coldbrew_err_no_memory, lh);
+                continue;
+            }
             *r = tmp;
             snprintf(r->host, sizeof r->host, "%s", lh);
             snprintf(r->owner, sizeof r->owner, "%s", owner);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../common/clock.h"
+#include "../common/alloc.h"
 #include "../common/log.h"
 #include "../common/proxy.h"
 #include "../common/loop.h"
@@ -44,8 +45,6 @@ void act_check_exit(void)
         event_base_loopexit(act->base, NULL);
         return;
     }
-    if (!act->exit_timer)
-        act->exit_timer = evtimer_new(act->base, on_exit_poll, NULL);
     if (!event_pending(act->exit_timer, EV_TIMEOUT, NULL)) {
         struct timeval tv = clock_tv(0.5);
         event_add(act->exit_timer, &tv);
@@ -75,7 +74,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     act->sigterm = true;
     log_info("Received TERM signal; serving for %gs while endpoints update, then draining",
              act->cfg.drain_seconds);
-    act->drain_timer = evtimer_new(act->base, on_drained, NULL);
     struct timeval tv = clock_tv(act->cfg.drain_seconds);
     event_add(act->drain_timer, &tv);
 }
@@ -126,7 +124,7 @@ int main(void)
     act->base = loop_init();
     server_limits_from_env(&act->lim);
     pod_pools_init(act->base, act->cfg.max_idle_per_host, act->cfg.upstream_idle_seconds);
-    if (!k8s_client_init(&act->k8s, act->base, err, sizeof err)) {
+    if (k8s_client_init(&act->k8s, act->base, err, sizeof err)) {
         log_error("%s", err);
         return 1;
     }
@@ -155,11 +153,15 @@ int main(void)
         log_error("AUTOSCALER_URL: %s", err);
         return 1;
     }
-    struct event *sync_ev = evtimer_new(act->base, on_sync_check, event_self_cbarg());
+    /* Start-up (alloc.h): every timer the process needs, so that no
+     * allocation can fail on the way out. */
+    act->drain_timer = X_CHECK(evtimer_new(act->base, on_drained, NULL));
+    act->exit_timer = X_CHECK(evtimer_new(act->base, on_exit_poll, NULL));
+    struct event *sync_ev = X_CHECK(evtimer_new(act->base, on_sync_check, event_self_cbarg()));
     struct timeval now = {0, 0};
     event_add(sync_ev, &now);
-    struct event *sigterm = evsignal_new(act->base, SIGTERM, on_signal, NULL);
-    struct event *sigint = evsignal_new(act->base, SIGINT, on_signal, NULL);
+    struct event *sigterm = X_CHECK(evsignal_new(act->base, SIGTERM, on_signal, NULL));
+    struct event *sigint = X_CHECK(evsignal_new(act->base, SIGINT, on_signal, NULL));
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
 
@@ -190,6 +192,5 @@ int main(void)
     loop_free();
     http_head_pool_drain();
     act_ctx_pool_trim(0);
-    proxy_h2_trim(0);
     return 0;
 }

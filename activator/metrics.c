@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../common/err.h"
 #include "../common/log.h"
 #include "../common/metrics.h"
 #include "../common/otlp.h"
@@ -47,6 +48,11 @@ static void on_metrics(struct request *req, void *arg)
         return;
     }
     struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        log_error("metrics: %s; answered 503", coldbrew_err_no_memory);
+        request_error(req, 503, "out of memory\n");
+        return;
+    }
     static const struct {
         const char *name, *help;
     } g[3] = {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/err.h"
 #include "../common/log.h"
 
 static struct pod_pool *pools;
@@ -41,6 +42,10 @@ struct pod_pool *pod_pool_get(const char *dest)
         ip[strlen(ip) - 1] = 0;
     }
     p = calloc(1, sizeof *p);
+    if (!p) {
+        log_error("pod pool %s: %s", dest, coldbrew_err_no_memory);
+        return NULL; /* as for an address that cannot be used: the pod is skipped */
+    }
     if (!pools_base || !upstream_init(&p->up, pools_base, ip, port, pools_max_idle, pools_idle)) {
         log_warn("pod address %s is not an IP:port; ignored", dest);
         free(p);

@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "../common/clock.h"
+#include "../common/alloc.h"
+#include "../common/err.h"
 #include "../common/log.h"
 #include "../common/statpb.h"
 #include "../common/ws_client.h"
@@ -31,8 +33,13 @@ static void send_batch(const struct statpb_wire *m, size_t n)
     size_t need = 64 + n * 512;
     if (need > frame_cap) {
         free(frame);
-        frame_cap = need;
-        frame = malloc(frame_cap);
+        frame = malloc(need);
+        frame_cap = frame ? need : 0;
+        if (!frame) {
+            /* Memory short (alloc.h): this report is dropped; the next tick sends. */
+            log_error("reporter: %s for a stats frame", coldbrew_err_no_memory);
+            return;
+        }
     }
     size_t len = statpb_encode_wire(m, n, frame, frame_cap);
     if (!len || !ws_client_send_binary(link, frame, len))
@@ -67,6 +74,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (!n)
         return;
     struct statpb_wire *m = calloc(n, sizeof *m);
+    if (!m) {
+        log_error("reporter: %s for a stats batch; skipped", coldbrew_err_no_memory);
+        return;
+    }
     struct revision *r, *tmp;
     HASH_ITER(hh, act->revisions, r, tmp)
     {
@@ -108,7 +119,7 @@ bool reporter_start(char *err, size_t cap)
     if (!link)
         return false;
     ws_client_start(link);
-    tick = event_new(act->base, -1, EV_PERSIST, on_tick, NULL);
+    tick = X_CHECK(event_new(act->base, -1, EV_PERSIST, on_tick, NULL)); /* start-up */
     struct timeval one = {1, 0};
     event_add(tick, &one);
     return true;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/err.h"
 #include "../common/log.h"
 
 #define CAPACITY_MAX 2147483647L /* Go's math.MaxInt32 */
@@ -133,7 +134,16 @@ static int cmp_dest(const void *a, const void *b)
 
 void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned n, bool with_pools)
 {
+    /* Memory short (alloc.h): the previous set stays, logged; the next
+     * Endpoints update tries again. */
     struct pod_tracker **next = calloc(n ? n : 1, sizeof *next);
+    unsigned *assigned = calloc(n ? n : 1, sizeof *assigned);
+    if (!next || !assigned) {
+        log_error("throttler: %s for %u pods; keeping the previous set", coldbrew_err_no_memory, n);
+        free(next);
+        free(assigned);
+        return;
+    }
     unsigned m = 0;
     for (unsigned i = 0; i < n; i++) {
         struct pod_tracker *found = NULL;
@@ -147,6 +157,10 @@ void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned 
                 found = next[j], m--; /* duplicate in the input: keep one */
         if (!found) {
             found = calloc(1, sizeof *found);
+            if (!found) {
+                log_error("throttler: %s for pod %s; skipped", coldbrew_err_no_memory, dests[i]);
+                continue;
+            }
             snprintf(found->dest, sizeof found->dest, "%s", dests[i]);
             found->refs = 1;
             found->linked = true;
@@ -167,7 +181,7 @@ void throttler_set_pods(struct throttler *t, const char *const *dests, unsigned 
     t->npods = m;
     t->cluster_ip = false;
     free(t->assigned);
-    t->assigned = calloc(m ? m : 1, sizeof *t->assigned);
+    t->assigned = assigned; /* m <= n slots */
     assign_slice(t);
 }
 

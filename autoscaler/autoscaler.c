@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/alloc.h"
 #include "../common/clock.h"
+#include "../common/err.h"
 #include "../common/http_client.h"
 #include "../common/log.h"
 #include "../common/statpb.h"
@@ -87,13 +89,13 @@ static void on_scraped(struct http_call *c, const char *err)
 {
     struct as_pod *p = c->arg;
     if (err || c->status != 200) {
-        log_debug("autoscaler: scrape %s: %s", p->addr, err ? err : "not 200");
+        log_debug("autoscaler: scrape %s: %s", p->addr, err ? c->detail : "not 200");
         return;
     }
     struct statpb s;
     char name[128];
     size_t len = evbuffer_get_length(c->body);
-    if (statpb_decode(evbuffer_pullup(c->body, -1), len, &s, name, sizeof name) != 0) {
+    if (statpb_decode(evbuffer_pullup(c->body, -1), len, &s, name, sizeof name)) {
         log_warn("autoscaler: %s answered something that is not a Stat", p->addr);
         return;
     }
@@ -116,6 +118,11 @@ static void on_scrape(evutil_socket_t fd, short what, void *arg)
             struct as_pod *p = &r->pods[i];
             if (!p->call)
                 p->call = http_call_new(&p->up, p);
+            if (!p->call) {
+                /* Memory short (alloc.h): this scrape is skipped, the next tries again. */
+                log_error("autoscaler: %s to scrape %s", coldbrew_err_no_memory, p->addr);
+                continue;
+            }
             if (!p->call->running)
                 http_call_start(p->call, req, sizeof req - 1, 0.8, on_scraped, NULL);
         }
@@ -157,6 +164,11 @@ void autoscaler_set_pods(struct as_rev *r, const char *const *addrs, unsigned n,
         return;
     pods_free(r);
     r->pods = calloc(n ? n : 1, sizeof *r->pods);
+    if (!r->pods) {
+        /* Memory short (alloc.h): no pods scraped until the next update. */
+        log_error("autoscaler: %s for the pods of %s/%s", coldbrew_err_no_memory, r->ns, r->name);
+        return;
+    }
     for (unsigned i = 0; i < n; i++) {
         struct as_pod *p = &r->pods[r->npods];
         char host[64];
@@ -176,10 +188,12 @@ void autoscaler_set_pods(struct as_rev *r, const char *const *addrs, unsigned n,
 struct as_rev *autoscaler_add(struct autoscaler *as, const char *ns, const char *name,
                               const struct kpa_config *cfg, as_decide_cb cb, void *arg)
 {
-    struct as_rev *r = calloc(1, sizeof *r);
+    /* Configuration (a revision applied): memory short aborts (alloc.h). */
+    struct as_rev *r = xcalloc(1, sizeof *r);
     snprintf(r->ns, sizeof r->ns, "%s", ns);
     snprintf(r->name, sizeof r->name, "%s", name);
-    kpa_init(&r->kpa, cfg);
+    if (!kpa_init(&r->kpa, cfg))
+        alloc_fail(0, __FILE__, __LINE__);
     r->last.desired = -1;
     r->cb = cb;
     r->arg = arg;
@@ -204,15 +218,15 @@ void autoscaler_remove(struct as_rev *r)
 struct autoscaler *autoscaler_start(struct event_base *base, const char *host, int port,
                                     const char **err)
 {
-    struct autoscaler *as = calloc(1, sizeof *as);
+    struct autoscaler *as = xcalloc(1, sizeof *as); /* start-up (alloc.h) */
     as->base = base;
     as->ws = ws_server_open(base, host, port, on_stats, as, err);
     if (!as->ws) {
         free(as);
         return NULL;
     }
-    as->tick = event_new(base, -1, EV_PERSIST, on_tick, as);
-    as->scrape = event_new(base, -1, EV_PERSIST, on_scrape, as);
+    as->tick = X_CHECK(event_new(base, -1, EV_PERSIST, on_tick, as));
+    as->scrape = X_CHECK(event_new(base, -1, EV_PERSIST, on_scrape, as));
     struct timeval t = clock_tv(AS_TICK_SECONDS), s = clock_tv(AS_SCRAPE_SECONDS);
     event_add(as->tick, &t);
     event_add(as->scrape, &s);

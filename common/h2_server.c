@@ -221,7 +221,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
             h->url.len = (uint32_t)vlen;
             over = !http_head_append(h, (const char *)value, vlen, c->lim->max_header_bytes);
         } else if (nlen == 10 && !memcmp(name, ":authority", 10)) {
-            /* Kept as a header of its own name; on_request_head turns it
+            /* Kept as a header of its own name; finish_head() turns it
              * into Host when the request has none. */
             over = !h2_head_add(h, name, nlen, value, vlen, c->lim->max_header_bytes);
         }

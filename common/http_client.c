@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "err.h"
 #include "io.h"
 
 #define DEFAULT_MAX_BODY (4u << 20)
@@ -17,13 +18,27 @@ static const struct upconn_ops client_ops = {on_readable, on_writable};
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg);
 
+const char http_call_err_connect[] = "connect failed";
+const char http_call_err_write[] = "write failed";
+const char http_call_err_timeout[] = "timeout awaiting response";
+const char http_call_err_eof[] = "EOF";
+const char http_call_err_body_eof[] = "unexpected EOF";
+const char http_call_err_malformed[] = "malformed HTTP response";
+const char http_call_err_too_large[] = "response body too large";
+
 struct http_call *http_call_new(struct upstream *up, void *arg)
 {
     struct http_call *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->body = evbuffer_new();
+    if (!c->body) {
+        free(c);
+        return NULL;
+    }
     c->up = up;
     c->arg = arg;
     c->max_body = DEFAULT_MAX_BODY;
-    c->body = evbuffer_new();
     event_assign(&c->timer, up->base, -1, 0, on_timeout, c);
     return c;
 }
@@ -47,12 +62,13 @@ static void release(struct http_call *c, bool reuse)
     }
 }
 
+/* err: static (see http_client.h); c->detail is set already or gets err. */
 static void finish(struct http_call *c, const char *err, bool reuse)
 {
     release(c, reuse && !err);
-    if (err && err != c->err)
-        snprintf(c->err, sizeof c->err, "%s", err);
-    c->done(c, err ? c->err : NULL);
+    if (err && !c->detail[0])
+        snprintf(c->detail, sizeof c->detail, "%s", err);
+    c->done(c, err);
 }
 
 static void dial_error(struct http_call *c, int err)
@@ -61,7 +77,7 @@ static void dial_error(struct http_call *c, int err)
     snprintf(e, sizeof e, "%s", strerror(err));
     if (e[0] >= 'A' && e[0] <= 'Z')
         e[0] = (char)(e[0] - 'A' + 'a');
-    snprintf(c->err, sizeof c->err, "dial tcp %s: connect: %s", c->up->addr.text, e);
+    snprintf(c->detail, sizeof c->detail, "dial tcp %s: connect: %s", c->up->addr.text, e);
 }
 
 /* A usable connection: send the request on it. */
@@ -85,13 +101,13 @@ static void on_conn_ready(struct upstream_waiter *w, struct upconn *uc, int err)
     struct http_call *c = (struct http_call *)w; /* the waiter is first */
     if (!uc) {
         dial_error(c, err);
-        finish(c, c->err, false);
+        finish(c, http_call_err_connect, false);
         return;
     }
     send_request(c, uc);
 }
 
-/* false (c->err set) when no connection can be had. */
+/* false (c->detail set) when no connection can be had. */
 static bool send_on(struct http_call *c, bool front)
 {
     c->waiter.on_ready = on_conn_ready;
@@ -110,27 +126,34 @@ static bool send_on(struct http_call *c, bool front)
 void http_call_start(struct http_call *c, const char *head, size_t len, double timeout,
                      http_call_done_cb done, http_call_data_cb on_data)
 {
-    free(c->req);
-    c->req = malloc(len);
-    memcpy(c->req, head, len);
-    c->req_len = len;
     c->done = done;
     c->on_data = on_data;
     c->running = true;
     c->retried = false;
     c->failed = false;
+    c->detail[0] = 0;
+    free(c->req);
+    c->req = malloc(len ? len : 1);
+    c->req_len = len;
+    if (!c->req) {
+        c->req_len = 0;
+        finish(c, coldbrew_err_no_memory, false);
+        return;
+    }
+    memcpy(c->req, head, len);
     c->idempotent = len >= 4 && !memcmp(head, "GET ", 4);
     if (timeout > 0) {
         struct timeval tv = clock_tv(timeout);
         event_add(&c->timer, &tv);
     }
     if (!send_on(c, false))
-        finish(c, c->err, false);
+        finish(c, http_call_err_connect, false);
 }
 
 void http_call_fail(struct http_call *c, const char *why)
 {
-    snprintf(c->err, sizeof c->err, "%s", why);
+    c->fail_why = why;
+    snprintf(c->detail, sizeof c->detail, "%s", why);
     c->failed = true;
 }
 
@@ -148,16 +171,17 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct http_call *c = arg;
-    snprintf(c->err, sizeof c->err, "timeout awaiting response from %s", c->up->addr.text);
-    finish(c, c->err, false);
+    snprintf(c->detail, sizeof c->detail, "timeout awaiting response from %s", c->up->addr.text);
+    finish(c, http_call_err_timeout, false);
 }
 
 static void on_writable(struct upconn *uc)
 {
     struct http_call *c = uc->owner;
     if (upconn_write(uc) == IO_ERROR) {
-        snprintf(c->err, sizeof c->err, "write tcp %s: %s", c->up->addr.text, strerror(errno));
-        finish(c, c->err, false);
+        snprintf(c->detail, sizeof c->detail, "write tcp %s: %s", c->up->addr.text,
+                 strerror(errno));
+        finish(c, http_call_err_write, false);
         return;
     }
     upconn_want_write(uc, evbuffer_get_length(uc->out) > 0);
@@ -186,12 +210,14 @@ static void on_readable(struct upconn *uc)
     if (!c->head_done) {
         enum h1_result r = h1_parse_head(&uc->parser, uc->in);
         if (r == H1_ERROR) {
-            finish(c, "malformed HTTP response", false);
+            snprintf(c->detail, sizeof c->detail, "malformed HTTP response from %s: %s",
+                     c->up->addr.text, uc->parser.err ? uc->parser.err : "?");
+            finish(c, http_call_err_malformed, false);
             return;
         }
         if (r == H1_NEED_MORE) {
             if (eof && !retry(c))
-                finish(c, "EOF", false);
+                finish(c, http_call_err_eof, false);
             return;
         }
         c->status = uc->head->status;
@@ -202,17 +228,18 @@ static void on_readable(struct upconn *uc)
     enum h1_result r = h1_parse_body(&uc->parser, uc->in, evbuffer_get_length(uc->in), &n);
     evbuffer_drain(uc->in, n); /* the payload was copied into c->body, unframed */
     if (r == H1_ERROR) {
-        finish(c, "malformed response body", false);
+        snprintf(c->detail, sizeof c->detail, "malformed response body");
+        finish(c, http_call_err_malformed, false);
         return;
     }
     if (c->on_data && evbuffer_get_length(c->body)) {
         c->on_data(c);
         if (c->failed) {
-            finish(c, c->err, false);
+            finish(c, c->fail_why, false);
             return;
         }
     } else if (!c->on_data && evbuffer_get_length(c->body) > c->max_body) {
-        finish(c, "response body too large", false);
+        finish(c, http_call_err_too_large, false);
         return;
     }
     if (r == H1_DONE) {
@@ -224,6 +251,6 @@ static void on_readable(struct upconn *uc)
         if (h1_parser_eof_completes(&uc->parser))
             finish(c, NULL, false);
         else
-            finish(c, "unexpected EOF", false);
+            finish(c, http_call_err_body_eof, false);
     }
 }

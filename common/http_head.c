@@ -1,5 +1,6 @@
 /* http_head.c — see http_head.h. */
 #include "http_head.h"
+#include "alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,13 +19,10 @@ struct http_head *http_head_acquire(void)
         head_pool = h->next_free;
         head_pool_len--;
     } else {
-        h = malloc(sizeof *h);
-        if (!h)
-            abort();
-        h->buf = malloc(HEAD_ARENA_INITIAL);
-        h->hdr = malloc(HTTP_HEAD_INITIAL_HEADERS * sizeof *h->hdr);
-        if (!h->buf || !h->hdr)
-            abort();
+        /* A warm pool (alloc.h, kind 3): aborts when memory is gone. */
+        h = xmalloc(sizeof *h);
+        h->buf = xmalloc(HEAD_ARENA_INITIAL);
+        h->hdr = xmalloc(HTTP_HEAD_INITIAL_HEADERS * sizeof *h->hdr);
         h->cap = HEAD_ARENA_INITIAL;
         h->hdr_cap = HTTP_HEAD_INITIAL_HEADERS;
     }

@@ -6,8 +6,10 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "env.h"
+#include "err.h"
 #include "log.h"
 #include "tls.h"
 
@@ -15,6 +17,13 @@
 #define BACKOFF_START 0.1
 /* A list page of 500 large objects can pass the HTTP client's 4 MiB default. */
 #define LIST_MAX_BODY (64u << 20)
+
+const char k8s_err_no_api[] = "no Kubernetes API configured";
+const char k8s_err_bad_url[] = "bad Kubernetes API address";
+const char k8s_err_tls[] = "cannot set up TLS to the Kubernetes API";
+/* Why a watch call was ended from its data callback (http_call_fail). */
+static const char err_bad_line[] = "bad event line";
+static const char err_watch_error[] = "watch error event";
 
 struct k8s_object {
     char key[320];
@@ -89,7 +98,7 @@ static void url_encode(char *out, size_t cap, const char *in)
     out[o] = 0;
 }
 
-bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, size_t cap)
+const char *k8s_client_init(struct k8s_client *k, struct event_base *base, char *detail, size_t cap)
 {
     memset(k, 0, sizeof *k);
     k->base = base;
@@ -103,8 +112,8 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
         port = tls ? 443 : 80;
         const char *rest = url + (tls ? 8 : 7);
         if ((!tls && strncmp(url, "http://", 7)) || sscanf(rest, "%127[^:/]:%d", host, &port) < 1) {
-            snprintf(err, cap, "KUBE_API_URL must be http(s)://<ip>:<port>, got %s", url);
-            return false;
+            snprintf(detail, cap, "KUBE_API_URL must be http(s)://<ip>:<port>, got %s", url);
+            return k8s_err_bad_url;
         }
     } else if (getenv("KUBERNETES_SERVICE_HOST")) {
         /* In-cluster: the API's service IP, its CA and our service-account token. */
@@ -112,21 +121,21 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
         snprintf(host, sizeof host, "%s", getenv("KUBERNETES_SERVICE_HOST"));
         port = (int)env_long("KUBERNETES_SERVICE_PORT", 443, NULL);
     } else {
-        snprintf(err, cap,
+        snprintf(detail, cap,
                  "no Kubernetes API: not in a cluster (KUBERNETES_SERVICE_HOST) and no "
                  "KUBE_API_URL=http(s)://host:port");
-        return false;
+        return k8s_err_no_api;
     }
     if (!upstream_init(&k->api, base, host, port, 16, 30)) {
-        snprintf(err, cap, "the Kubernetes API host must be an IP address, got %s", host);
-        return false;
+        snprintf(detail, cap, "the Kubernetes API host must be an IP address, got %s", host);
+        return k8s_err_bad_url;
     }
     if (tls) {
         const char *ca =
             env_str("KUBE_CA_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt");
-        k->api.tls = tls_client_new(ca, host, err, cap);
+        k->api.tls = tls_client_new(ca, host, detail, cap);
         if (!k->api.tls)
-            return false;
+            return k8s_err_tls;
     }
     snprintf(k->host, sizeof k->host, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     const char *tf =
@@ -142,7 +151,7 @@ bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, s
         if (n)
             snprintf(k->auth, sizeof k->auth, "Authorization: Bearer %s\r\n", tok);
     }
-    return true;
+    return NULL;
 }
 
 void k8s_client_free(struct k8s_client *k)
@@ -192,6 +201,12 @@ static void send_get(struct k8s_watch *w, const char *query, http_call_done_cb d
                      w->k->host, w->k->auth);
     if (!w->call) {
         w->call = http_call_new(&w->k->api, w);
+        if (!w->call) {
+            log_error("k8s: %s %s: %s; retrying in %.1fs", w->listing ? "list" : "watch", w->path,
+                      coldbrew_err_no_memory, w->backoff);
+            retry_later(w, w->listing);
+            return;
+        }
         w->call->max_body = LIST_MAX_BODY;
     }
     http_call_start(w->call, req, (size_t)n, 0, done, data);
@@ -204,7 +219,8 @@ static void note_version(struct k8s_watch *w, json_t *obj)
         snprintf(w->rv, sizeof w->rv, "%s", rv);
 }
 
-static void deliver(struct k8s_watch *w, enum k8s_event ev, json_t *obj)
+/* False when the object could not be stored (memory): the caller relists. */
+static bool deliver(struct k8s_watch *w, enum k8s_event ev, json_t *obj)
 {
     char key[320];
     k8s_key(obj, key, sizeof key);
@@ -217,10 +233,14 @@ static void deliver(struct k8s_watch *w, enum k8s_event ev, json_t *obj)
             free(o);
         }
         w->cb(w->arg, K8S_DELETED, obj);
-        return;
+        return true;
     }
     if (!o) {
         o = calloc(1, sizeof *o);
+        if (!o) {
+            log_error("k8s: %s %s: %s; relisting", w->path, key, coldbrew_err_no_memory);
+            return false;
+        }
         snprintf(o->key, sizeof o->key, "%s", key);
         HASH_ADD_STR(w->known, key, o);
         ev = K8S_ADDED;
@@ -231,6 +251,7 @@ static void deliver(struct k8s_watch *w, enum k8s_event ev, json_t *obj)
     o->obj = json_incref(obj);
     o->seen = true;
     w->cb(w->arg, ev, obj);
+    return true;
 }
 
 /* ---------------------------------------------------------------- list */
@@ -240,7 +261,7 @@ static void on_list_done(struct http_call *c, const char *err)
     struct k8s_watch *w = c->arg;
     if (err || c->status != 200) {
         log_warn("k8s: list %s failed: %s (status %d); retrying in %.1fs", w->path,
-                 err ? err : "unexpected status", c->status, w->backoff);
+                 err ? c->detail : "unexpected status", c->status, w->backoff);
         retry_later(w, true);
         return;
     }
@@ -261,7 +282,14 @@ static void on_list_done(struct http_call *c, const char *err)
     }
     size_t i;
     json_t *item;
-    json_array_foreach(items, i, item) deliver(w, K8S_MODIFIED, item);
+    json_array_foreach(items, i, item)
+    {
+        if (!deliver(w, K8S_MODIFIED, item)) {
+            json_decref(root);
+            retry_later(w, true);
+            return;
+        }
+    }
     const char *cont = k8s_str(root, "metadata.continue");
     if (cont && *cont) {
         url_encode(w->cont, sizeof w->cont, cont);
@@ -319,7 +347,7 @@ static void on_watch_data(struct http_call *c)
         if (!type || !json_is_object(obj)) {
             log_warn("k8s: watch %s: bad event line; re-watching from %s", w->path, w->rv);
             json_decref(ev);
-            http_call_fail(c, "bad event line");
+            http_call_fail(c, err_bad_line);
             return;
         }
         if (!strcmp(type, "ERROR")) {
@@ -330,15 +358,23 @@ static void on_watch_data(struct http_call *c)
             json_decref(ev);
             if (code == 410)
                 w->listing = true;
-            http_call_fail(c, "watch error event");
+            http_call_fail(c, err_watch_error);
+            return;
+        }
+        bool stored = true;
+        if (!strcmp(type, "ADDED") || !strcmp(type, "MODIFIED"))
+            stored = deliver(w, K8S_MODIFIED, obj);
+        else if (!strcmp(type, "DELETED"))
+            stored = deliver(w, K8S_DELETED, obj);
+        /* BOOKMARK: the version is all it carries. */
+        if (!stored) {
+            /* The event is not recorded: a relist brings it back. */
+            json_decref(ev);
+            w->listing = true;
+            http_call_fail(c, coldbrew_err_no_memory);
             return;
         }
         note_version(w, obj);
-        if (!strcmp(type, "ADDED") || !strcmp(type, "MODIFIED"))
-            deliver(w, K8S_MODIFIED, obj);
-        else if (!strcmp(type, "DELETED"))
-            deliver(w, K8S_DELETED, obj);
-        /* BOOKMARK: the version is all it carries. */
         json_decref(ev);
         w->backoff = BACKOFF_START;
     }
@@ -353,7 +389,7 @@ static void on_watch_done(struct http_call *c, const char *err)
     }
     if (err || c->status != 200) {
         log_warn("k8s: watch %s ended: %s (status %d); re-watching from %s", w->path,
-                 err ? err : "unexpected status", c->status, w->rv);
+                 err ? c->detail : "unexpected status", c->status, w->rv);
         retry_later(w, false);
         return;
     }
@@ -371,7 +407,7 @@ static void start_watch(struct k8s_watch *w)
 struct k8s_watch *k8s_watch_start(struct k8s_client *k, const char *path, const char *selector,
                                   k8s_event_cb cb, void *arg)
 {
-    struct k8s_watch *w = calloc(1, sizeof *w);
+    struct k8s_watch *w = xcalloc(1, sizeof *w);
     w->k = k;
     snprintf(w->path, sizeof w->path, "%s", path);
     if (selector)
@@ -379,7 +415,7 @@ struct k8s_watch *k8s_watch_start(struct k8s_client *k, const char *path, const 
     w->cb = cb;
     w->arg = arg;
     w->backoff = BACKOFF_START;
-    w->retry = evtimer_new(k->base, on_retry, w);
+    w->retry = X_CHECK(evtimer_new(k->base, on_retry, w));
     start_list(w);
     return w;
 }

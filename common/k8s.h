@@ -43,12 +43,22 @@ struct k8s_client {
 struct k8s_object;
 struct k8s_watch;
 
-/* From KUBE_API_URL or the in-cluster environment. False with err set. */
-bool k8s_client_init(struct k8s_client *k, struct event_base *base, char *err, size_t cap);
+/* Why k8s_client_init() failed (err.h); detail names the value at fault. */
+extern const char k8s_err_no_api[];  /* neither KUBE_API_URL nor in-cluster */
+extern const char k8s_err_bad_url[]; /* KUBE_API_URL or the host is not usable */
+extern const char k8s_err_tls[];     /* the CA file cannot be loaded */
+
+/* From KUBE_API_URL or the in-cluster environment. NULL when ready, else a
+ * k8s_err_* with the human text in detail. Start-up only: aborts when
+ * memory is short (alloc.h). */
+const char *k8s_client_init(struct k8s_client *k, struct event_base *base, char *detail,
+                            size_t cap);
 void k8s_client_free(struct k8s_client *k);
 
 /* path: "/apis/serving.knative.dev/v1/revisions", "/api/v1/endpoints", ...
- * selector: a label selector or NULL. */
+ * selector: a label selector or NULL. Start-up: aborts when memory is short.
+ * Later, an object that cannot be stored (memory) is logged and the watch
+ * relists after its backoff, so no event is silently lost. */
 struct k8s_watch *k8s_watch_start(struct k8s_client *k, const char *path, const char *selector,
                                   k8s_event_cb cb, void *arg);
 void k8s_watch_free(struct k8s_watch *w);

@@ -14,7 +14,8 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* logger: "queueproxy", "activator", ...; key and pod may be NULL. */
 void log_init(const char *logger, const char *key, const char *pod);
-/* Messages below `level` are dropped. Accepts zap's names: debug, info, warn, error. */
+/* Messages below `level` are dropped. Accepts zap's names: debug, info, warn, error.
+ * Anything else is ignored, not an error: Knative's NewLogger does the same. */
 void log_set_level(const char *name);
 enum log_level log_get_level(void);
 /* Lines go to fd instead of stdout (the local platform keeps its terminal for people). */

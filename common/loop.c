@@ -1,5 +1,6 @@
 /* loop.c — see loop.h. */
 #include "loop.h"
+#include "alloc.h"
 
 #include <event2/event_struct.h>
 #include <stdlib.h>
@@ -27,8 +28,7 @@ struct event_base *loop_init(void)
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
-    if (!base)
-        abort();
+    X_CHECK(base); /* start-up */
     event_assign(&reaper, base, -1, 0, on_reap, NULL);
     return base;
 }
@@ -42,9 +42,7 @@ void loop_defer_free(void *ptr, void (*fn)(void *))
 {
     if (dq_len == dq_cap) {
         dq_cap = dq_cap ? dq_cap * 2 : 64;
-        dq = realloc(dq, dq_cap * sizeof *dq);
-        if (!dq)
-            abort();
+        dq = xrealloc(dq, dq_cap * sizeof *dq); /* a warm pool (alloc.h, kind 3) */
     }
     dq[dq_len++] = (struct deferred){ptr, fn};
     if (base && !event_pending(&reaper, EV_TIMEOUT, NULL))

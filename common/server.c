@@ -22,8 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "env.h"
+#include "err.h"
 #include "io.h"
 #include "log.h"
 #include "loop.h"
@@ -803,6 +805,8 @@ struct evbuffer *request_input(struct request *req)
 
 void request_flush(struct request *req)
 {
+    if (!req->conn)
+        return; /* HTTP/2 output goes out once per loop turn (h2_wire.c) */
     req->last_write_ns = clock_now_ns();
     sconn_write(req->conn);
 }
@@ -836,6 +840,21 @@ double request_elapsed(const struct request *req)
 
 /* ---------------------------------------------------------------- accept */
 
+/* No memory for a new connection (alloc.h, request path): a best-effort
+ * 503 written straight to the socket (it fits any socket buffer), a log
+ * line, and the server keeps serving the others. */
+static void refuse_no_memory(struct server *s, int fd, struct sconn *c, struct evbuffer *in)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+    log_error("%s: %s for a new connection; answered 503", s->name, coldbrew_err_no_memory);
+    (void)!write(fd, resp, sizeof resp - 1);
+    close(fd);
+    if (in)
+        evbuffer_free(in);
+    free(c);
+}
+
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
@@ -866,9 +885,10 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             return;
         }
         struct sconn *c = calloc(1, sizeof *c);
-        if (!c) {
-            close(fd);
-            return;
+        struct evbuffer *in = c ? evbuffer_new() : NULL, *out = in ? evbuffer_new() : NULL;
+        if (!out) {
+            refuse_no_memory(s, fd, c, in);
+            continue;
         }
         c->srv = s;
         c->base = s->base;
@@ -876,8 +896,8 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         c->first = true;
         net_nodelay(fd);
         net_peer_ip(&ss, c->peer_ip, sizeof c->peer_ip, &c->peer_port);
-        c->in = evbuffer_new();
-        c->out = evbuffer_new();
+        c->in = in;
+        c->out = out;
         h1_parser_init(&c->parser, true, s->lim->max_header_bytes, s->lim->max_headers);
         c->req.conn = c;
         event_assign(&c->rev, s->base, fd, EV_READ | EV_PERSIST, on_read, c);
@@ -904,7 +924,7 @@ struct server *server_open(struct event_base *base, const char *name, const char
         *err = strerror(errno);
         return NULL;
     }
-    struct server *s = calloc(1, sizeof *s);
+    struct server *s = xcalloc(1, sizeof *s); /* start-up: aborts when memory is short */
     s->base = base;
     s->name = name;
     s->fd = fd;

@@ -38,7 +38,7 @@
  * response-start limit and an idle (gap between writes) limit, all measured
  * from the request's arrival, queue wait included. When one fires before
  * the response started, the holder is cancelled and 504 `request timeout`
- * is written; after, see request_timeout() in server.c. */
+ * is written; after, see server_request_timer_cb() in server.c. */
 #ifndef COLDBREW_SERVER_H
 #define COLDBREW_SERVER_H
 
@@ -106,8 +106,8 @@ enum request_state {
 /* The exchange: one request and its response, whatever the protocol. An
  * HTTP/1.1 request is embedded in its connection (conn); an HTTP/2 one is
  * a stream's (h2, conn NULL; server_h2.c). The request_* calls below work
- * for both; request_output/input/flush/input_consumed are the HTTP/1
- * proxy's and take HTTP/1 requests only. */
+ * for both; request_output/input/input_consumed are the HTTP/1 proxy's and
+ * take HTTP/1 requests only (request_flush is a no-op for HTTP/2). */
 struct request {
     struct sconn *conn;   /* HTTP/1.1: the connection; NULL for HTTP/2 */
     struct h2_stream *h2; /* HTTP/2: the stream, until it ends or dies */
@@ -242,7 +242,7 @@ static inline bool request_is_h2(const struct request *req)
 const char *request_peer_ip(const struct request *req);
 int request_peer_port(const struct request *req);
 
-/* ---- for the HTTP/2 side (server_h2.c, h2_proxy.c) ---- */
+/* ---- for the HTTP/2 side (server_h2.c, proxy_h2.c) ---- */
 void server_request_timer_cb(evutil_socket_t fd, short what, void *arg);
 /* A connection (HTTP/2) of the listener closed: the count, and accepting again. */
 void server_conn_closed(struct server *s);

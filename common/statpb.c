@@ -29,11 +29,15 @@ size_t statpb_encode(const struct statpb *s, uint8_t *buf, size_t cap)
     return metrics__stat__pack(&m, buf);
 }
 
-int statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name_buf, size_t cap)
+const char statpb_err_malformed[] = "not a Stat message";
+
+const char *statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name_buf,
+                          size_t cap)
 {
+    /* protobuf-c says NULL for bad bytes and for no memory alike. */
     Metrics__Stat *m = metrics__stat__unpack(NULL, len, buf);
     if (!m)
-        return -1;
+        return statpb_err_malformed;
     snprintf(name_buf, cap, "%s", m->pod_name ? m->pod_name : "");
     out->pod_name = name_buf;
     out->average_concurrent_requests = m->average_concurrent_requests;
@@ -43,7 +47,7 @@ int statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name
     out->process_uptime = m->process_uptime;
     out->timestamp = m->timestamp;
     metrics__stat__free_unpacked(m, NULL);
-    return 0;
+    return NULL;
 }
 
 size_t statpb_encode_wire(const struct statpb_wire *msgs, size_t n, uint8_t *buf, size_t cap)
@@ -51,6 +55,13 @@ size_t statpb_encode_wire(const struct statpb_wire *msgs, size_t n, uint8_t *buf
     Metrics__WireStatMessage *items = calloc(n ? n : 1, sizeof *items);
     Metrics__WireStatMessage **ptrs = calloc(n ? n : 1, sizeof *ptrs);
     Metrics__Stat *stats = calloc(n ? n : 1, sizeof *stats);
+    if (!items || !ptrs || !stats) {
+        /* Memory short (alloc.h): nothing encoded, as when cap is too small. */
+        free(stats);
+        free(ptrs);
+        free(items);
+        return 0;
+    }
     for (size_t i = 0; i < n; i++) {
         metrics__wire_stat_message__init(&items[i]);
         items[i].namespace_ = (char *)msgs[i].namespace_;

@@ -26,9 +26,13 @@ struct statpb_wire {
     const char *namespace_, *name;
     struct statpb stat;
 };
-/* Encodes a WireStatMessages batch; returns the length, 0 if cap is too small. */
+/* Encodes a WireStatMessages batch; returns the length, 0 if cap is too
+ * small or memory is short. */
 size_t statpb_encode_wire(const struct statpb_wire *msgs, size_t n, uint8_t *buf, size_t cap);
-/* Decodes (tests, the autoscaler); pod name copied into name_buf. */
-int statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name_buf, size_t cap);
+/* Decodes (tests, the autoscaler); pod name copied into name_buf. NULL, or
+ * statpb_err_malformed (err.h). */
+extern const char statpb_err_malformed[];
+const char *statpb_decode(const uint8_t *buf, size_t len, struct statpb *out, char *name_buf,
+                          size_t cap);
 
 #endif

@@ -89,8 +89,7 @@ static void give(struct upconn *uc, const struct upconn_ops *ops, void *owner)
 {
     uc->ops = ops;
     uc->owner = owner;
-    uc->got_bytes = uc->resp_head_done = uc->tunnel = uc->retried = false;
-    uc->body_sent = 0;
+    uc->got_bytes = false;
 }
 
 /* Hands a usable, unattached connection to the head waiter. The caller must
@@ -126,6 +125,17 @@ static bool connect_start(struct upstream *u)
     uc->fd = fd;
     uc->in = evbuffer_new();
     uc->out = evbuffer_new();
+    if (!uc->in || !uc->out) {
+        /* The request path (alloc.h): the waiter gets the error, 502. */
+        if (uc->in)
+            evbuffer_free(uc->in);
+        if (uc->out)
+            evbuffer_free(uc->out);
+        free(uc);
+        close(fd);
+        errno = ENOMEM;
+        return false;
+    }
     uc->connecting = true;
     event_assign(&uc->rev, u->base, fd, EV_READ | EV_PERSIST, on_read, uc);
     event_assign(&uc->wev, u->base, fd, EV_WRITE | EV_PERSIST, on_write, uc);
@@ -377,7 +387,6 @@ struct upconn *upstream_checkout(struct upstream *u, struct upstream_waiter *w, 
 void upstream_checkin(struct upconn *uc)
 {
     struct upstream *u = uc->up;
-    uc->req = NULL;
     uc->ops = NULL;
     uc->owner = NULL;
     if (uc->head) {

@@ -56,8 +56,6 @@
 #include "io.h"
 #include "net.h"
 
-struct request;
-struct proxy_edit;
 struct upconn;
 struct upstream_tls;
 struct upstream_waiter;
@@ -99,7 +97,7 @@ struct upstream {
     bool kick_armed;
     struct upstream_tls *tls; /* NULL: plain TCP (see tls.h) */
     struct h2_pool *h2;       /* HTTP/2 streams to the same destination, made on first use
-                                 (h2_proxy.c); freed with upstream_release_h2() */
+                                 (proxy_h2.c); freed with upstream_release_h2() */
 };
 
 struct upconn {
@@ -107,6 +105,8 @@ struct upconn {
     int fd;
     struct event rev, wev, tev;
     struct evbuffer *in, *out;
+    /* The HTTP/1 back codec's state on this connection (proxy_h1.c,
+     * http_client.c): one response at a time. */
     struct h1_parser parser;  /* response parser */
     struct http_head *head;   /* response head while attached */
     TAILQ_ENTRY(upconn) link; /* in idle or connecting */
@@ -114,16 +114,9 @@ struct upconn {
      * (a pooled connection costs no epoll_ctl on reuse); they dispatch to the
      * holder's ops. */
     const struct upconn_ops *ops;
-    void *owner; /* the holder's object */
-    /* proxy state while attached (see proxy.c) */
-    struct request *req;
-    const struct proxy_edit *edit;
-    uint64_t body_sent; /* request body bytes written upstream */
+    void *owner; /* the holder's object (a proxy exchange, an http_call) */
     bool connecting, reused, reading, writing, eof, dead, idle;
-    bool got_bytes;      /* any response byte arrived */
-    bool resp_head_done; /* final (non-1xx) response head forwarded */
-    bool tunnel;
-    bool retried;
+    bool got_bytes;    /* any byte arrived since the holder took it */
     void *tls_session; /* SSL, when the pool is TLS */
     bool handshaking, tls_want_write;
 };

@@ -23,8 +23,10 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "env.h"
+#include "err.h"
 #include "h1_parser.h"
 #include "http_head.h"
 #include "io.h"
@@ -127,16 +129,18 @@ void ws_accept_value(const char *key, char *out /* >= 29 */)
     EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH);
 }
 
-static void send_handshake(struct ws_client *ws)
+/* False when the request cannot be queued (memory). */
+static bool send_handshake(struct ws_client *ws)
 {
     unsigned char raw[16];
     RAND_bytes(raw, sizeof raw);
     EVP_EncodeBlock((unsigned char *)ws->key, raw, sizeof raw);
-    evbuffer_add_printf(ws->out,
-                        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n",
-                        ws->path, ws->host, ws->port, ws->key);
+    if (evbuffer_add_printf(ws->out,
+                            "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n",
+                            ws->path, ws->host, ws->port, ws->key) < 0)
+        return false;
     if (ws->head)
         http_head_release(ws->head);
     ws->head = http_head_acquire();
@@ -144,29 +148,31 @@ static void send_handshake(struct ws_client *ws)
     h1_parser_init(&ws->parser, false, ws_max_handshake_bytes(), HTTP_HEAD_MAX_HEADERS);
     h1_parser_begin(&ws->parser, ws->head);
     ws->state = WS_HANDSHAKE;
+    return true;
 }
 
 /* A refused 101: worth a warning (a misconfigured URL or a proxy in the
  * way), once per run of failures, so a retry every few seconds does not
  * flood the log. */
-static void handshake_failed(struct ws_client *ws, const char *why)
+static void handshake_failed(struct ws_client *ws, const char *why, unsigned status)
 {
-    if (!ws->warned)
+    if (!ws->warned && status)
+        log_warn("autoscaler link: bad handshake from %s:%d (%s, status %u); retrying", ws->host,
+                 ws->port, why, status);
+    else if (!ws->warned)
         log_warn("autoscaler link: bad handshake from %s:%d (%s); retrying", ws->host, ws->port,
                  why);
     ws->warned = true;
     link_down(ws, why);
 }
 
-/* RFC 6455 4.1, the client's checks of the server's answer. */
+/* RFC 6455 4.1, the client's checks of the server's answer. NULL or a
+ * static reason (err.h). */
 static const char *check_response(const struct ws_client *ws, const struct http_head *h)
 {
-    static char status[48];
     char want[40] = "";
-    if (h->status != 101) {
-        snprintf(status, sizeof status, "status %u, not 101", h->status);
-        return status;
-    }
+    if (h->status != 101)
+        return "not 101 Switching Protocols";
     if (!ws_head_has_token(h, "upgrade", "websocket"))
         return "no 'websocket' token in Upgrade";
     if (!ws_head_has_token(h, "connection", "upgrade"))
@@ -187,23 +193,25 @@ static void read_handshake(struct ws_client *ws)
     switch (h1_parse_head(&ws->parser, ws->in)) {
     case H1_NEED_MORE:
         if (ws->head_bytes > ws_max_handshake_bytes())
-            handshake_failed(ws, "response larger than COLDBREW_WS_MAX_HANDSHAKE_BYTES");
+            handshake_failed(ws, "response larger than COLDBREW_WS_MAX_HANDSHAKE_BYTES", 0);
         return;
     case H1_ERROR:
-        handshake_failed(ws, ws->parser.err ? ws->parser.err : "malformed response");
+        handshake_failed(ws, ws->parser.err ? ws->parser.err : "malformed response", 0);
         return;
     default:
         break;
     }
     const char *bad = check_response(ws, ws->head);
+    unsigned status = ws->head->status;
     http_head_release(ws->head);
     ws->head = NULL;
     if (bad) {
-        handshake_failed(ws, bad);
+        handshake_failed(ws, bad, status);
         return;
     }
     if (wslay_event_context_client_init(&ws->ctx, &wslay_callbacks, ws) != 0) {
-        link_down(ws, "out of memory");
+        log_error("autoscaler link: %s for the session; retrying", coldbrew_err_no_memory);
+        link_down(ws, coldbrew_err_no_memory);
         return;
     }
     ws->state = WS_OPEN;
@@ -234,7 +242,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         size_t before = evbuffer_get_length(ws->in);
         enum io_status st = io_read(ws->in, ws->fd);
         if (st == IO_EOF || st == IO_ERROR) {
-            handshake_failed(ws, "closed during handshake");
+            handshake_failed(ws, "closed during handshake", 0);
             return;
         }
         ws->head_bytes += evbuffer_get_length(ws->in) - before;
@@ -260,7 +268,11 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
             link_down(ws, strerror(err));
             return;
         }
-        send_handshake(ws);
+        if (!send_handshake(ws)) {
+            log_error("autoscaler link: %s for the handshake; retrying", coldbrew_err_no_memory);
+            link_down(ws, coldbrew_err_no_memory);
+            return;
+        }
         io_arm(ws->rev, &ws->reading, true);
     }
     if (ws->state == WS_HANDSHAKE) {
@@ -315,6 +327,11 @@ static void dial(struct ws_client *ws)
     }
     if (!ws->dns)
         ws->dns = evdns_base_new(ws->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!ws->dns) {
+        log_error("autoscaler link: %s for a resolver; retrying", coldbrew_err_no_memory);
+        link_down(ws, coldbrew_err_no_memory);
+        return;
+    }
     struct evutil_addrinfo hints = {0};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -389,13 +406,13 @@ static void link_down(struct ws_client *ws, const char *why)
 /* ---------------------------------------------------------------- API */
 
 struct ws_client *ws_client_new(struct event_base *base, const char *url, ws_state_cb on_state,
-                                void *arg, char *err, size_t cap)
+                                void *arg, char *detail, size_t cap)
 {
-    struct ws_client *ws = calloc(1, sizeof *ws);
+    struct ws_client *ws = xcalloc(1, sizeof *ws); /* start-up (alloc.h) */
     ws->port = 80;
     if (strncmp(url, "ws://", 5) || sscanf(url + 5, "%255[^:/]:%d", ws->host, &ws->port) < 1 ||
         ws->port <= 0 || ws->port > 65535) {
-        snprintf(err, cap, "not a ws:// URL: %s", url);
+        snprintf(detail, cap, "not a ws:// URL: %s", url);
         free(ws);
         return NULL;
     }
@@ -408,12 +425,12 @@ struct ws_client *ws_client_new(struct event_base *base, const char *url, ws_sta
     ws->backoff = 0.1;
     ws->ping_interval = env_double("COLDBREW_WS_PING_SECONDS", 10.0 / 3, NULL);
     ws->read_timeout = env_double("COLDBREW_WS_READ_TIMEOUT_SECONDS", 10, NULL);
-    ws->in = evbuffer_new();
-    ws->out = evbuffer_new();
-    ws->rev = event_new(base, -1, 0, on_read, ws);
-    ws->wev = event_new(base, -1, 0, on_write, ws);
-    ws->timer = evtimer_new(base, on_retry, ws);
-    ws->ping = evtimer_new(base, on_ping, ws);
+    ws->in = X_CHECK(evbuffer_new());
+    ws->out = X_CHECK(evbuffer_new());
+    ws->rev = X_CHECK(event_new(base, -1, 0, on_read, ws));
+    ws->wev = X_CHECK(event_new(base, -1, 0, on_write, ws));
+    ws->timer = X_CHECK(evtimer_new(base, on_retry, ws));
+    ws->ping = X_CHECK(evtimer_new(base, on_ping, ws));
     return ws;
 }
 

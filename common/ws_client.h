@@ -18,7 +18,7 @@
  * /etc/resolv.conf); IP literals skip DNS.
  *
  * Ownership: the client owns its socket and buffers; messages passed to
- * ws_client_send are copied. on_state runs on every open/close transition. */
+ * ws_client_send_binary() are copied. on_state runs on every open/close transition. */
 #ifndef COLDBREW_WS_CLIENT_H
 #define COLDBREW_WS_CLIENT_H
 
@@ -31,9 +31,12 @@ struct ws_client;
 
 typedef void (*ws_state_cb)(void *arg, bool open);
 
-/* url: ws://host:port[/path]. NULL with err set when it is not one. */
+/* url: ws://host:port[/path]. NULL with the reason in detail when it is not
+ * one (its only failure: no static error to compare). Start-up: aborts when
+ * memory is short (alloc.h); later, memory failures drop the link, which is
+ * retried like any other failure. */
 struct ws_client *ws_client_new(struct event_base *base, const char *url, ws_state_cb on_state,
-                                void *arg, char *err, size_t cap);
+                                void *arg, char *detail, size_t cap);
 void ws_client_start(struct ws_client *ws);
 bool ws_client_is_open(const struct ws_client *ws);
 /* Queues one binary message; false (and nothing queued) when not open. */

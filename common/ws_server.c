@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "alloc.h"
+#include "err.h"
 #include "h1_parser.h"
 #include "http_head.h"
 #include "io.h"
@@ -183,20 +185,22 @@ static void read_handshake(struct ws_conn *c)
     ws_accept_value(k, accept);
     http_head_release(c->head);
     c->head = NULL;
-    evbuffer_add_printf(c->out,
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                        accept);
+    /* The session before the 101, so that no memory can still be answered
+     * with a 503 (alloc.h). */
+    if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0 ||
+        evbuffer_add_printf(c->out,
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                            accept) < 0) {
+        reject(c, 503, coldbrew_err_no_memory, "");
+        return;
+    }
     if (io_write(c->out, c->fd) != IO_OK) {
         /* A fresh socket's buffer always takes a 101. */
         conn_close(c, "could not send the 101");
         return;
     }
     evtimer_del(c->deadline);
-    if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
-        conn_close(c, "out of memory");
-        return;
-    }
     wslay_event_config_set_max_recv_msg_length(c->ctx, WS_SERVER_MAX_MESSAGE);
     /* Frames that came in the same read as the head are still in c->in. */
     if (evbuffer_get_length(c->in) && wslay_event_recv(c->ctx) != 0) {
@@ -246,6 +250,28 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     conn_close(c, NULL);
 }
 
+/* A connection that could not be set up (memory, alloc.h): a best-effort
+ * 503 before any 101, a log line, and what was made is freed. */
+static void refuse_no_memory(struct ws_conn *c, int fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+    log_error("stats websocket: %s for a new connection; answered 503", coldbrew_err_no_memory);
+    (void)!write(fd, resp, sizeof resp - 1);
+    close(fd);
+    if (!c)
+        return;
+    if (c->rev)
+        event_free(c->rev);
+    if (c->wev)
+        event_free(c->wev);
+    if (c->in)
+        evbuffer_free(c->in);
+    if (c->out)
+        evbuffer_free(c->out);
+    free(c);
+}
+
 void ws_server_adopt(struct ws_server *s, int fd)
 {
     if (s->nconns >= WS_SERVER_MAX_CONNS) {
@@ -256,16 +282,18 @@ void ws_server_adopt(struct ws_server *s, int fd)
     }
     net_nodelay(fd);
     struct ws_conn *c = calloc(1, sizeof *c);
+    if (!c || !(c->in = evbuffer_new()) || !(c->out = evbuffer_new()) ||
+        !(c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c)) ||
+        !(c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c)) ||
+        !(c->deadline = evtimer_new(s->base, on_deadline, c))) {
+        refuse_no_memory(c, fd);
+        return;
+    }
     c->srv = s;
     c->fd = fd;
-    c->in = evbuffer_new();
-    c->out = evbuffer_new();
     c->head = http_head_acquire();
     h1_parser_init(&c->parser, true, ws_max_handshake_bytes(), HTTP_HEAD_MAX_HEADERS);
     h1_parser_begin(&c->parser, c->head);
-    c->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_read, c);
-    c->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
-    c->deadline = evtimer_new(s->base, on_deadline, c);
     struct timeval tv = {WS_SERVER_HANDSHAKE_SECONDS, 0};
     evtimer_add(c->deadline, &tv);
     event_add(c->rev, NULL);
@@ -293,10 +321,10 @@ struct ws_server *ws_server_open(struct event_base *base, const char *host, int 
 {
     int fd = net_listen(host, port, 128);
     if (fd < 0) {
-        *err = strerror(errno);
+        *err = strerror(errno); /* static for a known errno (err.h) */
         return NULL;
     }
-    struct ws_server *s = calloc(1, sizeof *s);
+    struct ws_server *s = xcalloc(1, sizeof *s); /* start-up (alloc.h) */
     s->base = base;
     s->fd = fd;
     s->on_message = on_message;
@@ -306,7 +334,7 @@ struct ws_server *ws_server_open(struct event_base *base, const char *host, int 
     getsockname(fd, (struct sockaddr *)&ss, &sl);
     s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    s->accept_ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, s);
+    s->accept_ev = X_CHECK(event_new(base, fd, EV_READ | EV_PERSIST, on_accept, s));
     event_add(s->accept_ev, NULL);
     return s;
 }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "../common/alloc.h"
+#include "../common/err.h"
 #include "../common/log.h"
 
 static const struct {
@@ -140,17 +142,32 @@ static void chunk(struct request *req, const char *s, size_t n)
     evbuffer_add(out, "\r\n", 2);
 }
 
-static void send_event(struct watcher *w, const char *type, json_t *obj)
+/* False when memory is short (alloc.h): the caller ends the watch, and the
+ * client re-watches from its last version. */
+static bool send_event(struct watcher *w, const char *type, json_t *obj)
 {
     json_t *ev = json_pack("{s:s, s:O}", "type", type, "object", obj);
-    char *s = json_dumps(ev, JSON_COMPACT);
-    size_t n = strlen(s);
-    s = realloc(s, n + 2);
-    s[n++] = '\n';
-    chunk(w->req, s, n);
-    free(s);
+    char *s = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
     json_decref(ev);
+    if (!s) {
+        log_error("api: %s for a watch event; ending the watch", coldbrew_err_no_memory);
+        return false;
+    }
+    size_t n = strlen(s);
+    struct evbuffer *out = request_output(w->req);
+    evbuffer_add_printf(out, "%zx\r\n", n + 1);
+    evbuffer_add(out, s, n);
+    evbuffer_add(out, "\n\r\n", 3);
+    free(s);
     request_flush(w->req);
+    return true;
+}
+
+/* A request that cannot be served for want of memory: 503, logged. */
+static void no_memory(struct request *req, const char *what)
+{
+    log_error("api: %s for %s; answered 503", coldbrew_err_no_memory, what);
+    request_error(req, 503, "out of memory\n");
 }
 
 static void watcher_cancel(struct request *req)
@@ -173,8 +190,8 @@ static void record(struct api *a, enum api_kind kind, const char *type, json_t *
     struct watcher *w, *next;
     for (w = LIST_FIRST(&a->watchers); w; w = next) {
         next = LIST_NEXT(w, link);
-        if (w->kind == kind && api_selector_matches(obj, w->selector))
-            send_event(w, type, obj);
+        if (w->kind == kind && api_selector_matches(obj, w->selector) && !send_event(w, type, obj))
+            request_end(w->req, true); /* watcher_cancel() frees w */
     }
 }
 
@@ -243,6 +260,10 @@ json_t *api_get(struct api *a, enum api_kind kind, const char *ns, const char *n
 static void list(struct api *a, struct request *req, enum api_kind kind, const char *selector)
 {
     json_t *items = json_array();
+    if (!items) {
+        no_memory(req, "a list");
+        return;
+    }
     const char *k;
     json_t *obj;
     json_object_foreach(a->objects[kind], k, obj)
@@ -255,22 +276,30 @@ static void list(struct api *a, struct request *req, enum api_kind kind, const c
     json_t *resp =
         json_pack("{s:s, s:s, s:{s:s}, s:o}", "apiVersion", kinds[kind].api_version, "kind",
                   kinds[kind].list_kind, "metadata", "resourceVersion", rv, "items", items);
-    char *s = json_dumps(resp, JSON_COMPACT);
+    char *s = resp ? json_dumps(resp, JSON_COMPACT) : NULL;
+    json_decref(resp); /* also items' last reference */
+    if (!s) {
+        no_memory(req, "a list");
+        return;
+    }
     request_reply(req, 200, "application/json", s, strlen(s), NULL);
     free(s);
-    json_decref(resp);
 }
 
 static void watch(struct api *a, struct request *req, enum api_kind kind, const char *selector,
                   unsigned long since)
 {
+    struct watcher *w = calloc(1, sizeof *w);
+    if (!w) {
+        no_memory(req, "a watch");
+        return;
+    }
     evbuffer_add_printf(request_output(req),
                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         "Transfer-Encoding: chunked\r\nDate: %s\r\n\r\n",
                         http_date_now());
     request_response_started(req, 200);
     request_set_timeouts(req, 0, 0, 0);
-    struct watcher *w = calloc(1, sizeof *w);
     w->api = a;
     w->req = req;
     w->kind = kind;
@@ -281,17 +310,22 @@ static void watch(struct api *a, struct request *req, enum api_kind kind, const 
         json_t *st = json_pack("{s:s,s:s,s:{},s:s,s:s,s:s,s:i}", "kind", "Status", "apiVersion",
                                "v1", "metadata", "status", "Failure", "message",
                                "too old resource version", "reason", "Expired", "code", 410);
-        send_event(w, "ERROR", st);
+        bool sent = st && send_event(w, "ERROR", st);
         json_decref(st);
-        chunk(req, "", 0);
+        if (sent)
+            chunk(req, "", 0);
         free(w);
-        request_end(req, false);
+        request_end(req, !sent);
         return;
     }
     for (unsigned j = 0; j < a->hist_len; j++) {
         struct event_rec *e = &a->hist[(a->hist_start + j) % API_HISTORY];
-        if (e->rv > since && e->kind == kind && api_selector_matches(e->obj, w->selector))
-            send_event(w, e->type, e->obj);
+        if (e->rv > since && e->kind == kind && api_selector_matches(e->obj, w->selector) &&
+            !send_event(w, e->type, e->obj)) {
+            free(w);
+            request_end(req, true);
+            return;
+        }
     }
     req->holder = w;
     req->cancel = watcher_cancel;
@@ -333,9 +367,9 @@ static void on_request(struct request *req, void *arg)
 struct api *api_open(struct event_base *base, const char *host, int port,
                      const struct server_limits *lim, const char **err)
 {
-    struct api *a = calloc(1, sizeof *a);
+    struct api *a = xcalloc(1, sizeof *a); /* start-up (alloc.h) */
     for (int k = 0; k < API_KINDS; k++)
-        a->objects[k] = json_object();
+        a->objects[k] = X_CHECK(json_object());
     LIST_INIT(&a->watchers);
     a->srv = server_open(base, "api", host, port, lim, on_request, a, err);
     if (!a->srv) {

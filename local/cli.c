@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/alloc.h"
 #include "../common/env.h"
 #include "manifest.h"
 
@@ -51,7 +52,7 @@ static int http_do_port(int port, const char *method, const char *target, char *
         return -1;
     }
     size_t cap = 65536, len = 0;
-    char *buf = malloc(cap + 1);
+    char *buf = xmalloc(cap + 1); /* a command: memory short ends it (alloc.h) */
     ssize_t r;
     while ((r = read(fd, buf + len, cap - len)) > 0) {
         len += (size_t)r;
@@ -59,7 +60,7 @@ static int http_do_port(int port, const char *method, const char *target, char *
             if (cap >= CLI_MAX_RESPONSE)
                 break;
             cap *= 2;
-            buf = realloc(buf, cap + 1);
+            buf = xrealloc(buf, cap + 1);
         }
     }
     close(fd);
@@ -71,7 +72,7 @@ static int http_do_port(int port, const char *method, const char *target, char *
         return -1;
     }
     char *b = strstr(buf, "\r\n\r\n");
-    *body = strdup(b ? b + 4 : "");
+    *body = xstrdup(b ? b + 4 : "");
     free(buf);
     return status;
 }
@@ -406,7 +407,7 @@ static void show_new(const char *path, const char *label, void *arg)
         if (!strcmp(fw->files[i].path, path))
             f = &fw->files[i];
     if (!f) {
-        fw->files = realloc(fw->files, (fw->n + 1) * sizeof *fw->files);
+        fw->files = xrealloc(fw->files, (fw->n + 1) * sizeof *fw->files);
         f = &fw->files[fw->n++];
         snprintf(f->path, sizeof f->path, "%s", path);
         f->offset = 0;

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/alloc.h"
 #include "../common/clock.h"
 #include "../common/env.h"
 #include "../common/log.h"
@@ -264,7 +265,7 @@ static int cmd_run(int argc, char **argv)
     /* Everything below is released on every way out (the sanitizer build
      * checks for leaks at exit, the error exits included). */
     int rc = 0;
-    char **files = calloc((size_t)argc, sizeof *files);
+    char **files = xcalloc((size_t)argc, sizeof *files); /* start-up (alloc.h) */
     struct svc_doc *docs = NULL;
     size_t ndocs = 0;
     int logfd = -1;
@@ -333,13 +334,13 @@ static int cmd_run(int argc, char **argv)
     P->on_all_gone = on_all_gone;
     api_set_control(api, platform_control, P);
 
-    sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
-    sigint = evsignal_new(base, SIGINT, on_stop, NULL);
-    sigterm = evsignal_new(base, SIGTERM, on_stop, NULL);
+    sigchld = X_CHECK(evsignal_new(base, SIGCHLD, on_sigchld, NULL));
+    sigint = X_CHECK(evsignal_new(base, SIGINT, on_stop, NULL));
+    sigterm = X_CHECK(evsignal_new(base, SIGTERM, on_stop, NULL));
     event_add(sigchld, NULL);
     event_add(sigint, NULL);
     event_add(sigterm, NULL);
-    restart_ev = evtimer_new(base, on_restart, NULL);
+    restart_ev = X_CHECK(evtimer_new(base, on_restart, NULL));
 
     char summary[2048];
     if (!platform_apply(P, docs, ndocs, summary, sizeof summary, err, sizeof err)) {
@@ -354,7 +355,7 @@ static int cmd_run(int argc, char **argv)
         platform_shutdown(P);
     } else {
         ready_deadline = autoscaler_now() + ACTIVATOR_START_SECONDS;
-        ready_ev = evtimer_new(base, on_ready_check, NULL);
+        ready_ev = X_CHECK(evtimer_new(base, on_ready_check, NULL));
         struct timeval tv = clock_tv(0.01);
         evtimer_add(ready_ev, &tv);
     }

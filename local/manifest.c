@@ -7,6 +7,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "../common/err.h"
+
 #define MAX_DOCS       256
 #define MAX_FILE_BYTES (4u << 20)
 #define MAX_DEPTH      64
@@ -322,7 +324,14 @@ bool manifest_load(const char *const *files, size_t nfiles, struct svc_doc **out
             snprintf(err, cap, "%s: %s", files[f], strerror(errno));
             goto bad;
         }
+        /* Also read by a running platform (apply): memory short is this
+         * load's error, not the process's end (alloc.h). */
         unsigned char *text = malloc(MAX_FILE_BYTES + 1);
+        if (!text) {
+            fclose(fp);
+            snprintf(err, cap, "%s: %s", files[f], coldbrew_err_no_memory);
+            goto bad;
+        }
         size_t len = fread(text, 1, MAX_FILE_BYTES + 1, fp);
         fclose(fp);
         if (len > MAX_FILE_BYTES) {
@@ -337,8 +346,13 @@ bool manifest_load(const char *const *files, size_t nfiles, struct svc_doc **out
             goto bad;
         bool ok = true;
         for (int i = 0; i < k; i++) {
+            struct svc_doc *more = ok ? realloc(docs, (n + 1) * sizeof *docs) : NULL;
+            if (ok && !more) {
+                snprintf(err, cap, "%s: %s", files[f], coldbrew_err_no_memory);
+                ok = false;
+            }
             if (ok) {
-                docs = realloc(docs, (n + 1) * sizeof *docs);
+                docs = more;
                 memset(&docs[n], 0, sizeof docs[n]);
                 struct ctx c = {files[f], jl[i], err, cap};
                 ok = check_service(&c, jd[i], &docs[n]);

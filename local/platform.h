@@ -23,6 +23,7 @@
 #define LOCAL_PLATFORM_H
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,10 +80,11 @@ struct pod {
     bool reserved;          /* the reserved instance (nice 19) */
     pid_t user_pid, qp_pid; /* 0 once reaped */
     int user_port, qp_port, admin_port, stat_port, prom_port;
-    uint64_t spawn_wall_us;    /* when it was forked, for cold-start accounting */
-    double started;            /* monotonic seconds */
-    double user_listening;     /* when its user port first took a connection (0: not yet) */
-    struct event *listen_poll; /* polls the user port while starting (coldstart accounting) */
+    uint64_t spawn_wall_us;   /* when it was forked, for cold-start accounting */
+    double started;           /* monotonic seconds */
+    double user_listening;    /* when its user port first took a connection (0: not yet) */
+    struct event listen_poll; /* polls the user port while starting (coldstart accounting) */
+    bool listen_poll_set;
     struct upstream qp_up, admin_up;
     struct http_call *probe; /* kubelet-style readiness probe of the queue-proxy */
     struct http_call *drain; /* the preStop hook: GET /wait-for-drain */

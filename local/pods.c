@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "../common/clock.h"
+#include "../common/err.h"
 #include "../common/log.h"
 #include "platform.h"
 
@@ -82,6 +83,7 @@ int platform_free_port(struct platform *p)
 struct envb {
     char *v[MAX_ENV + 1];
     int n;
+    bool no_memory; /* a variable could not be added: the pod is not started */
 };
 
 static void env_add(struct envb *e, const char *name, const char *value)
@@ -95,6 +97,10 @@ static void env_add(struct envb *e, const char *name, const char *value)
             e->v[i] = e->v[--e->n];
         }
     char *s = malloc(nl + strlen(value) + 2);
+    if (!s) {
+        e->no_memory = true;
+        return;
+    }
     sprintf(s, "%s=%s", name, value);
     e->v[e->n++] = s;
     e->v[e->n] = NULL;
@@ -374,7 +380,7 @@ static void on_listen_poll(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct timeval tv = clock_tv(POD_LISTEN_POLL);
-    evtimer_add(pod->listen_poll, &tv);
+    evtimer_add(&pod->listen_poll, &tv);
 }
 
 /* A pod became ready: its start goes into the revision's recent list. */
@@ -440,6 +446,13 @@ static void probe_start(struct pod *pod)
                               "K-Network-Probe: queue\r\nAccept: */*\r\n\r\n";
     if (!pod->probe)
         pod->probe = http_call_new(&pod->qp_up, pod);
+    if (!pod->probe) {
+        /* Memory short: probe again later, like a probe that failed. */
+        log_error("pod %s: %s for a probe; retrying", pod->name, coldbrew_err_no_memory);
+        struct timeval tv = clock_tv(POD_PROBE_RETRY);
+        evtimer_add(pod->timer, &tv);
+        return;
+    }
     /* The queue-proxy gives up after 10 s of aggressive probing. */
     http_call_start(pod->probe, req, sizeof req - 1, 11.0, on_probe_done, NULL);
 }
@@ -449,7 +462,13 @@ static void probe_start(struct pod *pod)
 struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap)
 {
     struct platform *p = r->svc->p;
+    /* A pod starts while the platform serves (alloc.h): memory short fails
+     * this start, which the caller logs and retries like any other. */
     struct pod *pod = calloc(1, sizeof *pod);
+    if (!pod) {
+        snprintf(err, cap, "%s", coldbrew_err_no_memory);
+        return NULL;
+    }
     pod->rev = r;
     pod->reserved = reserved;
     static const char abc[] = "bcdfghjklmnpqrstvwxz2456789"; /* Kubernetes' name alphabet */
@@ -514,6 +533,19 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
     struct envb ue = {0}, qe = {0};
     user_env(pod, &ue);
     qp_env(pod, &qe);
+    /* The one timer a pod has (probe, then grace), made before any process. */
+    pod->timer = evtimer_new(p->base, on_probe_timer, pod);
+    if (ue.no_memory || qe.no_memory || !pod->timer) {
+        snprintf(err, cap, "%s", coldbrew_err_no_memory);
+        env_free(&ue);
+        env_free(&qe);
+        close(ufd);
+        close(qfd);
+        if (pod->timer)
+            event_free(pod->timer);
+        free(pod);
+        return NULL;
+    }
     char qp_bin[600];
     snprintf(qp_bin, sizeof qp_bin, "%s/queue-proxy", p->cfg.bin_dir);
     char *qargv[] = {qp_bin, NULL};
@@ -534,6 +566,7 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
             kill(-pod->qp_pid, SIGKILL);
             waitpid(pod->qp_pid, NULL, 0);
         }
+        event_free(pod->timer);
         free(pod);
         return NULL;
     }
@@ -544,8 +577,8 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
              reserved ? " as the reserved instance" : "");
     upstream_init(&pod->qp_up, p->base, "127.0.0.1", pod->qp_port, 1, 4.0);
     upstream_init(&pod->admin_up, p->base, "127.0.0.1", pod->admin_port, 1, 4.0);
-    pod->timer = evtimer_new(p->base, on_probe_timer, pod);
-    pod->listen_poll = evtimer_new(p->base, on_listen_poll, pod);
+    evtimer_assign(&pod->listen_poll, p->base, on_listen_poll, pod); /* embedded: no allocation */
+    pod->listen_poll_set = true;
     pod->next = r->pods;
     r->pods = pod;
     probe_start(pod);
@@ -601,8 +634,9 @@ void pod_terminate(struct pod *pod)
     struct platform *p = pod->rev->svc->p;
     http_call_free(pod->probe);
     pod->probe = NULL;
-    event_free(pod->timer);
-    pod->timer = evtimer_new(p->base, on_grace_over, pod);
+    /* The same timer, re-pointed: no allocation on the way out. */
+    event_del(pod->timer);
+    event_assign(pod->timer, p->base, -1, 0, on_grace_over, pod);
     /* Knative's terminationGracePeriodSeconds is the revision timeout. */
     double grace = pod->rev->set.timeout > 0 ? (double)pod->rev->set.timeout : 300;
     struct timeval tv = clock_tv(grace);
@@ -612,7 +646,10 @@ void pod_terminate(struct pod *pod)
     if (was_ready && pod->qp_pid && pod->user_pid) {
         static const char req[] = "GET /wait-for-drain HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
         pod->drain = http_call_new(&pod->admin_up, pod);
-        http_call_start(pod->drain, req, sizeof req - 1, grace, on_drained, NULL);
+        if (pod->drain)
+            http_call_start(pod->drain, req, sizeof req - 1, grace, on_drained, NULL);
+        else
+            term_user(pod); /* no memory to ask for a drain: straight to SIGTERM */
     } else {
         term_user(pod);
     }
@@ -624,8 +661,8 @@ void pod_free(struct pod *pod)
     http_call_free(pod->drain);
     if (pod->timer)
         event_free(pod->timer);
-    if (pod->listen_poll)
-        event_free(pod->listen_poll);
+    if (pod->listen_poll_set)
+        event_del(&pod->listen_poll);
     upstream_close_idle(&pod->qp_up);
     upstream_close_idle(&pod->admin_up);
     free(pod);

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/alloc.h"
 #include "../common/clock.h"
+#include "../common/err.h"
 #include "../common/log.h"
 #include "qp.h"
 
@@ -90,6 +92,11 @@ void qp_admin_request(struct request *req, void *arg)
         return;
     }
     struct drain_waiter *w = calloc(1, sizeof *w);
+    if (!w) {
+        log_error("admin: %s for a drain waiter; answered 503", coldbrew_err_no_memory);
+        request_error(req, 503, "out of memory\n");
+        return;
+    }
     w->req = req;
     w->next = drain_waiters;
     drain_waiters = w;
@@ -99,7 +106,10 @@ void qp_admin_request(struct request *req, void *arg)
     if (!qp->sigterm) {
         w->reset = evtimer_new(qp->base, on_wait_reset, w);
         struct timeval tv = clock_tv(WAIT_RESET_SECONDS);
-        event_add(w->reset, &tv);
+        if (w->reset)
+            event_add(w->reset, &tv);
+        else /* memory short: this waiter is not reset, it waits for the drain */
+            log_error("admin: %s for a drain waiter's timer", coldbrew_err_no_memory);
     }
 }
 
@@ -121,6 +131,11 @@ void qp_prom_request(struct request *req, void *arg)
         return;
     }
     struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        log_error("metrics: %s; answered 503", coldbrew_err_no_memory);
+        request_error(req, 503, "out of memory\n");
+        return;
+    }
     metrics_hist_render(&qp->invocation, qp->labels, b);
     metrics_hist_render(&qp->server_dur, qp->labels, b);
     if (qp->has_breaker)
@@ -141,7 +156,7 @@ void qp_drain_start(bool from_signal)
     qp->draining = true;
     struct timeval tv = clock_tv(qp->cfg.drain_quiet_seconds);
     if (!qp->quiet_timer)
-        qp->quiet_timer = evtimer_new(qp->base, on_quiet_over, NULL);
+        qp->quiet_timer = X_CHECK(evtimer_new(qp->base, on_quiet_over, NULL)); /* lifecycle */
     event_add(qp->quiet_timer, &tv);
     if (from_signal)
         log_info("Sleeping %gs to allow K8s propagation of non-ready state",
@@ -191,7 +206,7 @@ void qp_check_exit(void)
         return;
     }
     if (!qp->exit_timer)
-        qp->exit_timer = evtimer_new(qp->base, on_exit_poll, NULL);
+        qp->exit_timer = X_CHECK(evtimer_new(qp->base, on_exit_poll, NULL)); /* lifecycle */
     if (!event_pending(qp->exit_timer, EV_TIMEOUT, NULL)) {
         struct timeval tv = clock_tv(tunnels ? 1.0 : 0.5);
         event_add(qp->exit_timer, &tv);

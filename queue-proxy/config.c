@@ -90,6 +90,7 @@ bool config_load(struct qp_config *cfg, char *err, unsigned cap)
     }
     cfg->readiness_probe = env_str("SERVING_READINESS_PROBE", "");
     cfg->multi_container_probes = env_bool("ENABLE_MULTI_CONTAINER_PROBES", false);
+    cfg->autodetect_h2 = env_bool("ENABLE_HTTP2_AUTO_DETECTION", false);
 
     /* Legacy (<= v1.18) observability variables first; OBSERVABILITY_CONFIG wins. */
     cfg->enable_request_log = env_bool("SERVING_ENABLE_REQUEST_LOG", false);

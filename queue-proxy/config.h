@@ -21,6 +21,7 @@ struct qp_config {
     double revision_timeout, response_start_timeout, idle_timeout;
     const char *readiness_probe; /* JSON or "" */
     bool multi_container_probes;
+    bool autodetect_h2; /* ENABLE_HTTP2_AUTO_DETECTION */
     bool enable_request_log, enable_probe_request_log;
     bool custom_request_log_template;
     bool prometheus_enabled;

@@ -143,7 +143,8 @@ int main(void)
     }
     stats_init(&qp->stats, qp->start_ns);
     if (!readiness_init(&qp->readiness, qp->base, qp->cfg.readiness_probe,
-                        qp->cfg.multi_container_probes, qp->cfg.user_port, err, sizeof err)) {
+                        qp->cfg.multi_container_probes, qp->cfg.autodetect_h2, qp->cfg.user_port,
+                        err, sizeof err)) {
         log_error("failed to parse readiness probe: %s", err);
         return 1;
     }
@@ -203,6 +204,5 @@ int main(void)
     loop_free();
     http_head_pool_drain();
     qp_ctx_pool_trim(0);
-    proxy_h2_trim(0);
     return 0;
 }

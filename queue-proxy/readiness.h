@@ -14,7 +14,13 @@
  * Handlers: tcpSocket (connect), httpGet (GET with the probe's headers and
  * User-Agent "kube-probe//", ready on 200-399; redirects are not followed: a
  * 3xx is ready, as it is within Go's accepted range), and grpc
- * (grpc.health.v1.Health/Check over h2c, ready on SERVING; grpc_health.h). */
+ * (grpc.health.v1.Health/Check over h2c, ready on SERVING; h2_probe.h).
+ *
+ * ENABLE_HTTP2_AUTO_DETECTION (Knative's autodetect-http2 feature): an
+ * httpGet probe first sends an h2c GET without the probe's headers; if that
+ * is ready, an h2c GET with them decides, otherwise an HTTP/1.1 GET without
+ * them does (Knative's detectHTTPProtocolVersion and HTTPProbe, v1.23).
+ * Nothing is cached: every attempt detects again, as Knative's does. */
 #ifndef QP_READINESS_H
 #define QP_READINESS_H
 
@@ -37,7 +43,8 @@ struct readiness {
     struct probe_spec *specs;
     unsigned nspecs;
     bool aggressive;
-    double interval; /* aggressive mode's poll interval (50 ms, or the override) */
+    bool autodetect_h2; /* ENABLE_HTTP2_AUTO_DETECTION: httpGet probes try h2c first */
+    double interval;    /* aggressive mode's poll interval (50 ms, or the override) */
     unsigned success_threshold;
     unsigned consecutive;
     bool running;
@@ -52,7 +59,7 @@ struct readiness {
 
 /* Parses the env value; false with err filled when the JSON is invalid. */
 bool readiness_init(struct readiness *r, struct event_base *base, const char *json, bool multi,
-                    int user_port, char *err, unsigned errcap);
+                    bool autodetect_h2, int user_port, char *err, unsigned errcap);
 void readiness_check(struct readiness *r, struct readiness_waiter *w);
 void readiness_cancel(struct readiness *r, struct readiness_waiter *w);
 void readiness_free(struct readiness *r);

@@ -11,14 +11,15 @@ Routes (any method):
   /big?bytes=N      N bytes of body
   /crash            sends a head and some DATA, then closes the connection
   /reset            sends a head, then RST_STREAM INTERNAL_ERROR
-  /stats            JSON: requests seen, peak concurrency, connections accepted
+  /probe?code=N     answer N (default 200) and record the request's headers (for /stats)
+  /stats            JSON: requests seen, peak concurrency, connections accepted, probes
 Usage: h2_origin.py PORT
 """
 import asyncio, json, sys, time, urllib.parse
 
 import h2.config, h2.connection, h2.events, h2.errors
 
-STATS = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0}
+STATS = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0, "probes": []}
 
 
 class Conn:
@@ -66,6 +67,11 @@ class Conn:
         path = u.path
         if path == "/sleep":
             await asyncio.sleep(int(q.get("ms", "100")) / 1000)
+        if path == "/probe":
+            STATS["probes"].append([[k, v] for k, v in headers if not k.startswith(":")][:16])
+            del STATS["probes"][:-20]
+            self.h2.send_headers(sid, [(":status", q.get("code", "200"))], end_stream=True)
+            return await self.flush()
         if path == "/status":
             self.h2.send_headers(sid, [(":status", q.get("code", "200"))], end_stream=True)
             return await self.flush()

@@ -183,6 +183,56 @@ def h2_probes_answered_per_stream():
     eq(o.stats()["requests"], 1, "no probe reached the user container (only /stats did)")
 
 
+def kubelet_probe(port):
+    st, _, body = get(port, "/", {"User-Agent": "kube-probe/1.30", "K-Network-Probe": "queue"}, timeout=15)
+    return st, body
+
+
+def http_get_probe(port, path, **extra):
+    spec = {"httpGet": {"path": path, "port": port, "host": "127.0.0.1", "scheme": "HTTP",
+                        "httpHeaders": [{"name": "X-Ready", "value": "yes"}]}, "successThreshold": 1}
+    spec.update(extra)
+    return json.dumps(spec)
+
+
+@test
+def h2_readiness_auto_detection_probes_h2c_then_http1():
+    # An h2c-only user container: without ENABLE_HTTP2_AUTO_DETECTION the
+    # httpGet probe speaks HTTP/1.1 and never sees it ready.
+    o = H2Origin()
+    once = {"periodSeconds": 1, "timeoutSeconds": 1}
+    q = QueueProxy(o.port, SERVING_READINESS_PROBE=http_get_probe(o.port, "/probe", **once))
+    eq(kubelet_probe(q.port)[0], 503, "HTTP/1.1 probe of an h2c-only container: not ready")
+    q.stop()
+    # With it: an h2c GET without the probe's headers, then one with them.
+    q = QueueProxy(o.port, ENABLE_HTTP2_AUTO_DETECTION="true",
+                   SERVING_READINESS_PROBE=http_get_probe(o.port, "/probe"))
+    eq(kubelet_probe(q.port), (200, b"queue"), "h2c probe of an h2c container: ready")
+    probes = o.stats()["probes"]
+    ok(len(probes) >= 2, "two h2c probe requests: %r" % probes)
+    first, second = dict(probes[-2]), dict(probes[-1])
+    eq((first.get("user-agent"), first.get("x-ready")), ("kube-probe//", None),
+       "detection: no probe headers")
+    eq((second.get("user-agent"), second.get("x-ready")), ("kube-probe//", "yes"),
+       "the deciding probe carries the probe's headers")
+    q.stop()
+    # Not ready over h2c (503) and no HTTP/1.1 either: not ready.
+    q = QueueProxy(o.port, ENABLE_HTTP2_AUTO_DETECTION="true",
+                   SERVING_READINESS_PROBE=http_get_probe(o.port, "/probe?code=503", **once))
+    eq(kubelet_probe(q.port)[0], 503, "h2c 503 and no HTTP/1.1: not ready")
+    q.stop()
+    # An HTTP/1.1-only container: the h2c GET fails, HTTP/1.1 without the
+    # headers decides.
+    o1 = Origin()
+    q = QueueProxy(o1.port, ENABLE_HTTP2_AUTO_DETECTION="true",
+                   SERVING_READINESS_PROBE=http_get_probe(o1.port, "/status?code=204"))
+    eq(kubelet_probe(q.port), (200, b"queue"), "falls back to HTTP/1.1: ready")
+    q2 = QueueProxy(o1.port, ENABLE_HTTP2_AUTO_DETECTION="true",
+                    SERVING_READINESS_PROBE=http_get_probe(o1.port, "/status?code=500", **once))
+    eq(kubelet_probe(q2.port)[0], 503, "HTTP/1.1 500 after the h2c attempt: not ready")
+    eq(get(q.port, "/x")[0], 200, "serves after all that")
+
+
 @test
 def h2_breaker_counts_streams_and_refuses_with_503_on_the_stream():
     o = H2Origin()

@@ -30,10 +30,14 @@ static void test_fields_in_order_zero_omitted(void **state)
     assert_memory_equal(buf, want, n);
     struct statpb back;
     char name[32];
-    assert_int_equal(statpb_decode(buf, n, &back, name, sizeof name), 0);
+    assert_null(statpb_decode(buf, n, &back, name, sizeof name));
     assert_string_equal(back.pod_name, "p");
     assert_float_equal(back.process_uptime, 2.5, 0);
     assert_int_equal(statpb_encode(&s, buf, 4), 0); /* too small */
+    /* A field tag with a truncated length is not a Stat (compared by pointer). */
+    static const uint8_t bad[] = {0x0a, 0x7f, 'x'};
+    assert_ptr_equal(statpb_decode(bad, sizeof bad, &back, name, sizeof name),
+                     statpb_err_malformed);
 }
 
 static void test_max_size_fits_scraper_limit(void **state)

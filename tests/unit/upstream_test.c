@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "loopback_util.h"
 #include "upstream.h"
 
 static int writable_calls;
@@ -45,31 +46,12 @@ static void rec_init(struct rec *r)
     r->w.owner = r;
 }
 
-static int listener(int backlog, int *port)
-{
-    int l = net_listen("127.0.0.1", 0, backlog);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(l, (struct sockaddr *)&ss, &sl);
-    char ip[64];
-    net_peer_ip(&ss, ip, sizeof ip, port);
-    return l;
-}
-
-static void turn(struct event_base *base, int n)
-{
-    for (int i = 0; i < n; i++) {
-        event_base_loop(base, EVLOOP_NONBLOCK);
-        usleep(1000);
-    }
-}
-
 static void test_pool(void **state)
 {
     (void)state;
     struct event_base *base = loop_init();
     int port;
-    int l = listener(16, &port);
+    int l = lo_listen(16, &port);
     struct upstream u;
     assert_true(upstream_init(&u, base, "127.0.0.1", port, 2, 5));
     struct rec ra, rb;
@@ -133,7 +115,7 @@ static void test_wait_queue(void **state)
     (void)state;
     struct event_base *base = loop_init();
     int port;
-    int l = listener(16, &port);
+    int l = lo_listen(16, &port);
     struct upstream u;
     assert_true(upstream_init(&u, base, "127.0.0.1", port, 10, 5));
     u.max_connecting = 1;
@@ -200,7 +182,7 @@ static void test_connect_failure(void **state)
     (void)state;
     struct event_base *base = loop_init();
     int port;
-    int l = listener(1, &port);
+    int l = lo_listen(1, &port);
     close(l); /* nothing listens: connects are refused */
     struct upstream u;
     assert_true(upstream_init(&u, base, "127.0.0.1", port, 10, 5));
