@@ -94,8 +94,10 @@ struct revision {
     char private_host[256]; /* "<rev>-private.<ns>": Host in passthrough mode */
     unsigned active;        /* requests referencing this revision */
     struct stats stats;
-    bool reporting; /* has an entry in the autoscaler reports (reporter.c) */
-    bool poked;     /* the next report subtracts the poke */
+    bool reporting;           /* has an entry in the autoscaler reports (reporter.c) */
+    bool poked;               /* the next report subtracts the poke */
+    struct cold_ledger *cold; /* coldstart.c; made at its first poke or cold start */
+    bool server_timing;       /* annotation coldbrew.dev/server-timing: "enabled" */
 };
 
 struct activator {
@@ -165,6 +167,36 @@ void act_tls_listen(void);
 void act_tls_stop(void);
 /* For `coldbrew status` and logs: trusted CA count, handshakes refused. */
 unsigned act_tls_trusted(void);
+
+struct evbuffer;
+/* coldstart.c: the cold-start ledger (see there) */
+#define COLD_PHASES 5 /* poke, endpoints, probe, forward, response; then the total */
+/* One held request's moments (CLOCK_MONOTONIC ns; 0: did not happen). */
+struct cold_stamps {
+    uint64_t held, poke, endpoints, probe, forwarded, first_byte;
+};
+void cold_on_poke(struct revision *r);
+void cold_on_endpoints(struct revision *r); /* an Endpoints update naming a pod */
+void cold_on_capacity(struct revision *r);  /* dispatch with a healthy pod (or ClusterIP) */
+/* A request is held and the revision has no healthy pod: it joins the
+ * current episode (opening one). */
+void cold_hold(struct revision *r, uint64_t held_ns);
+/* Its first response byte: fills the revision's moments into s, records the
+ * phases (histogram, recent list, log line) into ms[COLD_PHASES + 1]. */
+void cold_record(struct revision *r, struct cold_stamps *s, double ms[COLD_PHASES + 1]);
+extern const char *const cold_phase_names[COLD_PHASES + 1];
+extern const char *const cold_phase_desc[COLD_PHASES + 1];
+void cold_render_metrics(struct evbuffer *b);
+void cold_render_json(struct evbuffer *b); /* GET /coldstarts on the metrics port */
+void cold_free(struct revision *r);
+
+/* telemetry.c: OBSERVABILITY_CONFIG's tracing (spans over OTLP) */
+struct otlp_exporter;
+extern struct otlp_exporter *act_otlp;
+extern bool act_tracing;
+extern double act_sampling_rate;
+void act_telemetry_init(void);
+void act_telemetry_free(void);
 
 /* handler.c */
 void act_on_request(struct request *req, void *arg);

@@ -17,8 +17,12 @@
 #include "../common/clock.h"
 #include "../common/freelist.h"
 #include "../common/log.h"
+#include "../common/otlp.h"
 #include "../common/proxy.h"
+#include "../common/trace.h"
 #include "activator.h"
+
+#define TP_LINE (13 + TRACE_PARENT_LEN + 2) /* "traceparent: " 55 chars CRLF */
 
 struct act_ctx {
     TAILQ_ENTRY(act_ctx) link;
@@ -28,8 +32,23 @@ struct act_ctx {
     struct proxy_edit edit;
     struct proxy_exchange px; /* the proxy's state: its place in the pod pool's queue */
     bool queued;
-    char extra[320];
+    bool cold;    /* held while the revision had no healthy pod: the ledger's */
+    bool timing;  /* answer with the ledger as Server-Timing */
+    bool traced;  /* tracing is on: the spans below are live (recording or not) */
+    bool proxied; /* sp_proxy was started */
+    bool keep_tracestate;
+    struct cold_stamps stamps;
+    struct act_trace *tr; /* only while tracing: spans are big, and 10,000 may be held */
+    char extra[320 + TP_LINE];
 };
+
+/* Knative's spans (§6.6): "handle" (otelhttp's server span), its children
+ * throttler_try (waiting for capacity) and activator_proxy (the next hop's
+ * parent). Pooled apart from the context; span_start_* initialise them. */
+struct act_trace {
+    struct span handle, throttle, proxy;
+};
+static struct freelist trace_pool = FREELIST_INIT(struct act_trace);
 
 static struct freelist ctx_pool = FREELIST_INIT(struct act_ctx);
 
@@ -48,10 +67,97 @@ static void ctx_release(struct act_ctx *c)
 void act_ctx_pool_trim(unsigned keep)
 {
     freelist_trim(&ctx_pool, keep);
+    freelist_trim(&trace_pool, keep);
 }
 
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
-                                            "k-network-hash", "k-proxy-request", NULL};
+                                            "k-network-hash",           "k-proxy-request",
+                                            "coldbrew-server-timing",   NULL};
+/* Tracing: the next hop gets our traceparent (and the caller's tracestate
+ * only when its trace goes on). */
+static const char *const strip_trace[] = {"knative-serving-revision",
+                                          "knative-serving-namespace",
+                                          "k-network-hash",
+                                          "k-proxy-request",
+                                          "coldbrew-server-timing",
+                                          "traceparent",
+                                          "tracestate",
+                                          NULL};
+static const char *const strip_traceparent[] = {"knative-serving-revision",
+                                                "knative-serving-namespace",
+                                                "k-network-hash",
+                                                "k-proxy-request",
+                                                "coldbrew-server-timing",
+                                                "traceparent",
+                                                NULL};
+
+/* ---------------------------------------------------------------- tracing */
+
+static void trace_finish(struct request *req, struct act_ctx *c)
+{
+    int st = req->status;
+    if (!c->tr->throttle.ended) {
+        span_set_status(&c->tr->throttle, SPAN_STATUS_ERROR,
+                        "no capacity before the request ended");
+        span_end(&c->tr->throttle);
+    }
+    otlp_add_span(act_otlp, &c->tr->throttle);
+    if (c->proxied) {
+        if (!st || st >= 500)
+            span_set_status(&c->tr->proxy, SPAN_STATUS_ERROR, NULL);
+        span_end(&c->tr->proxy);
+        otlp_add_span(act_otlp, &c->tr->proxy);
+    }
+    struct span *s = &c->tr->handle;
+    if (st)
+        span_set_int(s, "http.response.status_code", st);
+    if (!st || st >= 500)
+        span_set_status(s, SPAN_STATUS_ERROR, NULL);
+    span_end(s);
+    otlp_add_span(act_otlp, s);
+    c->traced = false;
+    freelist_put(&trace_pool, c->tr);
+    c->tr = NULL;
+}
+
+/* ---------------------------------------------------------------- the ledger */
+
+static const char *const phase_events[COLD_PHASES] = {"coldstart.poke_sent", "coldstart.endpoints",
+                                                      "coldstart.probe_ok", "coldstart.forwarded",
+                                                      "coldstart.first_byte"};
+
+/* The first response byte: a cold start's ledger is complete. */
+static const char *on_response_head(struct request *req, size_t *len)
+{
+    struct act_ctx *c = req->app_ptr;
+    if (!c || !c->cold)
+        return NULL;
+    c->stamps.first_byte = clock_now_ns();
+    double ms[COLD_PHASES + 1];
+    cold_record(c->rev, &c->stamps, ms);
+    if (c->traced) {
+        const uint64_t at[COLD_PHASES] = {c->stamps.poke, c->stamps.endpoints, c->stamps.probe,
+                                          c->stamps.forwarded, c->stamps.first_byte};
+        for (int i = 0; i < COLD_PHASES; i++)
+            if (at[i])
+                span_add_event_at(&c->tr->handle, phase_events[i], at[i]);
+        span_set_bool(&c->tr->handle, "coldbrew.cold_start", true);
+        span_set_double(&c->tr->handle, "coldbrew.cold_start_ms", ms[COLD_PHASES]);
+    }
+    if (!c->timing)
+        return NULL;
+    /* The server copies the lines into the head at once: one buffer will do. */
+    static char hdr[640];
+    size_t n = (size_t)snprintf(hdr, sizeof hdr, "Server-Timing: ");
+    for (int i = 0; i <= COLD_PHASES && n < sizeof hdr; i++)
+        n += (size_t)snprintf(hdr + n, sizeof hdr - n, "%s%s;dur=%.3f;desc=\"%s\"", i ? ", " : "",
+                              cold_phase_names[i], ms[i], cold_phase_desc[i]);
+    if (n + 2 >= sizeof hdr)
+        return NULL; /* cannot happen with these names; never send half a header */
+    memcpy(hdr + n, "\r\n", 2);
+    *len = n + 2;
+    return hdr;
+}
 
 /* ---------------------------------------------------------------- the wait queue */
 
@@ -80,6 +186,8 @@ static void on_finish(struct request *req, void *arg)
     struct revision *r = c->rev;
     if (c->queued)
         unqueue(c);
+    if (c->traced)
+        trace_finish(req, c);
     if (r) {
         reporter_request_out(r);
         r->active--;
@@ -119,6 +227,19 @@ static void forward(struct act_ctx *c, struct pod_tracker *pt)
     const char *host = act->cfg.passthrough_lb ? c->rev->private_host : pt->dest;
     c->edit.host = host;
     c->edit.host_len = strlen(host);
+    c->stamps.forwarded = clock_now_ns();
+    if (c->traced) {
+        span_end(&c->tr->throttle);
+        span_start_child(&c->tr->proxy, "activator_proxy", SPAN_KIND_INTERNAL, &c->tr->handle);
+        c->proxied = true;
+        if (c->edit.extra_len + TP_LINE <= sizeof c->extra) {
+            char *p = c->extra + c->edit.extra_len;
+            memcpy(p, "traceparent: ", 13);
+            span_traceparent(&c->tr->proxy, p + 13);
+            memcpy(p + 13 + TRACE_PARENT_LEN, "\r\n", 2);
+            c->edit.extra_len += TP_LINE;
+        }
+    }
     proxy_forward(&c->px, req, &pt->pool->up, &c->edit);
 }
 
@@ -126,6 +247,8 @@ void revision_dispatch(struct revision *r)
 {
     if (r->dispatching)
         return; /* the outer loop picks up whatever this call would have */
+    if (r->thr.npods || r->thr.cluster_ip)
+        cold_on_capacity(r); /* a cold start's probe succeeded (no-op otherwise) */
     r->dispatching = true;
     while (!TAILQ_EMPTY(&r->waiters)) {
         struct pod_tracker *pt = throttler_pick(&r->thr);
@@ -162,7 +285,8 @@ void revision_fail_waiting(struct revision *r)
 
 /* The headers this handler looks at, found in one pass over the head. */
 struct act_headers {
-    const struct http_header *ua, *kkp, *knp, *hash, *ns, *rev, *host, *orig_host;
+    const struct http_header *ua, *kkp, *knp, *hash, *ns, *rev, *host, *orig_host, *tp, *ts,
+        *timing;
 };
 
 static void classify(const struct http_head *h, struct act_headers *q)
@@ -193,6 +317,16 @@ static void classify(const struct http_head *h, struct act_headers *q)
             else if (!q->orig_host && HTTP_NAME_IS(h, hd, "k-original-host"))
                 q->orig_host = hd;
             break;
+        case 't':
+            if (!q->tp && HTTP_NAME_IS(h, hd, "traceparent"))
+                q->tp = hd;
+            else if (!q->ts && HTTP_NAME_IS(h, hd, "tracestate"))
+                q->ts = hd;
+            break;
+        case 'c':
+            if (!q->timing && HTTP_NAME_IS(h, hd, "coldbrew-server-timing"))
+                q->timing = hd;
+            break;
         }
     }
 }
@@ -219,8 +353,45 @@ static void build_edit(struct act_ctx *c, const struct http_head *h, const struc
     }
     c->edit.extra = c->extra;
     c->edit.extra_len = n;
-    c->edit.drop = strip_headers;
+    c->edit.drop = !c->traced           ? strip_headers
+                   : c->keep_tracestate ? strip_traceparent
+                                        : strip_trace;
     c->edit.append_xff = true;
+}
+
+/* otelhttp's server span "handle" and throttler_try (Knative §6.6). An
+ * invalid traceparent is no parent: a new trace, sampled as the rate says. */
+static void trace_start(struct request *req, struct act_ctx *c, const struct act_headers *q)
+{
+    const struct http_head *h = req->head;
+    struct trace_ctx remote = {0};
+    size_t len;
+    const char *v = http_header_value(h, q->tp, &len);
+    if (v && trace_parse_traceparent(v, len, &remote))
+        remote.valid = false;
+    c->tr = freelist_get(&trace_pool);
+    span_start_root(&c->tr->handle, "handle", SPAN_KIND_SERVER, &remote, act_sampling_rate);
+    span_backdate(&c->tr->handle, req->start_ns);
+    span_start_child(&c->tr->throttle, "throttler_try", SPAN_KIND_INTERNAL, &c->tr->handle);
+    c->traced = true;
+    v = http_header_value(h, q->ts, &len);
+    c->keep_tracestate = remote.valid && v && !trace_state_check(v, len);
+    struct span *s = &c->tr->handle;
+    if (!span_recording(s))
+        return;
+    const char *m = llhttp_method_name((llhttp_method_t)h->method);
+    span_set_str(s, "http.request.method", m, strlen(m));
+    const char *url = http_str_ptr(h, h->url);
+    const char *qm = memchr(url, '?', h->url.len);
+    span_set_str(s, "url.path", url, qm ? (size_t)(qm - url) : h->url.len);
+    span_set_str(s, "network.protocol.version", request_is_h2(req) ? "2" : "1.1",
+                 request_is_h2(req) ? 1 : 3);
+    /* Knative's TracingAttributeHandler: the revision's names. */
+    const struct revision *r = c->rev;
+    span_set_str(s, "kn.service.name", r->service, strlen(r->service));
+    span_set_str(s, "kn.configuration.name", r->configuration, strlen(r->configuration));
+    span_set_str(s, "kn.revision.name", r->name, strlen(r->name));
+    span_set_str(s, "k8s.namespace.name", r->ns, strlen(r->ns));
 }
 
 /* ---------------------------------------------------------------- lookup */
@@ -406,6 +577,12 @@ void act_on_request(struct request *req, void *arg)
     r->active++;
     reporter_request_in(r);
     request_set_timeouts(req, r->timeout, r->response_start_timeout, r->idle_timeout);
+    size_t tl;
+    const char *tv = http_header_value(h, q.timing, &tl);
+    c->timing = r->server_timing || (tl == 1 && tv[0] == '1');
+    c->stamps.held = req->start_ns;
+    if (act_tracing)
+        trace_start(req, c, &q);
     build_edit(c, h, &q);
     if (split && split->extra[0]) {
         size_t el = strlen(split->extra);
@@ -429,6 +606,12 @@ void act_on_request(struct request *req, void *arg)
     req->cancel = cancel_wait;
     req->holder = c;
     revision_dispatch(r);
-    if (c->queued)
+    if (c->queued) {
         request_hold_input(req, true); /* it waits: leave its body in the kernel */
+        if (!r->thr.npods && !r->thr.cluster_ip) {
+            c->cold = true; /* no healthy pod: a cold start */
+            cold_hold(r, c->stamps.held);
+            req->on_response_head = on_response_head;
+        }
+    }
 }

@@ -151,6 +151,7 @@ int main(void)
         act->watches++;
     }
     act_metrics_start();
+    act_telemetry_init();
     if (!reporter_start(err, sizeof err)) {
         log_error("AUTOSCALER_URL: %s", err);
         return 1;
@@ -168,6 +169,7 @@ int main(void)
     event_add(sigint, NULL);
 
     event_base_dispatch(act->base);
+    act_telemetry_free(); /* the last spans, bounded by COLDBREW_OTLP_TIMEOUT_MS */
 
     event_free(sync_ev);
     event_free(sigterm);

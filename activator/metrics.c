@@ -23,6 +23,7 @@
 #include "../common/log.h"
 #include "../common/metrics.h"
 #include "../common/tls_ctx.h"
+#include "../common/otlp.h"
 #include "activator.h"
 #include "pods.h"
 
@@ -36,6 +37,15 @@ void act_metrics_observe(int status, double seconds)
 static void on_metrics(struct request *req, void *arg)
 {
     (void)arg;
+    if (http_path_is(req->head, "/coldstarts")) {
+        struct evbuffer *b = evbuffer_new();
+        cold_render_json(b);
+        size_t len = evbuffer_get_length(b);
+        request_reply(req, 200, "application/json", (const char *)evbuffer_pullup(b, -1), len,
+                      NULL);
+        evbuffer_free(b);
+        return;
+    }
     if (!http_path_is(req->head, "/metrics")) {
         request_error(req, 404, "404 page not found\n");
         return;
@@ -90,6 +100,24 @@ static void on_metrics(struct request *req, void *arg)
     char labels[160];
     snprintf(labels, sizeof labels, "k8s_pod_name=\"%.120s\"", act->cfg.pod_name);
     metrics_hist_render(&duration, labels, b);
+    cold_render_metrics(b);
+    if (act_otlp) {
+        /* The exporter's losses (a collector down, slow or refusing): also
+         * logged at most once a minute. */
+        struct otlp_stats os;
+        otlp_get_stats(act_otlp, &os);
+        evbuffer_add_printf(
+            b,
+            "# HELP coldbrew_otlp_spans_dropped_total Spans not exported, by reason\n"
+            "# TYPE coldbrew_otlp_spans_dropped_total counter\n"
+            "coldbrew_otlp_spans_dropped_total{reason=\"queue_full\"} %llu\n"
+            "coldbrew_otlp_spans_dropped_total{reason=\"export_failed\"} %llu\n"
+            "# HELP coldbrew_otlp_spans_exported_total Spans the collector accepted\n"
+            "# TYPE coldbrew_otlp_spans_exported_total counter\n"
+            "coldbrew_otlp_spans_exported_total %llu\n",
+            (unsigned long long)os.spans_dropped_full, (unsigned long long)os.spans_dropped_export,
+            (unsigned long long)os.spans_exported);
+    }
     size_t len = evbuffer_get_length(b);
     request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8",
                   (const char *)evbuffer_pullup(b, -1), len, NULL);

@@ -58,6 +58,7 @@ void reporter_request_in(struct revision *r)
         r->name,
         {.pod_name = act->cfg.pod_name, .average_concurrent_requests = 1, .request_count = 1}};
     send_batch(&m, 1);
+    cold_on_poke(r);
 }
 
 void reporter_request_out(struct revision *r)

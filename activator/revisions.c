@@ -117,6 +117,7 @@ void revision_maybe_free(struct revision *r)
     event_free(r->probe_tick);
     throttler_free(&r->thr);
     free(r->backends);
+    cold_free(r);
     free(r);
 }
 
@@ -190,6 +191,9 @@ void revisions_on_revision(void *arg, enum k8s_event ev, json_t *obj)
     r->timeout = (double)json_long(obj, "spec.timeoutSeconds", 300);
     r->response_start_timeout = (double)json_long(obj, "spec.responseStartTimeoutSeconds", 0);
     r->idle_timeout = (double)json_long(obj, "spec.idleTimeoutSeconds", 0);
+    const char *st = json_string_value(
+        json_object_get(k8s_get(obj, "metadata.annotations"), "coldbrew.dev/server-timing"));
+    r->server_timing = st && !strcmp(st, "enabled"); /* the cold-start ledger's header */
     json_t *c0 = json_array_get(json_object_get(json_object_get(obj, "spec"), "containers"), 0);
     json_t *p0 = json_array_get(json_object_get(c0, "ports"), 0);
     const char *pname = json_string_value(json_object_get(p0, "name"));
@@ -496,6 +500,8 @@ void revisions_on_private_endpoints(void *arg, enum k8s_event ev, json_t *obj)
         r->cluster_mode = false; /* the revision watcher's life ends here (§3.8) */
         changed = true;
     }
+    if (n)
+        cold_on_endpoints(r);
     if (changed || n == 0)
         publish_healthy(r);
     probe_round(r);

@@ -77,16 +77,12 @@ unsigned log_json_escape(char *out, unsigned cap, const char *s, unsigned len)
     return o;
 }
 
-void log_emit(enum log_level level, const char *file, int line, const char *fmt, ...)
+static void emit(enum log_level level, const char *file, int line, const char *fields,
+                 const char *fmt, va_list ap)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    if (level < log_min)
-        return;
     char msg[2048], esc[4096], out[5120];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (n < 0)
         return;
     if ((size_t)n >= sizeof msg)
@@ -110,10 +106,33 @@ void log_emit(enum log_level level, const char *file, int line, const char *fmt,
     if (log_pod && len < (int)sizeof out)
         len +=
             snprintf(out + len, sizeof out - (size_t)len, ",\"knative.dev/pod\":\"%s\"", log_pod);
+    if (fields && len < (int)sizeof out)
+        len += snprintf(out + len, sizeof out - (size_t)len, ",%s", fields);
     if (len > (int)sizeof out - 3)
         len = (int)sizeof out - 3;
     out[len++] = '}';
     out[len++] = '\n';
     ssize_t w = write(log_fd, out, (size_t)len);
     (void)w;
+}
+
+void log_emit(enum log_level level, const char *file, int line, const char *fmt, ...)
+{
+    if (level < log_min)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, file, line, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_emit_fields(enum log_level level, const char *file, int line, const char *fields,
+                     const char *fmt, ...)
+{
+    if (level < log_min)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, file, line, fields, fmt, ap);
+    va_end(ap);
 }

@@ -24,6 +24,14 @@ void log_set_fd(int fd);
 void log_emit(enum log_level level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The same line with more top-level keys: `fields` is preformatted JSON
+ * members without braces ("\"a\":1,\"b\":\"x\""), written after the identity
+ * keys. A line too long for the buffer is cut, so keep them short. */
+void log_emit_fields(enum log_level level, const char *file, int line, const char *fields,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define log_info_fields(fields, ...)                                                               \
+    log_emit_fields(LOG_INFO, __FILE__, __LINE__, fields, __VA_ARGS__)
+
 /* Append `s` (len bytes) to out as JSON string content (no quotes); returns
  * bytes written, never more than cap-1; out is NUL terminated. */
 unsigned log_json_escape(char *out, unsigned cap, const char *s, unsigned len);

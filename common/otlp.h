@@ -134,6 +134,10 @@ void otlp_add_span(struct otlp_exporter *x, const struct span *s);
 void otlp_flush(struct otlp_exporter *x);
 /* Nothing queued and nothing in flight (a shutdown waits for this, bounded). */
 bool otlp_idle(const struct otlp_exporter *x);
+/* At exit, after the process's own loop has ended: flushes, then runs the
+ * loop until the exporter is idle or max_s passed (Knative flushes for at
+ * most 10 s). Whatever is left is logged and dropped. True when idle. */
+bool otlp_drain(struct otlp_exporter *x, double max_s);
 
 struct otlp_stats {
     uint64_t spans_queued;         /* accepted into the ring */

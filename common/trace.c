@@ -454,6 +454,27 @@ void span_add_event(struct span *s, const char *name)
     e->time_ns = s->start_ns + (mono_ns() - s->start_mono);
 }
 
+void span_add_event_at(struct span *s, const char *name, uint64_t mono)
+{
+    if (!span_recording(s))
+        return;
+    if (s->nevents == TRACE_MAX_EVENTS) {
+        s->dropped_events++;
+        return;
+    }
+    struct span_event *e = &s->events[s->nevents++];
+    e->name = name;
+    e->time_ns = s->start_ns + (mono - s->start_mono); /* unsigned: an earlier stamp goes back */
+}
+
+void span_backdate(struct span *s, uint64_t mono)
+{
+    if (mono >= s->start_mono)
+        return;
+    s->start_ns -= s->start_mono - mono;
+    s->start_mono = mono;
+}
+
 void span_set_status(struct span *s, enum span_status code, const char *msg)
 {
     if (!span_recording(s))

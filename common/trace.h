@@ -49,7 +49,7 @@
 #define TRACE_NAME_MAX      96  /* span names ("GET /path/...") are truncated here */
 #define TRACE_ATTR_STR_MAX  120 /* string attribute values are truncated here */
 #define TRACE_MAX_ATTRS     16  /* otelhttp's server span sets about a dozen */
-#define TRACE_MAX_EVENTS    4
+#define TRACE_MAX_EVENTS    8   /* the activator's span carries the 5 cold-start phases */
 
 /* A span context: who the parent is (parsed from traceparent, or a local
  * span's own ids). valid is false for "no parent". */
@@ -167,6 +167,12 @@ void span_set_int(struct span *s, const char *key, int64_t v);
 void span_set_double(struct span *s, const char *key, double v);
 void span_set_bool(struct span *s, const char *key, bool v);
 void span_add_event(struct span *s, const char *name);
+/* An event at a past moment: mono is a CLOCK_MONOTONIC stamp in ns
+ * (clock_now_ns()), placed on the span's wall-clock time line. */
+void span_add_event_at(struct span *s, const char *name, uint64_t mono);
+/* Starts a span at a past moment (CLOCK_MONOTONIC ns): the request's
+ * arrival, when the span is made later. */
+void span_backdate(struct span *s, uint64_t mono);
 /* msg: a string literal or NULL. */
 void span_set_status(struct span *s, enum span_status code, const char *msg);
 /* Stamps the end time. Idempotent. */

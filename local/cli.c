@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../common/alloc.h"
@@ -27,13 +28,13 @@ static int api_port(void)
 }
 
 /* One request; the status code, or -1 with errno (no platform there). */
-static int http_do(const char *method, const char *target, char **body)
+static int http_do_port(int port, const char *method, const char *target, char **body)
 {
     *body = NULL;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct timeval tv = {CLI_TIMEOUT_SECONDS, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)api_port())};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         int e = errno;
@@ -74,6 +75,11 @@ static int http_do(const char *method, const char *target, char **body)
     *body = xstrdup(b ? b + 4 : "");
     free(buf);
     return status;
+}
+
+static int http_do(const char *method, const char *target, char **body)
+{
+    return http_do_port(api_port(), method, target, body);
 }
 
 static int no_platform(void)
@@ -158,6 +164,51 @@ void cli_print_traffic(FILE *f, json_t *svc)
     }
 }
 
+/* The last cold starts: the activator's ledger (held -> first byte) and the
+ * platform's pod starts (fork -> user listening -> queue-proxy ready). */
+static void render_coldstarts(FILE *f, json_t *r)
+{
+    json_t *cs = json_object_get(r, "coldstarts"), *ps = json_object_get(r, "pod_starts");
+    size_t k;
+    json_t *e;
+    if (json_array_size(cs)) {
+        fprintf(f,
+                "    cold starts (%lld; newest first, ms): poke / endpoints / probe / forward / "
+                "response = total\n",
+                (long long)json_integer_value(json_object_get(r, "coldstart_count")));
+        json_array_foreach(cs, k, e)
+        {
+            if (k == 3)
+                break;
+            time_t at = (time_t)(json_integer_value(json_object_get(e, "at_ms")) / 1000);
+            char when[16];
+            strftime(when, sizeof when, "%H:%M:%S", localtime(&at));
+            fprintf(f, "      %s  %.2f / %.2f / %.2f / %.2f / %.2f = %.2f\n", when,
+                    json_real_value(json_object_get(e, "poke_ms")),
+                    json_real_value(json_object_get(e, "endpoints_ms")),
+                    json_real_value(json_object_get(e, "probe_ms")),
+                    json_real_value(json_object_get(e, "forward_ms")),
+                    json_real_value(json_object_get(e, "response_ms")),
+                    json_real_value(json_object_get(e, "total_ms")));
+        }
+    }
+    if (json_array_size(ps)) {
+        fprintf(f,
+                "    pod starts (newest first, ms): fork -> user listening -> queue-proxy ready\n");
+        json_array_foreach(ps, k, e)
+        {
+            if (k == 3)
+                break;
+            time_t at = (time_t)json_real_value(json_object_get(e, "at"));
+            char when[16];
+            strftime(when, sizeof when, "%H:%M:%S", localtime(&at));
+            fprintf(f, "      %s  %.2f -> %.2f\n", when,
+                    json_real_value(json_object_get(e, "fork_to_listening_ms")),
+                    json_real_value(json_object_get(e, "listening_to_ready_ms")));
+        }
+    }
+}
+
 static void render(FILE *f, json_t *st)
 {
     size_t i, j, k;
@@ -209,6 +260,7 @@ static void render(FILE *f, json_t *st)
             const char *failed = json_string_value(json_object_get(r, "failed"));
             if (failed && *failed)
                 fprintf(f, "    failed: %s\n", failed);
+            render_coldstarts(f, r);
             json_array_foreach(json_object_get(r, "pods"), k, pod)
             {
                 fprintf(f, "    %-40s %-11s :%-5lld %6.1fs%s\n",
@@ -224,6 +276,43 @@ static void render(FILE *f, json_t *st)
     }
 }
 
+/* The activator's cold-start ledger (GET /coldstarts on its metrics port)
+ * goes into each revision as "coldstarts" (newest first) and
+ * "coldstart_count". Best effort: an activator restarting shows none. */
+static void add_coldstarts(json_t *st)
+{
+    int port = st ? (int)json_integer_value(json_object_get(st, "activator_metrics_port")) : 0;
+    char *body;
+    if (!st || port <= 0)
+        return;
+    if (http_do_port(port, "GET", "/coldstarts", &body) != 200) {
+        free(body);
+        return;
+    }
+    json_t *cj = json_loads(body, 0, NULL);
+    free(body);
+    size_t i, j, k;
+    json_t *s, *r, *c;
+    json_array_foreach(json_object_get(st, "services"), i, s)
+    {
+        const char *ns = json_string_value(json_object_get(s, "namespace"));
+        json_array_foreach(json_object_get(s, "revisions"), j, r)
+        {
+            const char *name = json_string_value(json_object_get(r, "name"));
+            json_array_foreach(json_object_get(cj, "revisions"), k, c)
+            {
+                if (ns && name &&
+                    !strcmp(ns, json_string_value(json_object_get(c, "namespace")) ?: "") &&
+                    !strcmp(name, json_string_value(json_object_get(c, "name")) ?: "")) {
+                    json_object_set(r, "coldstarts", json_object_get(c, "recent"));
+                    json_object_set(r, "coldstart_count", json_object_get(c, "count"));
+                }
+            }
+        }
+    }
+    json_decref(cj);
+}
+
 static json_t *fetch_status(void)
 {
     char *body;
@@ -234,6 +323,7 @@ static json_t *fetch_status(void)
     }
     json_t *j = json_loads(body, 0, NULL);
     free(body);
+    add_coldstarts(j);
     return j;
 }
 

@@ -108,7 +108,8 @@ static bool start_activator(struct platform *p, char *err, size_t cap)
     SETV("AUTOSCALER_URL=ws://127.0.0.1:%d", autoscaler_port(p->as));
     SETV("ACTIVATOR_HTTP_PORT=%d", p->cfg.port);
     SETV("ACTIVATOR_H2C_PORT=%d", platform_free_port(p));
-    SETV("METRICS_PROMETHEUS_PORT=%d", platform_free_port(p));
+    p->activator_metrics_port = platform_free_port(p);
+    SETV("METRICS_PROMETHEUS_PORT=%d", p->activator_metrics_port);
     SETV("COLDBREW_INGRESS=true");
     SETV("COLDBREW_LISTEN_HOST=127.0.0.1");
     /* A starting pod is probed every 2 ms, not Knative's 200 ms: on one
@@ -126,9 +127,25 @@ static bool start_activator(struct platform *p, char *err, size_t cap)
              nt > 1 ? trust[1] : "");
     }
 #undef SETV
-    char *envp[17];
+    char *envp[32];
     for (int i = 0; i < n; i++)
         envp[i] = v[i];
+    /* The platform's own tracing settings (OBSERVABILITY_CONFIG, COLDBREW_OTLP_*):
+     * passed as they are, from the platform's environment. */
+    static const char *const pass[] = {"OBSERVABILITY_CONFIG",
+                                       "COLDBREW_OTLP_QUEUE_SPANS",
+                                       "COLDBREW_OTLP_BATCH_SPANS",
+                                       "COLDBREW_OTLP_BATCH_MS",
+                                       "COLDBREW_OTLP_TIMEOUT_MS",
+                                       "OTEL_SERVICE_NAME",
+                                       NULL};
+    static char passed[6][4096];
+    int np = 0;
+    for (const char *const *k = pass; *k; k++)
+        if (getenv(*k) && *getenv(*k)) {
+            snprintf(passed[np], sizeof passed[np], "%s=%s", *k, getenv(*k));
+            envp[n++] = passed[np++];
+        }
     envp[n] = NULL;
     char bin[PATH_MAX + 16];
     snprintf(bin, sizeof bin, "%s/activator", p->cfg.bin_dir);

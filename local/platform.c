@@ -775,6 +775,7 @@ json_t *platform_status_json(struct platform *p)
             json_object_set_new(rj, "mode",
                                 json_string(r->want > 0 && r->ebc >= 0 ? "Serve" : "Proxy"));
             json_object_set_new(rj, "metric", json_string(r->set.rps ? "rps" : "concurrency"));
+            json_object_set_new(rj, "pod_starts", pod_starts_json(r));
         }
         json_array_append_new(svcs, json_pack("{s:s,s:s,s:s,s:s,s:o,s:o}", "name", s->name,
                                               "namespace", s->ns, "url", url, "file", s->file,
@@ -784,8 +785,9 @@ json_t *platform_status_json(struct platform *p)
     snprintf(ca, sizeof ca, "%s/ca/ca.crt", p->cfg.tls_dir);
     json_t *tls = p->cfg.internal_tls ? json_pack("{s:b,s:s}", "enabled", 1, "ca", ca)
                                       : json_pack("{s:b}", "enabled", 0);
-    return json_pack("{s:s,s:s,s:i,s:s,s:o,s:o}", "home", p->cfg.home, "domain", p->cfg.domain,
-                     "port", p->cfg.port, "activator_log", p->activator_log, "internal_tls", tls,
+    return json_pack("{s:s,s:s,s:i,s:s,s:i,s:o,s:o}", "home", p->cfg.home, "domain", p->cfg.domain,
+                     "port", p->cfg.port, "activator_log", p->activator_log,
+                     "activator_metrics_port", p->activator_metrics_port, "internal_tls", tls,
                      "services", svcs);
 }
 

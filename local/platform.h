@@ -23,6 +23,7 @@
 #define LOCAL_PLATFORM_H
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -83,9 +84,12 @@ struct pod {
     bool reserved;          /* the reserved instance (nice 19) */
     pid_t user_pid, qp_pid; /* 0 once reaped */
     int user_port, qp_port, admin_port, stat_port, prom_port;
-    int tls_port;           /* the queue-proxy's QUEUE_SERVING_TLS_PORT (internal TLS) */
-    uint64_t spawn_wall_us; /* when it was forked, for cold-start accounting */
-    double started;         /* monotonic seconds */
+    int tls_port;             /* the queue-proxy's QUEUE_SERVING_TLS_PORT (internal TLS) */
+    uint64_t spawn_wall_us;   /* when it was forked, for cold-start accounting */
+    double started;           /* monotonic seconds */
+    double user_listening;    /* when its user port first took a connection (0: not yet) */
+    struct event listen_poll; /* polls the user port while starting (coldstart accounting) */
+    bool listen_poll_set;
     struct upstream qp_up, admin_up;
     struct http_call *probe; /* kubelet-style readiness probe of the queue-proxy */
     struct http_call *drain; /* the preStop hook: GET /wait-for-drain */
@@ -114,6 +118,13 @@ struct revision_l {
     double next_start;    /* no pod starts before this (crash backoff) */
     struct event *retry;  /* reconcile again (grace period, crash backoff) */
     double retry_when;    /* when it fires, while pending */
+    /* The last pod starts, as only the platform sees them (`coldbrew status`). */
+#define POD_STARTS_KEPT 8
+    struct pod_start {
+        double at;                             /* unix seconds of the fork */
+        double fork_to_listening, to_ready_ms; /* ms: fork -> user listening -> queue-proxy ready */
+    } starts[POD_STARTS_KEPT];
+    unsigned nstarts, next_start_slot;
     struct revision_l *next;
 };
 
@@ -136,10 +147,14 @@ struct platform {
     struct service *services;
     pid_t activator_pid;
     char activator_log[512];
+    int activator_metrics_port; /* its Prometheus port, and GET /coldstarts (the ledger) */
     bool stopping;
     int next_port;
     void (*on_all_gone)(struct platform *p); /* shutdown: every pod reaped */
 };
+
+/* pods.c: the revision's last pod starts, newest first (status JSON). */
+json_t *pod_starts_json(const struct revision_l *r);
 
 /* platform.c */
 struct platform *platform_new(struct event_base *base, const struct platform_config *cfg,

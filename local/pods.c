@@ -338,12 +338,87 @@ static void qp_env(struct pod *pod, struct envb *e)
     snprintf(b, sizeof b, "%g", p->cfg.pod_drain);
     env_add(e, "QUEUE_DRAIN_QUIET_SECONDS", b);
     env_add(e, "COLDBREW_AGGRESSIVE_PROBE_INTERVAL", "1ms");
-    env_add(e, "OBSERVABILITY_CONFIG", "{\"requestMetrics\":{\"protocol\":\"prometheus\"}}");
+    /* The platform's own OBSERVABILITY_CONFIG, when it has one, so the
+     * local platform can be traced like a cluster (and COLDBREW_OTLP_*). */
+    const char *obs = getenv("OBSERVABILITY_CONFIG");
+    env_add(e, "OBSERVABILITY_CONFIG",
+            obs && *obs ? obs : "{\"requestMetrics\":{\"protocol\":\"prometheus\"}}");
+    static const char *const otlp_settings[] = {"COLDBREW_OTLP_QUEUE_SPANS",
+                                                "COLDBREW_OTLP_BATCH_SPANS",
+                                                "COLDBREW_OTLP_BATCH_MS",
+                                                "COLDBREW_OTLP_TIMEOUT_MS",
+                                                "COLDBREW_OTLP_MAX_MESSAGE_BYTES",
+                                                "COLDBREW_OTLP_MAX_SERIES",
+                                                NULL};
+    for (const char *const *k = otlp_settings; *k; k++)
+        if (getenv(*k))
+            env_add(e, *k, getenv(*k));
 }
 
 /* ---------------------------------------------------------------- readiness */
 
 static void probe_start(struct pod *pod);
+
+/* Fork -> user process listening, which only the platform sees: while a pod
+ * starts, its user port is tried every POD_LISTEN_POLL with a connect that
+ * closes at once (what a tcpSocket probe does). On loopback a connect
+ * completes or is refused at once, so this never blocks the loop. */
+#define POD_LISTEN_POLL 0.0005
+
+static bool user_port_listening(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    bool yes = rc == 0 || errno == EINPROGRESS;
+    close(fd);
+    return yes;
+}
+
+static void on_listen_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct pod *pod = arg;
+    if (pod->phase != POD_STARTING || pod->user_listening)
+        return;
+    if (user_port_listening(pod->user_port)) {
+        pod->user_listening = autoscaler_now();
+        return;
+    }
+    struct timeval tv = clock_tv(POD_LISTEN_POLL);
+    evtimer_add(&pod->listen_poll, &tv);
+}
+
+/* A pod became ready: its start goes into the revision's recent list. */
+static void note_start(struct pod *pod)
+{
+    struct revision_l *r = pod->rev;
+    double now = autoscaler_now();
+    double listen = pod->user_listening ? pod->user_listening : now;
+    struct pod_start *s = &r->starts[r->next_start_slot];
+    s->at = (double)pod->spawn_wall_us / 1e6;
+    s->fork_to_listening = (listen - pod->started) * 1e3;
+    s->to_ready_ms = (now - listen) * 1e3;
+    r->next_start_slot = (r->next_start_slot + 1) % POD_STARTS_KEPT;
+    if (r->nstarts < POD_STARTS_KEPT)
+        r->nstarts++;
+}
+
+json_t *pod_starts_json(const struct revision_l *r)
+{
+    json_t *a = json_array();
+    for (unsigned k = 0; k < r->nstarts; k++) {
+        const struct pod_start *s =
+            &r->starts[(r->next_start_slot + POD_STARTS_KEPT - 1 - k) % POD_STARTS_KEPT];
+        json_array_append_new(a, json_pack("{s:f,s:f,s:f}", "at", s->at, "fork_to_listening_ms",
+                                           s->fork_to_listening, "listening_to_ready_ms",
+                                           s->to_ready_ms));
+    }
+    return a;
+}
 
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -360,6 +435,7 @@ static void on_probe_done(struct http_call *c, const char *err)
         return;
     if (!err && c->status == 200) {
         pod->phase = POD_READY;
+        note_start(pod);
         log_info("pod %s ready after %.1f ms", pod->name, (autoscaler_now() - pod->started) * 1e3);
         revision_pod_ready(pod->rev);
         return;
@@ -527,9 +603,12 @@ struct pod *pod_start(struct revision_l *r, bool reserved, char *err, size_t cap
              reserved ? " as the reserved instance" : "");
     upstream_init(&pod->qp_up, p->base, "127.0.0.1", pod->qp_port, 1, 4.0);
     upstream_init(&pod->admin_up, p->base, "127.0.0.1", pod->admin_port, 1, 4.0);
+    evtimer_assign(&pod->listen_poll, p->base, on_listen_poll, pod); /* embedded: no allocation */
+    pod->listen_poll_set = true;
     pod->next = r->pods;
     r->pods = pod;
     probe_start(pod);
+    on_listen_poll(-1, 0, pod);
     return pod;
 }
 
@@ -608,6 +687,8 @@ void pod_free(struct pod *pod)
     http_call_free(pod->drain);
     if (pod->timer)
         event_free(pod->timer);
+    if (pod->listen_poll_set)
+        event_del(&pod->listen_poll);
     upstream_close_idle(&pod->qp_up);
     upstream_close_idle(&pod->admin_up);
     free(pod);

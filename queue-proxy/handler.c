@@ -19,11 +19,12 @@
 #include "qp.h"
 
 #define CTX_FORWARDED 256 /* inline room for the Forwarded line; longer ones are allocated */
+#define TP_LINE       (13 + TRACE_PARENT_LEN + 2) /* "traceparent: " 55 chars CRLF */
 
 /* The headers this handler looks at, found in one pass over the head. */
 struct qp_headers {
     const struct http_header *ua, *knp, *kkp, *hash, *orig_host, *forwarded, *xff, *xfh, *xfp,
-        *proxy;
+        *proxy, *tp, *ts, *tag, *defroute;
 };
 
 struct qp_ctx {
@@ -34,11 +35,24 @@ struct qp_ctx {
     struct proxy_exchange px; /* the proxy's state: its place in the upstream's queue */
     uint64_t proxy_start_ns;
     bool kubelet, probe, proxied, holds_slot, counted;
-    char *fwd_heap; /* a Forwarded line too long for fwd[] */
-    char fwd[CTX_FORWARDED];
+    bool traced; /* tracing is on: the spans below are live (recording or not) */
+    bool waited; /* sp_wait was started (the breaker) */
+    bool keep_tracestate;
+    char *fwd_heap;                    /* extra lines too long for fwd[] */
+    struct qp_trace *tr;               /* only while tracing: spans are big */
+    char fwd[TP_LINE + CTX_FORWARDED]; /* traceparent, then Forwarded */
+};
+
+/* Knative's spans (§3a): "queue" (otelhttp's server span), its child
+ * kn.queueproxy.proxy, and that one's child kn.queueproxy.wait (the
+ * breaker). The user container's traceparent names the proxy span. Pooled
+ * apart from the context; span_start_* initialise them. */
+struct qp_trace {
+    struct span server, proxy, wait;
 };
 
 static struct freelist ctx_pool = FREELIST_INIT(struct qp_ctx);
+static struct freelist trace_pool = FREELIST_INIT(struct qp_trace);
 
 static struct qp_ctx *ctx_acquire(void)
 {
@@ -57,6 +71,7 @@ static void ctx_release(struct qp_ctx *c)
 void qp_ctx_pool_trim(unsigned keep)
 {
     freelist_trim(&ctx_pool, keep);
+    freelist_trim(&trace_pool, keep);
 }
 
 static void classify(const struct http_head *h, struct qp_headers *q)
@@ -80,6 +95,16 @@ static void classify(const struct http_head *h, struct qp_headers *q)
                 q->orig_host = hd;
             else if (!q->proxy && HTTP_NAME_IS(h, hd, "k-proxy-request"))
                 q->proxy = hd;
+            else if (!q->tag && HTTP_NAME_IS(h, hd, "knative-serving-tag"))
+                q->tag = hd;
+            else if (!q->defroute && HTTP_NAME_IS(h, hd, "knative-serving-default-route"))
+                q->defroute = hd;
+            break;
+        case 't':
+            if (!q->tp && HTTP_NAME_IS(h, hd, "traceparent"))
+                q->tp = hd;
+            else if (!q->ts && HTTP_NAME_IS(h, hd, "tracestate"))
+                q->ts = hd;
             break;
         case 'f':
             if (!q->forwarded && HTTP_NAME_IS(h, hd, "forwarded"))
@@ -158,6 +183,77 @@ static void request_log(struct request *req)
     fflush(stdout);
 }
 
+/* ---------------------------------------------------------------- tracing */
+
+/* otelhttp's server span and Knative's proxy span (§3a). An invalid
+ * traceparent (wrong length, not hex, version ff, all-zero ids) is no
+ * parent: the span starts a new trace, sampled as the rate says. */
+static void trace_start(struct request *req, struct qp_ctx *c, const struct qp_headers *q)
+{
+    const struct http_head *h = req->head;
+    struct trace_ctx remote = {0};
+    size_t len;
+    const char *v = http_header_value(h, q->tp, &len);
+    if (v && trace_parse_traceparent(v, len, &remote))
+        remote.valid = false;
+    c->tr = freelist_get(&trace_pool);
+    span_start_root(&c->tr->server, "queue", SPAN_KIND_SERVER, &remote, qp->sampling_rate);
+    span_backdate(&c->tr->server, req->start_ns);
+    span_start_child(&c->tr->proxy, "kn.queueproxy.proxy", SPAN_KIND_INTERNAL, &c->tr->server);
+    c->traced = true;
+    /* The caller's tracestate goes on with its trace; a new trace has none. */
+    v = http_header_value(h, q->ts, &len);
+    c->keep_tracestate = remote.valid && v && !trace_state_check(v, len);
+    if (!span_recording(&c->tr->server))
+        return;
+    struct span *s = &c->tr->server;
+    const char *m = llhttp_method_name((llhttp_method_t)h->method);
+    span_set_str(s, "http.request.method", m, strlen(m));
+    const char *url = http_str_ptr(h, h->url);
+    const char *qm = memchr(url, '?', h->url.len);
+    span_set_str(s, "url.path", url, qm ? (size_t)(qm - url) : h->url.len);
+    span_set_str(s, "url.scheme", "http", 4);
+    span_set_str(s, "network.protocol.version", request_is_h2(req) ? "2" : "1.1",
+                 request_is_h2(req) ? 1 : 3);
+    /* Knative's RouteTagHandler. */
+    size_t tl, dl;
+    const char *tag = http_header_value(h, q->tag, &tl);
+    const char *def = http_header_value(h, q->defroute, &dl);
+    if (!tl && !dl)
+        span_set_str(s, "kn.route.tag", "kn:disabled", 11);
+    else if (!tl)
+        span_set_str(s, "kn.route.tag", "kn:default", 10);
+    else if (dl == 4 && !memcmp(def, "true", 4))
+        span_set_str(s, "kn.route.tag", "kn:undefined", 12);
+    else
+        span_set_str(s, "kn.route.tag", tag, tl);
+}
+
+/* Ends the spans (innermost first) and queues them for export: O(1), no
+ * syscall (otlp_add_span copies into a bounded ring). */
+static void trace_finish(struct request *req, struct qp_ctx *c)
+{
+    int st = req->status;
+    if (c->waited) {
+        if (!c->tr->wait.ended)
+            span_set_status(&c->tr->wait, SPAN_STATUS_ERROR, "canceled");
+        span_end(&c->tr->wait);
+        otlp_add_span(qp->otlp, &c->tr->wait);
+    }
+    span_end(&c->tr->proxy);
+    otlp_add_span(qp->otlp, &c->tr->proxy);
+    struct span *s = &c->tr->server;
+    if (st)
+        span_set_int(s, "http.response.status_code", st);
+    if (!st || st >= 500) /* otelhttp: 5xx (or no answer) is a server span error */
+        span_set_status(s, SPAN_STATUS_ERROR, NULL);
+    span_end(s);
+    otlp_add_span(qp->otlp, s);
+    c->traced = false;
+    freelist_put(&trace_pool, c->tr);
+    c->tr = NULL;
+}
+
 /* ---------------------------------------------------------------- finish */
 
 static void on_finish(struct request *req, void *arg)
@@ -172,6 +268,13 @@ static void on_finish(struct request *req, void *arg)
         readiness_cancel(&qp->readiness, &c->ready);
     if (c->counted)
         stats_out(&qp->stats, now, c->proxied);
+    if (c->traced)
+        trace_finish(req, c);
+    if (!c->probe && qp->m_server_dur)
+        qp_telemetry_request(req->status ? req->status : 499, request_elapsed(req),
+                             (double)(now - c->proxy_start_ns) / 1e9, c->proxy_start_ns != 0);
+    if (qp->s_depth)
+        otlp_series_set_int(qp->s_depth, qp->breaker.executing + qp->breaker.waiting);
     if (!c->probe && qp->cfg.prometheus_enabled) {
         int status = req->status ? req->status : 499;
         metrics_hist_observe(&qp->server_dur, status, request_elapsed(req));
@@ -200,6 +303,8 @@ static void on_slot(struct breaker_waiter *w)
 {
     struct qp_ctx *c = (struct qp_ctx *)w;
     c->holds_slot = true;
+    if (c->waited)
+        span_end(&c->tr->wait);
     c->req->cancel = NULL;
     c->req->holder = NULL;
     run_proxy(c);
@@ -213,6 +318,17 @@ static void cancel_wait(struct request *req)
 
 static const char *const strip_headers[] = {"knative-serving-revision", "knative-serving-namespace",
                                             "k-original-host", NULL};
+/* Tracing: the next hop gets our traceparent (and the caller's tracestate
+ * only when its trace goes on). */
+static const char *const strip_trace[] = {"knative-serving-revision",
+                                          "knative-serving-namespace",
+                                          "k-original-host",
+                                          "traceparent",
+                                          "tracestate",
+                                          NULL};
+static const char *const strip_traceparent[] = {"knative-serving-revision",
+                                                "knative-serving-namespace", "k-original-host",
+                                                "traceparent", NULL};
 
 static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_headers *q)
 {
@@ -222,31 +338,45 @@ static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_he
     const char *v = http_header_value(h, q->orig_host, &len);
     c->edit.host = len && !c->kubelet ? v : NULL;
     c->edit.host_len = len;
-    c->edit.drop = strip_headers;
+    c->edit.drop = !c->traced           ? strip_headers
+                   : c->keep_tracestate ? strip_traceparent
+                                        : strip_trace;
     c->edit.append_xff = true;
     c->edit.extra = NULL;
     c->edit.extra_len = 0;
     /* Forwarded shim: only when absent and some X-Forwarded-* is present. */
-    if (q->forwarded || !(q->xff || q->xfh || q->xfp))
+    bool fwd = !q->forwarded && (q->xff || q->xfh || q->xfp);
+    if (!fwd && !c->traced)
         return;
     size_t xffl, xfhl, xfpl;
     const char *xff = http_header_value(h, q->xff, &xffl),
                *xfh = http_header_value(h, q->xfh, &xfhl),
                *xfp = http_header_value(h, q->xfp, &xfpl);
-    size_t need = 11 + 3 * (xffl + 16) + xfhl + xfpl + 32; /* generous: quoting grows IPv6 nodes */
+    /* generous: quoting grows IPv6 nodes */
+    size_t need = TP_LINE + (fwd ? 11 + 3 * (xffl + 16) + xfhl + xfpl + 32 : 0);
     char *buf = c->fwd;
     if (need > sizeof c->fwd) {
         if (!(c->fwd_heap = malloc(need)))
             return;
         buf = c->fwd_heap;
     }
-    memcpy(buf, "Forwarded: ", 11);
-    size_t n = forwarded_build(buf + 11, need - 13, xff, xffl, xfh, xfhl, xfp, xfpl);
-    if (n) {
-        memcpy(buf + 11 + n, "\r\n", 2);
-        c->edit.extra = buf;
-        c->edit.extra_len = 11 + n + 2;
+    size_t n = 0;
+    if (c->traced) {
+        memcpy(buf, "traceparent: ", 13);
+        span_traceparent(&c->tr->proxy, buf + 13);
+        memcpy(buf + 13 + TRACE_PARENT_LEN, "\r\n", 2);
+        n = TP_LINE;
     }
+    if (fwd) {
+        memcpy(buf + n, "Forwarded: ", 11);
+        size_t m = forwarded_build(buf + n + 11, need - n - 13, xff, xffl, xfh, xfhl, xfp, xfpl);
+        if (m) {
+            memcpy(buf + n + 11 + m, "\r\n", 2);
+            n += 11 + m + 2;
+        }
+    }
+    c->edit.extra = n ? buf : NULL;
+    c->edit.extra_len = n;
 }
 
 /* ---------------------------------------------------------------- probes */
@@ -335,6 +465,8 @@ void qp_on_request(struct request *req, void *arg)
 
     request_set_timeouts(req, qp->cfg.revision_timeout, qp->cfg.response_start_timeout,
                          qp->cfg.idle_timeout);
+    if (qp->tracing && !c->probe)
+        trace_start(req, c, &q); /* probes are not traced (otelhttp's filter) */
     build_edit(req, c, &q);
     if (c->kubelet) {
         /* Kubelet probes that get this far bypass stats and the breaker. */
@@ -349,9 +481,18 @@ void qp_on_request(struct request *req, void *arg)
         return;
     }
     c->waiter.run = on_slot;
-    switch (breaker_acquire(&qp->breaker, &c->waiter)) {
+    if (c->traced) {
+        span_start_child(&c->tr->wait, "kn.queueproxy.wait", SPAN_KIND_INTERNAL, &c->tr->proxy);
+        c->waited = true;
+    }
+    enum breaker_result br = breaker_acquire(&qp->breaker, &c->waiter);
+    if (qp->s_depth)
+        otlp_series_set_int(qp->s_depth, qp->breaker.executing + qp->breaker.waiting);
+    switch (br) {
     case BREAKER_RUN:
         c->holds_slot = true;
+        if (c->waited)
+            span_end(&c->tr->wait);
         run_proxy(c);
         break;
     case BREAKER_QUEUED:
@@ -359,6 +500,10 @@ void qp_on_request(struct request *req, void *arg)
         req->holder = c;
         break;
     case BREAKER_FULL:
+        if (c->waited) {
+            span_set_status(&c->tr->wait, SPAN_STATUS_ERROR, "pending request queue full");
+            span_end(&c->tr->wait);
+        }
         request_error(req, 503, "pending request queue full\n");
         break;
     }

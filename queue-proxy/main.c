@@ -209,6 +209,7 @@ int main(void)
                       "Duration of HTTP server requests.");
     make_labels();
     refresh_stat(0);
+    qp_telemetry_init();
 
     qp->main_srv = open_or_die("main", qp->cfg.serving_port, qp_on_request);
     qp->admin_srv = open_or_die("admin", qp->cfg.admin_port, qp_admin_request);
@@ -232,6 +233,7 @@ int main(void)
              qp->cfg.prometheus_enabled ? ", prometheus on" : "");
 
     event_base_dispatch(qp->base);
+    qp_telemetry_free(); /* the last spans and metrics, bounded by COLDBREW_OTLP_TIMEOUT_MS */
 
     /* Orderly teardown so leak checkers see a clean heap. */
     event_free(tick);

@@ -15,6 +15,7 @@
 
 #include "../common/breaker.h"
 #include "../common/metrics.h"
+#include "../common/otlp.h"
 #include "../common/proxy.h"
 #include "../common/server.h"
 #include "../common/stats.h"
@@ -47,6 +48,15 @@ struct qp {
     struct metrics_hist server_dur; /* http_server_request_duration_seconds */
     char labels[2048];
 
+    /* OpenTelemetry (telemetry.c); all NULL/false when OBSERVABILITY_CONFIG exports nothing. */
+    struct otlp_exporter *otlp;
+    bool tracing; /* spans are made and exported */
+    double sampling_rate;
+    double otlp_timeout; /* the exit flush waits at most this (COLDBREW_OTLP_TIMEOUT_MS) */
+    struct otlp_metric *m_invocation, *m_server_dur;
+    struct otlp_series *s_invocation[500], *s_server_dur[500]; /* by status 100..599 */
+    struct otlp_series *s_depth;                               /* kn.serving.queue.depth */
+
     /* Drain */
     bool draining; /* SIGTERM (or /wait-for-drain) seen: probes fail */
     bool drained;  /* quiet period over: listeners closed */
@@ -64,6 +74,11 @@ extern struct qp *qp;
 /* handler.c */
 void qp_on_request(struct request *req, void *arg);
 void qp_ctx_pool_trim(unsigned keep);
+
+/* telemetry.c */
+void qp_telemetry_init(void);
+void qp_telemetry_request(int status, double total_s, double invocation_s, bool invoked);
+void qp_telemetry_free(void);
 
 /* admin.c */
 void qp_admin_request(struct request *req, void *arg);

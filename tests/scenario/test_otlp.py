@@ -1,7 +1,8 @@
 """Scenario tests for OTLP export (common/otlp.c, common/trace.c) against a
 real receiver (tests/scenario/otlp_receiver.py: http/protobuf and gRPC,
-decoded by an independent wire decoder), driven by build/tests/otlp_driver
-until the queue-proxy and activator put spans on their request paths."""
+decoded by an independent wire decoder), driven by build/tests/otlp_driver:
+the exporter alone, exact trees and metrics. The binaries' own spans (queue-proxy
+and activator on the request path) are tested in test_trace.py."""
 import json, os, subprocess, time
 from harness import *
 

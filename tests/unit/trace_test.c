@@ -281,6 +281,37 @@ static void test_span_tree_and_bounds(void **state)
     assert_int_equal(strlen(root.name), TRACE_NAME_MAX - 1);
 }
 
+/* The activator's span is started when the request is looked up, after it
+ * arrived; its cold-start phases are events at moments it stamped earlier. */
+static void test_backdate_and_events_at(void **state)
+{
+    (void)state;
+    struct span s;
+    span_start_root(&s, "handle", SPAN_KIND_SERVER, NULL, 1);
+    uint64_t start = s.start_ns, mono = s.start_mono;
+    span_backdate(&s, mono - 5000000); /* 5 ms before */
+    assert_true(s.start_ns == start - 5000000);
+    span_backdate(&s, mono); /* later than the start: no change */
+    assert_true(s.start_ns == start - 5000000);
+    span_add_event_at(&s, "coldstart.poke_sent", mono - 4000000);
+    span_add_event_at(&s, "coldstart.first_byte", mono + 1000000);
+    assert_int_equal(s.nevents, 2);
+    assert_true(s.events[0].time_ns == start - 4000000);
+    assert_true(s.events[1].time_ns == start + 1000000);
+    assert_string_equal(s.events[0].name, "coldstart.poke_sent");
+    for (int i = 0; i < TRACE_MAX_EVENTS; i++)
+        span_add_event_at(&s, "e", mono);
+    assert_int_equal(s.nevents, TRACE_MAX_EVENTS);
+    assert_int_equal(s.dropped_events, 2);
+    span_end(&s);
+    assert_true(s.end_ns >= s.start_ns);
+    /* Not recording: nothing. */
+    struct span n;
+    span_start_root(&n, "handle", SPAN_KIND_SERVER, NULL, 0);
+    span_add_event_at(&n, "e", mono);
+    assert_int_equal(n.nevents, 0);
+}
+
 static void test_unsampled_span_is_non_recording(void **state)
 {
     (void)state;
@@ -314,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_sampling_parent_based),
         cmocka_unit_test(test_span_tree_and_bounds),
         cmocka_unit_test(test_unsampled_span_is_non_recording),
+        cmocka_unit_test(test_backdate_and_events_at),
     };
     return cmocka_run_group_tests_name("trace", tests, NULL, NULL);
 }
