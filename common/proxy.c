@@ -130,9 +130,19 @@ void px_head(struct proxy_exchange *x, const struct http_head *h, bool end)
 {
     int status = h->status;
     bool interim = status >= 100 && status < 200 && status != 101;
-    if (!interim)
+    const char *extra = NULL;
+    size_t extra_len = 0;
+    if (!interim) {
         x->state = PX_STREAMING;
-    if (!x->front->head(x, h, end)) {
+        /* The app's last word on the head (the activator's Server-Timing,
+         * the cold-start ledger's first byte): asked once, as it goes out. */
+        struct request *req = x->req;
+        const char *(*hook)(struct request *, size_t *) = req->on_response_head;
+        req->on_response_head = NULL;
+        if (hook)
+            extra = hook(req, &extra_len);
+    }
+    if (!x->front->head(x, h, end, extra, extra_len)) {
         px_fail(x, "response head too large");
         return;
     }

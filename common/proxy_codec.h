@@ -45,9 +45,12 @@ struct http_head;
 struct front_ops {
     /* The upstream's response head: interim (1xx) or final. Hop-by-hop
      * fields are dropped here, and the response's framing toward the client
-     * decided. `end`: no body follows. False when the head cannot be
-     * written (too large); nothing was. */
-    bool (*head)(struct proxy_exchange *x, const struct http_head *h, bool end);
+     * decided; `extra` ("Name: value\r\n" lines, or NULL) is added (the
+     * app's lines for this response: Server-Timing). `end`: no body
+     * follows. False when the head cannot be written (too large); nothing
+     * was. */
+    bool (*head)(struct proxy_exchange *x, const struct http_head *h, bool end, const char *extra,
+                 size_t extra_len);
     /* Body bytes the client can take now before its output is over the
      * watermark (0: wait for the request's on_drain). */
     size_t (*room)(struct proxy_exchange *x);

@@ -146,8 +146,8 @@ size_t proxy_build_request_head(const struct request *req, const struct proxy_ed
 /* The response head: hop-by-hop headers dropped (Trailer is kept: chunked
  * bodies go through verbatim, trailers included), and the framing toward
  * the client chosen. */
-static size_t build_response_head(struct proxy_exchange *x, const struct http_head *h, char *buf,
-                                  size_t cap)
+static size_t build_response_head(struct proxy_exchange *x, const struct http_head *h,
+                                  const char *extra, size_t extra_len, char *buf, size_t cap)
 {
     struct request *req = x->req;
     struct out o = {buf, 0, cap, false};
@@ -203,14 +203,17 @@ static size_t build_response_head(struct proxy_exchange *x, const struct http_he
         if (req->resp_close)
             puts_(&o, "Connection: close\r\n");
     }
+    if (extra)
+        put(&o, extra, extra_len);
     put(&o, "\r\n", 2);
     return o.overflow ? 0 : o.len;
 }
 
-static bool front_head(struct proxy_exchange *x, const struct http_head *h, bool end)
+static bool front_head(struct proxy_exchange *x, const struct http_head *h, bool end,
+                       const char *extra, size_t extra_len)
 {
     (void)end; /* HTTP/1 framing says it */
-    size_t n = build_response_head(x, h, scratch, sizeof scratch);
+    size_t n = build_response_head(x, h, extra, extra_len, scratch, sizeof scratch);
     if (!n)
         return false;
     evbuffer_add(request_output(x->req), scratch, n);

@@ -53,22 +53,66 @@ static size_t trailer_fields(const struct http_head *tr, struct h2_header_out *t
     return nt;
 }
 
+/* Lower-cases `n` bytes into the scratch arena; NULL when it is full. */
+static const char *lower(char **arena, char *end, const char *s, size_t n)
+{
+    if ((size_t)(end - *arena) < n)
+        return NULL;
+    char *out = *arena;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    *arena += n;
+    return out;
+}
+
+/* "Name: value\r\n" lines (an app's extra headers) as fields after the
+ * first n, names lower-cased into the arena; the new count (0 when the
+ * arena is full). Values point into the lines. */
+static size_t lines_to_fields(const char *lines, size_t len, struct h2_header_out *f, size_t n,
+                              size_t max, char **arena, char *end)
+{
+    const char *p = lines, *stop = lines ? lines + len : NULL;
+    while (p && p < stop && n < max) {
+        const char *eol = memchr(p, '\n', (size_t)(stop - p));
+        const char *colon = memchr(p, ':', (size_t)((eol ? eol : stop) - p));
+        if (!eol || !colon)
+            break;
+        const char *v = colon + 1;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        const char *ve = eol;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+            ve--;
+        const char *name = lower(arena, end, p, (size_t)(colon - p));
+        if (!name)
+            return 0;
+        f[n++] = (struct h2_header_out){name, v, (size_t)(colon - p), (size_t)(ve - v)};
+        p = eol + 1;
+    }
+    return n;
+}
+
 /* ---------------------------------------------------------------- front: answering on the client's
  * stream */
 
-static bool front_head(struct proxy_exchange *x, const struct http_head *rh, bool end)
+static bool front_head(struct proxy_exchange *x, const struct http_head *rh, bool end,
+                       const char *extra, size_t extra_len)
 {
     if (rh->status < 200)
         return true; /* 1xx: nothing an HTTP/2 client waits for here */
     struct h2_header_out f[HOP_MAX_FIELDS];
     size_t n = 0;
-    for (unsigned i = 0; i < rh->nheaders && n < HOP_MAX_FIELDS; i++) {
+    for (unsigned i = 0; i < rh->nheaders && n < HOP_MAX_FIELDS - 8; i++) {
         const struct http_header *hd = &rh->hdr[i];
         if (http_head_is_hop(rh, hd))
             continue;
         f[n++] = (struct h2_header_out){rh->buf + hd->name.off, rh->buf + hd->value.off,
                                         hd->name.len, hd->value.len};
     }
+    char arena[256], *a = arena;
+    size_t with = lines_to_fields(extra, extra_len, f, n, HOP_MAX_FIELDS, &a, arena + sizeof arena);
+    if (with)
+        n = with;
     /* A trailers-only answer (a gRPC error) is one header block with END_STREAM. */
     h2_stream_respond(x->req->h2, rh->status, f, n, end);
     return true;
@@ -213,18 +257,6 @@ static void back_release(struct proxy_exchange *x, bool reuse)
 
 /* ---------------------------------------------------------------- the request head */
 
-/* Lower-cases `n` bytes into the scratch arena; NULL when it is full. */
-static const char *lower(char **arena, char *end, const char *s, size_t n)
-{
-    if ((size_t)(end - *arena) < n)
-        return NULL;
-    char *out = *arena;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
-    *arena += n;
-    return out;
-}
-
 /* The upstream request's fields (§3d, with :authority for Host): hop-by-hop
  * headers dropped (Te: trailers kept, as Go's ReverseProxy keeps it), the
  * caller's drops, X-Forwarded-For appended, the caller's extra lines. */
@@ -299,26 +331,8 @@ static size_t build_fields(const struct request *req, const struct proxy_edit *e
         memcpy(a, ip, ipl), a += ipl;
         f[n++] = (struct h2_header_out){"x-forwarded-for", v, 15, (size_t)(a - v)};
     }
-    /* The caller's extra lines, "Name: value\r\n"..., with names lower-cased. */
-    const char *p = e->extra, *stop = e->extra ? e->extra + e->extra_len : NULL;
-    while (p && p < stop && n < HOP_MAX_FIELDS) {
-        const char *eol = memchr(p, '\n', (size_t)(stop - p));
-        const char *colon = memchr(p, ':', (size_t)((eol ? eol : stop) - p));
-        if (!eol || !colon)
-            break;
-        const char *v = colon + 1;
-        while (v < eol && (*v == ' ' || *v == '\t'))
-            v++;
-        const char *ve = eol;
-        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
-            ve--;
-        const char *name = lower(&a, end, p, (size_t)(colon - p));
-        if (!name)
-            return 0;
-        f[n++] = (struct h2_header_out){name, v, (size_t)(colon - p), (size_t)(ve - v)};
-        p = eol + 1;
-    }
-    return n;
+    /* The caller's extra lines, with names lower-cased. */
+    return lines_to_fields(e->extra, e->extra_len, f, n, HOP_MAX_FIELDS, &a, end);
 }
 
 /* ---------------------------------------------------------------- back: the stream */

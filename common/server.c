@@ -810,50 +810,11 @@ void request_error(struct request *req, int status, const char *body)
                   "X-Content-Type-Options: nosniff\r\n");
 }
 
-/* Adds header lines to the response head that was just queued on an
- * HTTP/1.1 connection: the head is the last thing in the output (the proxy
- * queues it and calls request_response_started() before anything flushes),
- * so its blank line is the buffer's last two bytes; the lines go before it.
- * Refused (logged) when the buffer does not end in a blank line.
- *
- * Why here and not in the proxy: the integrator is redesigning proxy.c and
- * h2_proxy.c; the clean version is for build_response_head() (and
- * h2_proxy's on_up_head()) to append these lines themselves, after which
- * this splice goes. */
-static void splice_response_head(struct evbuffer *out, const char *lines, size_t n)
-{
-    size_t len = evbuffer_get_length(out);
-    char tail[4];
-    struct evbuffer_ptr p;
-    if (len < 4 || evbuffer_ptr_set(out, &p, len - 4, EVBUFFER_PTR_SET) ||
-        evbuffer_copyout_from(out, &p, tail, 4) != 4 || memcmp(tail, "\r\n\r\n", 4)) {
-        log_warn("response head not at the end of the output: %zu header bytes not added", n);
-        return;
-    }
-    struct evbuffer *head = evbuffer_new();
-    if (!head)
-        return;
-    evbuffer_remove_buffer(out, head, len - 2); /* moves chains: no copy of the body */
-    evbuffer_drain(out, 2);
-    evbuffer_add(head, lines, n);
-    evbuffer_add(head, "\r\n", 2);
-    evbuffer_add_buffer(out, head);
-    evbuffer_free(head);
-}
-
 void request_response_started(struct request *req, int status)
 {
     req->state = REQ_SENDING;
     req->status = status;
     req->last_write_ns = clock_now_ns();
-    const char *(*hook)(struct request *, size_t *) = req->on_response_head;
-    if (!hook)
-        return;
-    req->on_response_head = NULL;
-    size_t n = 0;
-    const char *lines = hook(req, &n);
-    if (lines && n && req->conn)
-        splice_response_head(req->conn->out, lines, n);
 }
 
 void request_end(struct request *req, bool abort)

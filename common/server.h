@@ -133,12 +133,10 @@ struct request {
     /* Called once from request_end(). */
     void (*on_finish)(struct request *req, void *arg);
     void *finish_arg;
-    /* Called once, from request_response_started(), as a proxied response
-     * head goes out (its first byte: the cold-start ledger's end, the span's
-     * status). It may return header lines ("Name: value\r\n"...) to add to
-     * that head, or NULL. The lines are added to HTTP/1.1 heads only, for
-     * now (see request_response_started() in server.c); an HTTP/2 head has
-     * already been submitted when the hook runs. */
+    /* Called once by the proxy as a proxied response head goes out (its
+     * first byte: the cold-start ledger's end, the span's status). It may
+     * return header lines ("Name: value\r\n"...) that the head carries, in
+     * either protocol (proxy.c's px_head, then the front table), or NULL. */
     const char *(*on_response_head)(struct request *req, size_t *len);
 
     /* Request body bookkeeping (the holder moves it via the parser). */

@@ -558,6 +558,36 @@ def activator_grpc_scale_from_zero():
     grpc_four_shapes(a.port, "g-00001.default.svc.cluster.local", "activator -> queue-proxy: ")
 
 
+@test
+def activator_h2_cold_start_carries_server_timing():
+    # The cold-start ledger's Server-Timing rides the HTTP/2 response head
+    # too (the proxy asks the app for its lines as the head goes out).
+    k = KubeAPI()
+    k.revision(NS, "st-00001", cc=0, containers=[{"image": "x", "ports": [{"name": "h2c", "containerPort": 8080}]}])
+    a = Activator(k)
+    res = {}
+
+    def call():
+        r = subprocess.run(["curl", "-sS", "-i", "--http2-prior-knowledge", "-H", "Coldbrew-Server-Timing: 1",
+                            "-H", "Knative-Serving-Namespace: " + NS, "-H", "Knative-Serving-Revision: st-00001",
+                            "http://127.0.0.1:%d/cold" % a.port], capture_output=True, timeout=30)
+        res["out"] = r.stdout.decode(errors="replace")
+    th = threading.Thread(target=call)
+    th.start()
+    time.sleep(0.4)
+    ok(not res, "held")
+    p = h2_pod()
+    k.private_endpoints(NS, "st-00001", ready=[p.addr], port_name="http2")
+    th.join(30)
+    out = res.get("out", "")
+    ok(out.startswith("HTTP/2 200"), "answered over HTTP/2: %r" % out[:200])
+    line = [l for l in out.splitlines() if l.lower().startswith("server-timing:")]
+    ok(line, "a Server-Timing field on the HTTP/2 head: %r" % out[:600])
+    ok("endpoints;dur=" in line[0] and "total;dur=" in line[0], "the ledger's phases: %r" % line[0])
+    body = json.loads(out.split("\r\n\r\n", 1)[1])
+    ok("coldbrew-server-timing" not in dict(body["headers"]), "the ask is not passed on")
+
+
 # ---------------------------------------------------------------- local platform
 
 @test
