@@ -109,8 +109,8 @@ LIBS    := -levent_core -ljansson -lprotobuf-c -lnghttp2 $(MALLOC_LIB) -lm
 # The activator also speaks WebSocket (wslay, OpenSSL for the handshake's SHA-1) and resolves names (evdns).
 AC_LIBS := -levent_extra -lwslay -lssl -lcrypto
 
-COMMON_SRC := $(wildcard common/*.c)
-# OTLP (common/otlp.c): the messages from common/proto/otlp_*.proto.
+COMMON_SRC := $(wildcard common/*/*.c)
+# OTLP (common/telemetry/otlp.c): the messages from common/proto/otlp_*.proto.
 OTLP_PROTO := otlp_common otlp_trace otlp_metrics
 OTLP_OBJ   := $(OTLP_PROTO:%=$(BUILD)/obj/gen/%.pb-c.o)
 OTLP_HDR   := $(OTLP_PROTO:%=$(BUILD)/gen/%.pb-c.h)
@@ -119,7 +119,7 @@ LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/ob
 QP_SRC     := $(wildcard queue-proxy/*.c)
 # The queue-proxy's gRPC readiness probe speaks h2c (nghttp2) and grpc.health.v1.
 QP_OBJ     := $(QP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/health.pb-c.o
-# The queue-proxy serves TLS on 8112 (common/transport.c, tls_ctx.c): OpenSSL.
+# The queue-proxy serves TLS on 8112 (common/transport/transport.c, tls_ctx.c): OpenSSL.
 QP_LIBS    := -lssl -lcrypto
 # The activator's rooms, without main.o, so unit tests can link them.
 AC_SRC     := $(filter-out activator/main.c,$(wildcard activator/*.c))

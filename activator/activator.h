@@ -20,10 +20,10 @@
 #include <sys/queue.h>
 #include <uthash.h>
 
-#include "../common/http_client.h"
-#include "../common/k8s.h"
-#include "../common/server.h"
-#include "../common/stats.h"
+#include "cluster/http_client.h"
+#include "cluster/k8s.h"
+#include "http/server.h"
+#include "cluster/stats.h"
 #include "throttler.h"
 
 /* config-network's mesh-compatibility-mode (Knative §3.8). */

@@ -36,9 +36,9 @@
 #include <string.h>
 #include <sys/time.h>
 
-#include "../common/clock.h"
-#include "../common/log.h"
-#include "../common/metrics.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "telemetry/metrics.h"
 #include "activator.h"
 
 #define COLD_RECENT 8 /* cold starts per revision kept for `coldbrew status` */

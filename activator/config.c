@@ -16,7 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../common/env.h"
+#include "core/env.h"
 #include "activator.h"
 
 /* Kubernetes' resolv.conf names the cluster domain: "search ns.svc.<domain> svc.<domain> <domain>".

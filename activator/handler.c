@@ -14,12 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../common/clock.h"
-#include "../common/freelist.h"
-#include "../common/log.h"
-#include "../common/otlp.h"
-#include "../common/proxy.h"
-#include "../common/trace.h"
+#include "core/clock.h"
+#include "core/freelist.h"
+#include "core/log.h"
+#include "telemetry/otlp.h"
+#include "proxy/proxy.h"
+#include "telemetry/trace.h"
 #include "activator.h"
 
 #define TP_LINE (13 + TRACE_PARENT_LEN + 2) /* "traceparent: " 55 chars CRLF */

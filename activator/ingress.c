@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/err.h"
-#include "../common/log.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "activator.h"
 
 struct route {

@@ -35,10 +35,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../common/env.h"
-#include "../common/log.h"
-#include "../common/tls.h"
-#include "../common/tls_ctx.h"
+#include "core/env.h"
+#include "core/log.h"
+#include "transport/tls.h"
+#include "transport/tls_ctx.h"
 #include "activator.h"
 #include "pods.h"
 

@@ -13,11 +13,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../common/clock.h"
-#include "../common/alloc.h"
-#include "../common/log.h"
-#include "../common/proxy.h"
-#include "../common/loop.h"
+#include "core/clock.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "proxy/proxy.h"
+#include "core/loop.h"
 #include "activator.h"
 
 #ifdef COLDBREW_JEMALLOC

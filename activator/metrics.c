@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/err.h"
-#include "../common/log.h"
-#include "../common/metrics.h"
-#include "../common/tls_ctx.h"
-#include "../common/otlp.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "telemetry/metrics.h"
+#include "transport/tls_ctx.h"
+#include "telemetry/otlp.h"
 #include "activator.h"
 #include "pods.h"
 

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/err.h"
-#include "../common/h2_pool.h"
-#include "../common/log.h"
+#include "core/err.h"
+#include "proxy/h2_pool.h"
+#include "core/log.h"
 
 static struct pod_pool *pools;
 static struct event_base *pools_base;

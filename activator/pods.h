@@ -11,7 +11,7 @@
 #include <event2/event.h>
 #include <uthash.h>
 
-#include "../common/upstream.h"
+#include "proxy/upstream.h"
 
 struct pod_pool {
     char dest[160]; /* the hash key: "ip:port", or "tls/<ns>/ip:port" for a TLS pool */

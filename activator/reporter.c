@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/clock.h"
-#include "../common/alloc.h"
-#include "../common/err.h"
-#include "../common/log.h"
-#include "../common/statpb.h"
-#include "../common/ws_client.h"
+#include "core/clock.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "cluster/statpb.h"
+#include "cluster/ws_client.h"
 #include "activator.h"
 
 static struct ws_client *link;

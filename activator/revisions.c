@@ -33,8 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/clock.h"
-#include "../common/log.h"
+#include "core/clock.h"
+#include "core/log.h"
 #include "activator.h"
 
 #define KEY_MAX 256

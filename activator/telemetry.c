@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../common/log.h"
-#include "../common/otlp.h"
+#include "core/log.h"
+#include "telemetry/otlp.h"
 #include "activator.h"
 
 #ifndef COLDBREW_VERSION

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/err.h"
-#include "../common/log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #define CAPACITY_MAX 2147483647L /* Go's math.MaxInt32 */
 

@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/alloc.h"
-#include "../common/clock.h"
-#include "../common/err.h"
-#include "../common/http_client.h"
-#include "../common/log.h"
-#include "../common/statpb.h"
-#include "../common/ws_server.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "cluster/http_client.h"
+#include "core/log.h"
+#include "cluster/statpb.h"
+#include "cluster/ws_server.h"
 #include "stat.pb-c.h"
 
 struct as_pod {

@@ -6,9 +6,9 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#include "../common/alloc.h"
-#include "../common/err.h"
-#include "../common/log.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
 
 static const struct {
     const char *path, *list_kind, *api_version;

@@ -24,7 +24,7 @@
 
 #include <jansson.h>
 
-#include "../common/server.h"
+#include "http/server.h"
 
 enum api_kind { API_REVISION, API_ENDPOINTS, API_SERVICE, API_INGRESS, API_KINDS };
 

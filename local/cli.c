@@ -13,8 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../common/alloc.h"
-#include "../common/env.h"
+#include "core/alloc.h"
+#include "core/env.h"
 #include "manifest.h"
 
 #define CLI_TIMEOUT_SECONDS 30

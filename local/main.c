@@ -22,11 +22,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../common/alloc.h"
-#include "../common/clock.h"
-#include "../common/env.h"
-#include "../common/log.h"
-#include "../common/loop.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/env.h"
+#include "core/log.h"
+#include "core/loop.h"
 #include "cli.h"
 #include "certs.h"
 #include "platform.h"

@@ -8,7 +8,7 @@
 #include <strings.h>
 #include <yaml.h>
 
-#include "../common/err.h"
+#include "core/err.h"
 
 #define MAX_DOCS       256
 #define MAX_FILE_BYTES (4u << 20)

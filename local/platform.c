@@ -29,8 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/clock.h"
-#include "../common/log.h"
+#include "core/clock.h"
+#include "core/log.h"
 #include "platform.h"
 
 #define BACKOFF_FIRST 0.25

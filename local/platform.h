@@ -30,7 +30,7 @@
 #include <sys/types.h>
 
 #include "../autoscaler/autoscaler.h"
-#include "../common/http_client.h"
+#include "cluster/http_client.h"
 #include "api.h"
 #include "manifest.h"
 

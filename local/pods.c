@@ -37,9 +37,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../common/clock.h"
-#include "../common/err.h"
-#include "../common/log.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "certs.h"
 #include "platform.h"
 

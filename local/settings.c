@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/env.h"
+#include "core/env.h"
 #include "platform.h"
 
 #define ANN "autoscaling.knative.dev/"

@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/alloc.h"
-#include "../common/clock.h"
-#include "../common/err.h"
-#include "../common/log.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "qp.h"
 
 #define WAIT_RESET_SECONDS 1.0

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/env.h"
+#include "core/env.h"
 
 static bool port_of(const char *name, const char *v, int *out, char *err, unsigned cap)
 {

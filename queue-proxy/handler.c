@@ -12,10 +12,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../common/clock.h"
-#include "../common/freelist.h"
-#include "../common/forwarded.h"
-#include "../common/log.h"
+#include "core/clock.h"
+#include "core/freelist.h"
+#include "http/forwarded.h"
+#include "core/log.h"
 #include "qp.h"
 
 #define CTX_FORWARDED 256 /* inline room for the Forwarded line; longer ones are allocated */

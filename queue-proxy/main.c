@@ -10,12 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../common/clock.h"
-#include "../common/log.h"
-#include "../common/loop.h"
-#include "../common/env.h"
-#include "../common/statpb.h"
-#include "../common/tls_ctx.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/env.h"
+#include "cluster/statpb.h"
+#include "transport/tls_ctx.h"
 #include "qp.h"
 
 #ifdef COLDBREW_JEMALLOC

@@ -13,13 +13,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../common/breaker.h"
-#include "../common/metrics.h"
-#include "../common/otlp.h"
-#include "../common/proxy.h"
-#include "../common/server.h"
-#include "../common/stats.h"
-#include "../common/upstream.h"
+#include "proxy/breaker.h"
+#include "telemetry/metrics.h"
+#include "telemetry/otlp.h"
+#include "proxy/proxy.h"
+#include "http/server.h"
+#include "cluster/stats.h"
+#include "proxy/upstream.h"
 #include "config.h"
 #include "readiness.h"
 

@@ -8,11 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../common/alloc.h"
-#include "../common/clock.h"
-#include "../common/err.h"
-#include "../common/log.h"
-#include "../common/net.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/net.h"
 #include "h2_probe.h"
 
 #define AGGRESSIVE_INTERVAL 0.05

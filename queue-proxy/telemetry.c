@@ -11,13 +11,13 @@
  *
  * Everything here runs at start-up and exit; handler.c does the per-request
  * part with the handles kept in `struct qp`. Export never blocks a request
- * (common/otlp.h: a bounded ring, batches, drops counted and logged once a
+ * (common/telemetry/otlp.h: a bounded ring, batches, drops counted and logged once a
  * minute). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/log.h"
+#include "core/log.h"
 #include "qp.h"
 
 #ifndef COLDBREW_VERSION

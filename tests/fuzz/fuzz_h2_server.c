@@ -1,4 +1,4 @@
-/* libFuzzer target: the HTTP/2 server path (common/h2_server.c): bytes in
+/* libFuzzer target: the HTTP/2 server path (common/http/h2_server.c): bytes in
  * -> nghttp2 (preface, frames, HPACK, flow control) -> streams with
  * semantic heads -> an application that answers each one, echoing the
  * request body and ending with trailers, or resetting it.
@@ -16,10 +16,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h2_server.h"
-#include "http_head.h"
-#include "log.h"
-#include "loop.h"
+#include "http/h2_server.h"
+#include "http/http_head.h"
+#include "core/log.h"
+#include "core/loop.h"
 
 static bool answer_at_once, gone;
 

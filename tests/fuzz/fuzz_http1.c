@@ -10,9 +10,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "forwarded.h"
-#include "h1_parser.h"
-#include "proxy.h"
+#include "http/forwarded.h"
+#include "http/h1_parser.h"
+#include "proxy/proxy.h"
 
 static void feed(struct evbuffer *b, const uint8_t *d, size_t n, size_t split)
 {

@@ -15,7 +15,7 @@
 #include "../../local/api.h"
 #include "../../local/manifest.h"
 #include "../../local/platform.h"
-#include "h1_parser.h"
+#include "http/h1_parser.h"
 
 static void yaml_case(const uint8_t *data, size_t size)
 {

@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "../../local/certs.h"
-#include "log.h"
-#include "tls_ctx.h"
+#include "core/log.h"
+#include "transport/tls_ctx.h"
 
 static struct tls_ctx_server *srv;
 static struct tls_ctx_client *cli;

@@ -1,6 +1,6 @@
-/* libFuzzer target: the W3C Trace Context parsers (common/trace.c) on what
+/* libFuzzer target: the W3C Trace Context parsers (common/telemetry/trace.c) on what
  * a client may send as `traceparent` and `tracestate`, plus the
- * OBSERVABILITY_CONFIG endpoint parser (common/otlp.c).
+ * OBSERVABILITY_CONFIG endpoint parser (common/telemetry/otlp.c).
  *
  * Input: byte 0 picks the parser; the rest is the header value. Checks
  * beyond "no crash": a traceparent that parses formats back to the same 55
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "otlp.h"
-#include "trace.h"
+#include "telemetry/otlp.h"
+#include "telemetry/trace.h"
 
 static void check_traceparent(const char *s, size_t n)
 {

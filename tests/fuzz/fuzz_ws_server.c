@@ -1,4 +1,4 @@
-/* libFuzzer target: the autoscaler's stats WebSocket server (common/ws_server.c)
+/* libFuzzer target: the autoscaler's stats WebSocket server (common/cluster/ws_server.c)
  * and what it hands on: the HTTP upgrade handshake, wslay's frame decoding
  * (masking, fragmentation, control frames, the message size cap) and the
  * protobuf WireStatMessages decode the autoscaler runs on every message.
@@ -14,10 +14,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "core/log.h"
 #include "stat.pb-c.h"
-#include "statpb.h"
-#include "ws_server.h"
+#include "cluster/statpb.h"
+#include "cluster/ws_server.h"
 
 static const char hs[] = "GET / HTTP/1.1\r\nHost: autoscaler\r\nUpgrade: websocket\r\n"
                          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

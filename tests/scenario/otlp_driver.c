@@ -1,4 +1,4 @@
-/* otlp_driver — drives common/otlp.c for the scenario tests, until the
+/* otlp_driver — drives common/telemetry/otlp.c for the scenario tests, until the
  * queue-proxy and the activator wire spans into their request paths.
  *
  *   otlp_driver tree [TRACEPARENT]
@@ -25,10 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "log.h"
-#include "loop.h"
-#include "otlp.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "telemetry/otlp.h"
 
 static struct event_base *base;
 static struct otlp_exporter *x;

@@ -1,4 +1,4 @@
-"""Scenario tests for OTLP export (common/otlp.c, common/trace.c) against a
+"""Scenario tests for OTLP export (common/telemetry/otlp.c, common/telemetry/trace.c) against a
 real receiver (tests/scenario/otlp_receiver.py: http/protobuf and gRPC,
 decoded by an independent wire decoder), driven by build/tests/otlp_driver:
 the exporter alone, exact trees and metrics. The binaries' own spans (queue-proxy

@@ -1,9 +1,9 @@
-/* Tests for common/breaker.c: admission, queue bound, FIFO hand-off, cancel. */
+/* Tests for common/proxy/breaker.c: admission, queue bound, FIFO hand-off, cancel. */
 #include "unit.h"
 
 #include <event2/event.h>
 
-#include "breaker.h"
+#include "proxy/breaker.h"
 
 static int order[64], norder;
 

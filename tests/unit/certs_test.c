@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "../../local/certs.h"
-#include "log.h"
+#include "core/log.h"
 
 static char dir[64], ca_dir[128], pod_dir[128];
 

@@ -1,10 +1,10 @@
-/* Tests for common/env.c and common/log.c escaping. */
+/* Tests for common/core/env.c and common/core/log.c escaping. */
 #include "unit.h"
 
 #include <stdlib.h>
 
-#include "env.h"
-#include "log.h"
+#include "core/env.h"
+#include "core/log.h"
 
 static void test_require_collects_all(void **state)
 {

@@ -1,7 +1,7 @@
-/* Tests for common/forwarded.c: Knative's Forwarded shim and Go's JSEscape. */
+/* Tests for common/http/forwarded.c: Knative's Forwarded shim and Go's JSEscape. */
 #include "unit.h"
 
-#include "forwarded.h"
+#include "http/forwarded.h"
 
 static const char *fwd(const char *xff, const char *xfh, const char *xfp)
 {

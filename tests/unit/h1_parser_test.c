@@ -1,11 +1,11 @@
-/* Tests for common/h1_parser.c: heads over split buffers, body framing,
+/* Tests for common/http/h1_parser.c: heads over split buffers, body framing,
  * pipelining boundaries, limits and smuggling shapes. */
 #include "unit.h"
 
 #include <event2/buffer.h>
 #include <stdio.h>
 
-#include "h1_parser.h"
+#include "http/h1_parser.h"
 
 static struct evbuffer *buf_of(const char *s)
 {

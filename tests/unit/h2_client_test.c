@@ -1,4 +1,4 @@
-/* Tests for common/h2_client.c, in process: the client connects over
+/* Tests for common/http/h2_client.c, in process: the client connects over
  * loopback TCP to coldbrew's own HTTP/2 server codec (h2_server.c) whose
  * application echoes request bodies and ends with trailers, or holds,
  * resets and goes away on request. The loop is turned by hand. */
@@ -11,13 +11,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h2_client.h"
-#include "h2_pool.h"
-#include "h2_server.h"
-#include "http_head.h"
-#include "log.h"
-#include "loop.h"
-#include "net.h"
+#include "http/h2_client.h"
+#include "proxy/h2_pool.h"
+#include "http/h2_server.h"
+#include "http/http_head.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/net.h"
 
 static struct event_base *base;
 static struct h2_limits lim;

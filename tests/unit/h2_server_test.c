@@ -1,4 +1,4 @@
-/* Tests for common/h2_server.c, in process: the server end of a socketpair
+/* Tests for common/http/h2_server.c, in process: the server end of a socketpair
  * is an h2_conn; the client end is a real nghttp2 client session (or raw
  * bytes, for the attack shapes), and the loop is turned by hand. */
 #include "unit.h"
@@ -13,10 +13,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h2_server.h"
-#include "http_head.h"
-#include "log.h"
-#include "loop.h"
+#include "http/h2_server.h"
+#include "http/http_head.h"
+#include "core/log.h"
+#include "core/loop.h"
 
 static struct event_base *base;
 static struct h2_limits lim;

@@ -1,4 +1,4 @@
-/* Tests for common/http_client.c against a hand-written server on loopback:
+/* Tests for common/cluster/http_client.c against a hand-written server on loopback:
  * a response head split at every byte, chunked and content-length bodies
  * (also split at every byte), streamed bodies, a server that closes before
  * the head ends or mid-body, garbage instead of HTTP, a body past max_body,
@@ -12,12 +12,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
+#include "core/err.h"
+#include "cluster/http_client.h"
+#include "core/log.h"
+#include "core/loop.h"
 #include "loopback_util.h"
-#include "upstream.h"
+#include "proxy/upstream.h"
 
 /* Under ASan a request the allocator cannot serve returns NULL, as it does
  * with jemalloc and glibc, instead of aborting: the no-memory path is real. */

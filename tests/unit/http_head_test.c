@@ -1,7 +1,7 @@
-/* Tests for common/http_head.c. */
+/* Tests for common/http/http_head.c. */
 #include "unit.h"
 
-#include "http_head.h"
+#include "http/http_head.h"
 
 static void add(struct http_head *h, const char *name, const char *value)
 {

@@ -1,4 +1,4 @@
-/* Tests for common/k8s.c against a hand-written API server on loopback
+/* Tests for common/cluster/k8s.c against a hand-written API server on loopback
  * (KUBE_API_URL=http://127.0.0.1:<port>): list then watch, a watch event
  * split across reads at every byte, a watch that drops (cleanly or not) and
  * is re-opened from the newest version, 410 Gone (as a status and as an
@@ -12,9 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "k8s.h"
-#include "log.h"
-#include "loop.h"
+#include "cluster/k8s.h"
+#include "core/log.h"
+#include "core/loop.h"
 #include "loopback_util.h"
 
 struct seen {

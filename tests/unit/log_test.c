@@ -1,11 +1,11 @@
-/* Tests for common/log.c: one JSON object per line in zap's shape. */
+/* Tests for common/core/log.c: one JSON object per line in zap's shape. */
 #include "unit.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "core/log.h"
 
 static void test_shape(void **state)
 {

@@ -1,9 +1,9 @@
-/* Tests for common/loop.c: deferred frees run after the current callback. */
+/* Tests for common/core/loop.c: deferred frees run after the current callback. */
 #include "unit.h"
 
 #include <event2/event.h>
 
-#include "loop.h"
+#include "core/loop.h"
 
 static int freed[8], nfreed;
 static void note(void *p)

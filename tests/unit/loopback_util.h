@@ -9,8 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "loop.h"
-#include "net.h"
+#include "core/loop.h"
+#include "core/net.h"
 #include "ws_test_util.h"
 
 /* A listening socket on 127.0.0.1; its port in *port. -1 on failure. */

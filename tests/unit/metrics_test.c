@@ -1,10 +1,10 @@
-/* Tests for common/metrics.c: cumulative buckets per status code. */
+/* Tests for common/telemetry/metrics.c: cumulative buckets per status code. */
 #include "unit.h"
 
 #include <event2/buffer.h>
 #include <stdlib.h>
 
-#include "metrics.h"
+#include "telemetry/metrics.h"
 
 static void test_histogram_render(void **state)
 {

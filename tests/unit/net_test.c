@@ -1,4 +1,4 @@
-/* Tests for common/net.c: numeric addresses, listen, non-blocking connect. */
+/* Tests for common/core/net.c: numeric addresses, listen, non-blocking connect. */
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -6,7 +6,7 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include "net.h"
+#include "core/net.h"
 
 static int bound_port(int fd)
 {

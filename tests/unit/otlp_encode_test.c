@@ -1,4 +1,4 @@
-/* The export path's span encoder (common/otlp.c encode_spans) against the
+/* The export path's span encoder (common/telemetry/otlp.c encode_spans) against the
  * reference, protobuf-c's packer over the generated structs
  * (encode_spans_pbc): byte for byte, for spans of every shape, and
  * decodable by protobuf-c. The .c is included to reach both statics. */
@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../../common/otlp.c"
-#include "loop.h"
+#include "../../common/telemetry/otlp.c"
+#include "core/loop.h"
 
 static struct otlp_exporter *exporter(struct event_base *base)
 {

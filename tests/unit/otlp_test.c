@@ -1,4 +1,4 @@
-/* Tests for common/otlp.c: OBSERVABILITY_CONFIG parsing, batching, bounds.
+/* Tests for common/telemetry/otlp.c: OBSERVABILITY_CONFIG parsing, batching, bounds.
  *
  * A small HTTP/1.1 collector runs in the test's own loop (libevent
  * bufferevents on loopback); what it receives is decoded with the same
@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "loop.h"
-#include "net.h"
-#include "otlp.h"
+#include "core/clock.h"
+#include "core/loop.h"
+#include "core/net.h"
+#include "telemetry/otlp.h"
 #include "otlp_metrics.pb-c.h"
 #include "otlp_trace.pb-c.h"
 

@@ -1,4 +1,4 @@
-/* Tests for the proxy (common/proxy.c and proxy_h1.c): the request head
+/* Tests for the proxy (common/proxy/proxy.c and proxy_h1.c): the request head
  * rewrite (hop-by-hop, XFF, Host, drops, upgrade, Te: trailers), and the
  * HTTP/1 exchange in process: a real listener, a real upstream pool, a raw
  * client socket and a raw backend socket on loopback, the loop turned by
@@ -13,9 +13,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "loop.h"
-#include "proxy.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "proxy/proxy.h"
 
 static struct request *make(const char *raw, struct sconn *c)
 {

@@ -1,4 +1,4 @@
-/* Tests for common/server.c, in process: a listener on loopback, a raw
+/* Tests for common/http/server.c, in process: a listener on loopback, a raw
  * client socket, and the loop turned by hand until the answer arrives. */
 #include "unit.h"
 
@@ -9,10 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "log.h"
-#include "loop.h"
-#include "server.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "http/server.h"
 
 /* Lingering off (0) unless a test turns it on. */
 static struct server_limits lim = {.max_header_bytes = 8192,

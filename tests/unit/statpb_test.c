@@ -1,7 +1,7 @@
-/* Tests for common/statpb.c: byte-exact proto3 encoding of the Stat. */
+/* Tests for common/cluster/statpb.c: byte-exact proto3 encoding of the Stat. */
 #include "unit.h"
 
-#include "statpb.h"
+#include "cluster/statpb.h"
 
 static void test_pod_only(void **state)
 {

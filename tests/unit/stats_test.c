@@ -1,7 +1,7 @@
-/* Tests for common/stats.c with Knative's time-weighted arithmetic. */
+/* Tests for common/cluster/stats.c with Knative's time-weighted arithmetic. */
 #include "unit.h"
 
-#include "stats.h"
+#include "cluster/stats.h"
 
 #define S 1000000000ull
 

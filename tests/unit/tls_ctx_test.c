@@ -1,4 +1,4 @@
-/* Tests for common/tls_ctx.c: real handshakes between a server SSL and a
+/* Tests for common/transport/tls_ctx.c: real handshakes between a server SSL and a
  * client SSL over a socketpair, in process. Certificates come from
  * local/certs.c, so the generator is exercised too. */
 #include "unit.h"
@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "../../local/certs.h"
-#include "log.h"
-#include "tls_ctx.h"
+#include "core/log.h"
+#include "transport/tls_ctx.h"
 
 static long long live_bytes;
 #ifndef __SANITIZE_ADDRESS__

@@ -1,4 +1,4 @@
-/* Tests for common/tls.c: an upstream pool made TLS by tls_client_new(),
+/* Tests for common/transport/tls.c: an upstream pool made TLS by tls_client_new(),
  * used by an http_call, against an OpenSSL server the test drives on
  * loopback. A good handshake answers; handshakes that fail halfway (a
  * certificate for another name, one from an untrusted CA, a peer that
@@ -17,12 +17,12 @@
 #include <unistd.h>
 
 #include "../../local/certs.h"
-#include "http_client.h"
-#include "log.h"
-#include "loop.h"
+#include "cluster/http_client.h"
+#include "core/log.h"
+#include "core/loop.h"
 #include "loopback_util.h"
-#include "tls.h"
-#include "upstream.h"
+#include "transport/tls.h"
+#include "proxy/upstream.h"
 
 enum server_mode {
     SERVE,             /* complete the handshake, answer the request */

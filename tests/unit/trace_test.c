@@ -1,9 +1,9 @@
-/* Tests for common/trace.c: W3C traceparent/tracestate, ids, sampling, spans. */
+/* Tests for common/telemetry/trace.c: W3C traceparent/tracestate, ids, sampling, spans. */
 #include "unit.h"
 
 #include <stdio.h>
 
-#include "trace.h"
+#include "telemetry/trace.h"
 
 #define GOOD "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

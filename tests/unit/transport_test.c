@@ -1,4 +1,4 @@
-/* Tests for common/transport.c: the plain and TLS transports over a
+/* Tests for common/transport/transport.c: the plain and TLS transports over a
  * socketpair, in process — bytes through both, a record bigger than one
  * read, handshakes that fail halfway (the peer vanishes, the peer sends
  * garbage after the first flight, a TLS 1.2-only peer), and that a failed
@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include "../../local/certs.h"
-#include "log.h"
-#include "tls_ctx.h"
-#include "transport.h"
+#include "core/log.h"
+#include "transport/tls_ctx.h"
+#include "transport/transport.h"
 
 static char dir[64], crt[128], key[128];
 static struct tls_ctx_server *srv;

@@ -1,4 +1,4 @@
-/* Tests for common/upstream.c: LIFO reuse, idle close on backend EOF, the
+/* Tests for common/proxy/upstream.c: LIFO reuse, idle close on backend EOF, the
  * wait queue (FIFO, any connection serves, cancel, caps, failures). */
 #include "unit.h"
 
@@ -7,9 +7,9 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "loop.h"
+#include "core/loop.h"
 #include "loopback_util.h"
-#include "upstream.h"
+#include "proxy/upstream.h"
 
 static int writable_calls;
 static void on_readable(struct upconn *uc)

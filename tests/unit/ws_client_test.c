@@ -1,4 +1,4 @@
-/* Tests for common/ws_client.c: the 101 read by llhttp (split at every
+/* Tests for common/cluster/ws_client.c: the 101 read by llhttp (split at every
  * byte, refused when bad, then retried), frames that come with the 101,
  * frames in pieces both ways. The test plays the autoscaler: a listening
  * socket on loopback, written to by hand. */
@@ -10,13 +10,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h1_parser.h"
-#include "http_head.h"
-#include "log.h"
-#include "loop.h"
-#include "net.h"
-#include "ws_client.h"
-#include "ws_io.h"
+#include "http/h1_parser.h"
+#include "http/http_head.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/net.h"
+#include "cluster/ws_client.h"
+#include "cluster/ws_io.h"
 #include "ws_test_util.h"
 
 struct fixture {

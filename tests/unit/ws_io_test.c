@@ -1,4 +1,4 @@
-/* Tests for common/ws_io.c: the socket side of a wslay context (bytes left
+/* Tests for common/cluster/ws_io.c: the socket side of a wslay context (bytes left
  * over from the upgrade come first, EAGAIN means wait, EOF means gone,
  * partial writes resume) and the handshake checks on llhttp-parsed heads. */
 #include "unit.h"
@@ -7,9 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "h1_parser.h"
-#include "http_head.h"
-#include "ws_io.h"
+#include "http/h1_parser.h"
+#include "http/http_head.h"
+#include "cluster/ws_io.h"
 #include "ws_test_util.h"
 
 /* A wslay server context on one end of a socketpair, `early` in front. */

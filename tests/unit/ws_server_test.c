@@ -1,4 +1,4 @@
-/* Tests for common/ws_server.c: the upgrade request parsed by llhttp (split
+/* Tests for common/cluster/ws_server.c: the upgrade request parsed by llhttp (split
  * at every byte, refused when bad, with gorilla's statuses), frames that
  * arrive with the head, in pieces, fragmented. The server runs in a real
  * libevent loop on one end of a socketpair; the test is the client. */
@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "loop.h"
-#include "ws_server.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "cluster/ws_server.h"
 #include "ws_test_util.h"
 
 /* RFC 6455 1.3's example key and its accept value. */
