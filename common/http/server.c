@@ -33,6 +33,10 @@
 #include "http/server_h2.h"
 #include "transport/tls_ctx.h"
 
+/* A connection is one allocation: keep it within jemalloc's 1,024-byte
+ * class (the next is 1,280; bench/RESULTS.md counts memory per connection). */
+_Static_assert(sizeof(struct sconn) <= 1024, "struct sconn outgrew 1,024 bytes");
+
 static void sconn_process(struct sconn *c);
 static void sconn_close(struct sconn *c);
 static void sconn_update_reading(struct sconn *c);
