@@ -194,8 +194,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(B
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iqueue-proxy -o $@ $< $(BUILD)/libactivator.a $(BUILD)/liblocal.a $(BUILD)/libautoscaler.a $(BUILD)/libcoldbrew.a -lyaml $(AC_LIBS) $(LIBS) -lcmocka
 
-# The scenario tests' stand-in for a request path that exports spans
-# (tests/scenario/test_otlp.py), until the queue-proxy and activator do.
+# The exporter alone, driven span by span (tests/scenario/test_otlp.py: the
+# collector faults); test_trace.py runs the real queue-proxy and activator.
 $(BUILD)/tests/otlp_driver: tests/scenario/otlp_driver.c $(BUILD)/libcoldbrew.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcoldbrew.a -lssl -lcrypto $(LIBS) -lnghttp2
