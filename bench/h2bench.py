@@ -17,6 +17,7 @@ import os, re, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (process helpers, placement, nginx configs)
+import results as sections  # noqa: E402  (writing our part of RESULTS.md)
 from bench import start, stop, wait_port, free_port, cpu_ticks, mem, children, nginx_conf, procs  # noqa: E402
 
 CONNS = int(os.environ.get("BENCH_H2_CONNS", "100"))
@@ -187,20 +188,7 @@ def write(results):
             cpu, idle if idle is not None else "—", held if held is not None else "—", per))
     lines += ["", "Rounds (streams/s): " + "; ".join(
         "%s %s" % (n, "/".join("%.0f" % r["rps"] for r in res["rounds"])) for n, res in results.items()), ""]
-    out = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
-    text = open(out).read() if os.path.exists(out) else ""
-    section = "\n".join(lines) + "\n"
-    if "\n## HTTP/2 (h2load)" in text:
-        a = text.index("\n## HTTP/2 (h2load)") + 1
-        b = text.find("\n## ", a + 3)
-        text = text[:a] + section + (text[b + 1:] if b >= 0 else "")
-    elif "\n## History" in text:
-        a = text.index("\n## History") + 1
-        text = text[:a] + section + "\n" + text[a:]
-    else:
-        text += "\n" + section
-    open(out, "w").write(text)
-    print("wrote the HTTP/2 section of", out)
+    sections.replace_heading("## HTTP/2 (h2load)", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

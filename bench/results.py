@@ -20,6 +20,25 @@ def replace_section(name, text):
     print("wrote the %s section of %s" % (name, RESULTS))
 
 
+def replace_heading(heading, section):
+    """The bench.py-era sections (h2bench, tlsbench) are whole `## ` headings:
+    the one starting with `heading` is replaced up to the next heading, or a
+    new one goes before "## History"."""
+    text = open(RESULTS).read() if os.path.exists(RESULTS) else ""
+    marker = "\n" + heading
+    if marker in text:
+        a = text.index(marker) + 1
+        b = text.find("\n## ", a + 3)
+        text = text[:a] + section + (text[b + 1:] if b >= 0 else "")
+    elif "\n## History" in text:
+        a = text.index("\n## History") + 1
+        text = text[:a] + section + "\n" + text[a:]
+    else:
+        text += "\n" + section
+    open(RESULTS, "w").write(text)
+    print("wrote the %s section of %s" % (heading.lstrip("# "), RESULTS))
+
+
 def free_port():
     for p in range(28000, 32000):
         s = socket.socket()

@@ -19,6 +19,7 @@ import os, re, socket, ssl, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
+import results as sections  # noqa: E402  (writing our part of RESULTS.md)
 from bench import start, stop, wait_port, free_port, cpu_ticks, mem, children, nginx_conf, procs  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
@@ -182,21 +183,7 @@ def write(res):
               "", "Rounds (keep-alive req/s; handshakes/s): " + "; ".join(
         "%s %s; %s" % (n, "/".join("%.0f" % x["rps"] for x in r["ka"]), "/".join("%.0f" % x["rps"] for x in r["hs"]))
         for n, r in res.items()), ""]
-    out = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "RESULTS.md"))
-    text = open(out).read() if os.path.exists(out) else ""
-    section = "\n".join(lines) + "\n"
-    marker = "\n## Internal TLS"
-    if marker in text:
-        a = text.index(marker) + 1
-        b = text.find("\n## ", a + 3)
-        text = text[:a] + section + (text[b + 1:] if b >= 0 else "")
-    elif "\n## History" in text:
-        a = text.index("\n## History") + 1
-        text = text[:a] + section + "\n" + text[a:]
-    else:
-        text += "\n" + section
-    open(out, "w").write(text)
-    print("wrote the Internal TLS section of", out)
+    sections.replace_heading("## Internal TLS", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
