@@ -412,7 +412,10 @@ def linger_drain_waits_for_the_lingering_client_then_exits():
         s.sendall(b"w" * 100 * 1024)
         time.sleep(0.05)
     ok(q.p.poll() is None, "still running while the client sends (%.2fs)" % (time.time() - t0))
-    s.settimeout(5)
+    # The client is done: its FIN ends the lingering at once (not the 5 s
+    # silence bound, which a 5 s read timeout here would race).
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
     data = b""
     while True:
         b = s.recv(65536)
