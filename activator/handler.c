@@ -367,8 +367,8 @@ static void trace_start(struct request *req, struct act_ctx *c, const struct act
     struct trace_ctx remote = {0};
     size_t len;
     const char *v = http_header_value(h, q->tp, &len);
-    if (v && trace_parse_traceparent(v, len, &remote))
-        remote.valid = false;
+    if (v) /* a malformed one leaves remote invalid: no parent */
+        trace_parse_traceparent(v, len, &remote);
     c->tr = freelist_get(&trace_pool);
     span_start_root(&c->tr->handle, "handle", SPAN_KIND_SERVER, &remote, act_sampling_rate);
     span_backdate(&c->tr->handle, req->start_ns);

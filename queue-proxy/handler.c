@@ -194,8 +194,8 @@ static void trace_start(struct request *req, struct qp_ctx *c, const struct qp_h
     struct trace_ctx remote = {0};
     size_t len;
     const char *v = http_header_value(h, q->tp, &len);
-    if (v && trace_parse_traceparent(v, len, &remote))
-        remote.valid = false;
+    if (v) /* a malformed one leaves remote invalid: no parent */
+        trace_parse_traceparent(v, len, &remote);
     c->tr = freelist_get(&trace_pool);
     span_start_root(&c->tr->server, "queue", SPAN_KIND_SERVER, &remote, qp->sampling_rate);
     span_backdate(&c->tr->server, req->start_ns);

@@ -257,6 +257,20 @@ static int sconn_hand_off(struct sconn *c, struct transport *tp)
     return fd;
 }
 
+/* The connection speaks HTTP/2 (the preface, or h2 by ALPN): the socket,
+ * its transport and what was read so far go to an HTTP/2 connection. */
+static void sconn_to_h2(struct sconn *c)
+{
+    struct server *srv = c->srv;
+    char ip[sizeof c->peer_ip];
+    memcpy(ip, c->peer_ip, sizeof ip);
+    struct evbuffer *in = c->in;
+    int port = c->peer_port;
+    struct transport tp;
+    int fd = sconn_hand_off(c, &tp);
+    server_h2_adopt(srv, fd, &tp, ip, port, in);
+}
+
 /* An HTTP/1.1 request asking for h2c (RFC 7540 §3.2): Upgrade: h2c with
  * HTTP2-Settings. Only a request without a body is upgraded, as the
  * upgrade makes it stream 1; one with a body is served over HTTP/1.1
@@ -493,14 +507,7 @@ static void sconn_handshake(struct sconn *c)
     io_arm(&c->wev, &c->writing, false);
     io_arm(&c->rev, &c->reading, true);
     if (transport_alpn_h2(&c->tp)) {
-        struct server *srv = c->srv;
-        char ip[sizeof c->peer_ip];
-        memcpy(ip, c->peer_ip, sizeof ip);
-        struct evbuffer *in = c->in;
-        int port = c->peer_port;
-        struct transport tp;
-        int fd = sconn_hand_off(c, &tp);
-        server_h2_adopt(srv, fd, &tp, ip, port, in);
+        sconn_to_h2(c);
         return;
     }
     if (c->srv->lim->header_timeout > 0) {
@@ -634,14 +641,7 @@ static void sconn_process(struct sconn *c)
             if (pre < 0 && !c->eof)
                 break; /* a prefix of it: wait for more */
             if (pre > 0) {
-                struct server *srv = c->srv;
-                char ip[sizeof c->peer_ip];
-                memcpy(ip, c->peer_ip, sizeof ip);
-                struct evbuffer *in = c->in;
-                int port = c->peer_port;
-                struct transport tp;
-                int fd = sconn_hand_off(c, &tp);
-                server_h2_adopt(srv, fd, &tp, ip, port, in);
+                sconn_to_h2(c);
                 return;
             }
         }
