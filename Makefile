@@ -74,10 +74,11 @@ $(GOALS): coldbrew-build
 	@:
 coldbrew-build: coldbrew-deps
 	$(if $(BUILD_GOALS),@$(MAKE) --no-print-directory COLDBREW_STAGE=build $(BUILD_GOALS))
+# Acquire::Retries: a mirror that drops one download must not fail a first run.
 coldbrew-deps:
 ifneq ($(MISSING),)
 	@echo "deps: installing $(MISSING)"
-	@apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MISSING) >/dev/null
+	@apt-get -o Acquire::Retries=3 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq $(MISSING) >/dev/null
 	@echo "deps: done"
 else
 	@$(if $(filter deps deps-build,$(GOALS)),echo "deps: all installed",:)

@@ -22,7 +22,13 @@ mkdir -p build/rootfs
 tmp=$(mktemp -d build/rootfs/tmp.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 echo "rootfs: debootstrap --variant=minbase bookworm from $mirror" >&2
-debootstrap --variant=minbase bookworm "$tmp/root" "$mirror" > "$tmp/log" 2>&1 || { tail -20 "$tmp/log" >&2; exit 1; }
+# A second try on a clean folder: a mirror that drops a download mid-run
+# must not fail the check (debootstrap itself does not retry).
+if ! debootstrap --variant=minbase bookworm "$tmp/root" "$mirror" > "$tmp/log" 2>&1; then
+  echo "rootfs: debootstrap failed, trying once more; its last lines:" >&2; tail -5 "$tmp/log" >&2
+  rm -rf --one-file-system "$tmp/root"
+  debootstrap --variant=minbase bookworm "$tmp/root" "$mirror" > "$tmp/log" 2>&1 || { tail -20 "$tmp/log" >&2; exit 1; }
+fi
 # The same mirror for apt inside, plus security updates, as a Debian image has.
 cat > "$tmp/root/etc/apt/sources.list" <<SRC
 deb $mirror bookworm main

@@ -79,7 +79,7 @@ inside() {
 
   # What the user has before the README's first command.
   echo "fresh $check: apt-get install make git (the user's prerequisites)"
-  in_root sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git >/dev/null' \
+  in_root sh -c 'apt-get -o Acquire::Retries=3 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 install -y -qq make git >/dev/null' \
     >> "$log" 2>&1 || { echo "fresh $check: installing make and git failed"; tail -20 "$log"; return 1; }
   echo "fresh $check: prerequisites installed ($((EPOCHSECONDS - t0))s)"
   git clone -q --no-hardlinks "$top" "$R/root/coldbrew"
@@ -275,7 +275,9 @@ check() {
   # What an installed Debian has and debootstrap leaves out.
   printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$WORK/root/etc/hosts" &&
   cp /etc/resolv.conf "$WORK/root/etc/resolv.conf" || { echo "fresh $name: FAILED: preparing the root"; cleanup; return 1; }
-  echo "fresh $name: root unpacked in $WORK/root ($(( $(date +%s) - t0 ))s)"
+  # The full package set for `make test` takes about 2 GB in the root: say
+  # what is free, so a check that runs out of disk says so at once.
+  echo "fresh $name: root unpacked in $WORK/root ($(( $(date +%s) - t0 ))s; $(df -Ph "$WORK" | awk 'NR==2 {print $4}') free there)"
   # In the background with `wait`, so Ctrl-C or TERM here reaches the trap at
   # once (bash runs traps only between foreground commands); timeout runs the
   # inside in a process group of its own and signals all of it.
