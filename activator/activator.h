@@ -184,6 +184,9 @@ void cold_hold(struct revision *r, uint64_t held_ns);
 /* Its first response byte: fills the revision's moments into s, records the
  * phases (histogram, recent list, log line) into ms[COLD_PHASES + 1]. */
 void cold_record(struct revision *r, struct cold_stamps *s, double ms[COLD_PHASES + 1]);
+/* A cold-started request that ended with no response from a pod: answered
+ * by the activator (503, 504, 502...) or left by its client (status 0). */
+void cold_failed(struct revision *r, const struct cold_stamps *s, int status, uint64_t now_ns);
 extern const char *const cold_phase_names[COLD_PHASES + 1];
 extern const char *const cold_phase_desc[COLD_PHASES + 1];
 void cold_render_metrics(struct evbuffer *b);

@@ -30,6 +30,12 @@
  *  - the last COLD_RECENT cold starts per revision as JSON on
  *    GET /coldstarts (metrics port), which `coldbrew status` shows;
  *  - span events on the activator's span (handler.c).
+ * A cold start that never gets a response from a pod (the activator answers
+ * 503 or 504 or 502, or the client leaves) has no phases to record; it is
+ * counted apart, by outcome: coldbrew_coldstart_failed_total{..., code},
+ * "failed" in the JSON (and `coldbrew status`), and a warning log line with
+ * how long the request was held. Those are the cold starts an operator most
+ * needs to see, so they are never silently dropped from the ledger.
  * Nothing here allocates per request: a revision's ledger is made once. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +60,21 @@ const char *const cold_phase_desc[COLD_PHASES + 1] = {
     "probe to forwarded", "forwarded to first response byte", "held to first response byte",
 };
 
+/* The outcomes of a failed cold start, as the code label says them; a client
+ * that left before any answer is nginx's 499, as Knative's metrics say it. */
+#define COLD_FAIL_KINDS 5
+static const int fail_codes[COLD_FAIL_KINDS - 1] = {499, 502, 503, 504};
+
+static unsigned fail_kind(int status)
+{
+    if (!status)
+        status = 499;
+    for (unsigned i = 0; i < COLD_FAIL_KINDS - 1; i++)
+        if (fail_codes[i] == status)
+            return i;
+    return COLD_FAIL_KINDS - 1; /* "other" */
+}
+
 struct cold_entry {
     uint64_t unix_ms; /* when it was held */
     double ms[COLD_PHASES + 1];
@@ -68,6 +89,7 @@ struct cold_ledger {
     uint64_t buckets[COLD_PHASES + 1][COLD_BUCKETS + 1];
     double sum[COLD_PHASES + 1];
     uint64_t count; /* cold-started requests (each phase has this count) */
+    uint64_t failed[COLD_FAIL_KINDS], nfailed; /* ended with no response from a pod */
     struct cold_entry recent[COLD_RECENT];
     unsigned nrecent, next;
 };
@@ -167,6 +189,24 @@ void cold_record(struct revision *r, struct cold_stamps *s, double ms[COLD_PHASE
     log_info_fields(fields, "cold start of %s: %.3f ms", r->key, ms[COLD_PHASES]);
 }
 
+void cold_failed(struct revision *r, const struct cold_stamps *s, int status, uint64_t now_ns)
+{
+    struct cold_ledger *l = ledger(r);
+    if (!l)
+        return;
+    l->failed[fail_kind(status)]++;
+    l->nfailed++;
+    double held_ms = now_ns > s->held ? (double)(now_ns - s->held) / 1e6 : 0;
+    char fields[400];
+    snprintf(fields, sizeof fields,
+             "\"revision\":\"%s\",\"coldstart_failed\":{\"status\":%d,"
+             "\"held_ms\":%.3f,\"pod_probed\":%s}",
+             r->key, status ? status : 499, held_ms, l->probe ? "true" : "false");
+    log_warn_fields(fields, "cold start of %s failed: %s after %.3f ms held%s", r->key,
+                    status ? "answered" : "the client left", held_ms,
+                    l->probe ? "" : ", no pod became ready");
+}
+
 void cold_render_metrics(struct evbuffer *b)
 {
     evbuffer_add_printf(b, "# HELP coldbrew_coldstart_requests_total Requests the activator held "
@@ -182,6 +222,30 @@ void cold_render_metrics(struct evbuffer *b)
                                 "kn_revision_name=\"%s\"} %llu\n",
                                 r->ns, r->service, r->configuration, r->name,
                                 (unsigned long long)r->cold->count);
+    }
+    evbuffer_add_printf(b, "# HELP coldbrew_coldstart_failed_total Requests the activator held "
+                           "while their revision had no healthy pod, ended with no response "
+                           "from a pod (code 499: the client left)\n"
+                           "# TYPE coldbrew_coldstart_failed_total counter\n");
+    HASH_ITER(hh, act->revisions, r, tmp)
+    {
+        if (!r->cold || !r->cold->nfailed)
+            continue;
+        for (unsigned k = 0; k < COLD_FAIL_KINDS; k++) {
+            if (!r->cold->failed[k])
+                continue;
+            char code[8];
+            if (k < COLD_FAIL_KINDS - 1)
+                snprintf(code, sizeof code, "%d", fail_codes[k]);
+            else
+                snprintf(code, sizeof code, "other");
+            evbuffer_add_printf(b,
+                                "coldbrew_coldstart_failed_total{k8s_namespace_name=\"%s\","
+                                "kn_service_name=\"%s\",kn_configuration_name=\"%s\","
+                                "kn_revision_name=\"%s\",code=\"%s\"} %llu\n",
+                                r->ns, r->service, r->configuration, r->name, code,
+                                (unsigned long long)r->cold->failed[k]);
+        }
     }
     evbuffer_add_printf(b, "# HELP coldbrew_coldstart_phase_seconds Where a cold-started "
                            "request's time went, per phase\n"
@@ -227,11 +291,13 @@ void cold_render_json(struct evbuffer *b)
     HASH_ITER(hh, act->revisions, r, tmp)
     {
         const struct cold_ledger *l = r->cold;
-        if (!l || !l->nrecent)
+        if (!l || (!l->nrecent && !l->nfailed))
             continue;
         evbuffer_add_printf(b,
-                            "%s{\"namespace\":\"%s\",\"name\":\"%s\",\"count\":%llu,\"recent\":[",
-                            first ? "" : ",", r->ns, r->name, (unsigned long long)l->count);
+                            "%s{\"namespace\":\"%s\",\"name\":\"%s\",\"count\":%llu,"
+                            "\"failed\":%llu,\"recent\":[",
+                            first ? "" : ",", r->ns, r->name, (unsigned long long)l->count,
+                            (unsigned long long)l->nfailed);
         first = false;
         /* newest first */
         for (unsigned k = 0; k < l->nrecent; k++) {

@@ -17,8 +17,10 @@
 #include "core/clock.h"
 #include "core/freelist.h"
 #include "core/log.h"
+#include "http/knative.h"
 #include "telemetry/otlp.h"
 #include "proxy/proxy.h"
+#include "telemetry/server_span.h"
 #include "telemetry/trace.h"
 #include "activator.h"
 
@@ -108,13 +110,8 @@ static void trace_finish(struct request *req, struct act_ctx *c)
         span_end(&c->tr->proxy);
         otlp_add_span(act_otlp, &c->tr->proxy);
     }
-    struct span *s = &c->tr->handle;
-    if (st)
-        span_set_int(s, "http.response.status_code", st);
-    if (!st || st >= 500)
-        span_set_status(s, SPAN_STATUS_ERROR, NULL);
-    span_end(s);
-    otlp_add_span(act_otlp, s);
+    server_span_end(&c->tr->handle, st);
+    otlp_add_span(act_otlp, &c->tr->handle);
     c->traced = false;
     freelist_put(&trace_pool, c->tr);
     c->tr = NULL;
@@ -188,6 +185,8 @@ static void on_finish(struct request *req, void *arg)
         unqueue(c);
     if (c->traced)
         trace_finish(req, c);
+    if (c->cold && !c->stamps.first_byte && r)
+        cold_failed(r, &c->stamps, req->status, clock_now_ns());
     if (r) {
         reporter_request_out(r);
         r->active--;
@@ -283,55 +282,7 @@ void revision_fail_waiting(struct revision *r)
     }
 }
 
-/* The headers this handler looks at, found in one pass over the head. */
-struct act_headers {
-    const struct http_header *ua, *kkp, *knp, *hash, *ns, *rev, *host, *orig_host, *tp, *ts,
-        *timing;
-};
-
-static void classify(const struct http_head *h, struct act_headers *q)
-{
-    memset(q, 0, sizeof *q);
-    for (unsigned i = 0; i < h->nheaders; i++) {
-        const struct http_header *hd = &h->hdr[i];
-        switch (h->buf[hd->name.off] | 0x20) {
-        case 'u':
-            if (!q->ua && HTTP_NAME_IS(h, hd, "user-agent"))
-                q->ua = hd;
-            break;
-        case 'h':
-            if (!q->host && HTTP_NAME_IS(h, hd, "host"))
-                q->host = hd;
-            break;
-        case 'k':
-            if (!q->rev && HTTP_NAME_IS(h, hd, "knative-serving-revision"))
-                q->rev = hd;
-            else if (!q->ns && HTTP_NAME_IS(h, hd, "knative-serving-namespace"))
-                q->ns = hd;
-            else if (!q->knp && HTTP_NAME_IS(h, hd, "k-network-probe"))
-                q->knp = hd;
-            else if (!q->kkp && HTTP_NAME_IS(h, hd, "k-kubelet-probe"))
-                q->kkp = hd;
-            else if (!q->hash && HTTP_NAME_IS(h, hd, "k-network-hash"))
-                q->hash = hd;
-            else if (!q->orig_host && HTTP_NAME_IS(h, hd, "k-original-host"))
-                q->orig_host = hd;
-            break;
-        case 't':
-            if (!q->tp && HTTP_NAME_IS(h, hd, "traceparent"))
-                q->tp = hd;
-            else if (!q->ts && HTTP_NAME_IS(h, hd, "tracestate"))
-                q->ts = hd;
-            break;
-        case 'c':
-            if (!q->timing && HTTP_NAME_IS(h, hd, "coldbrew-server-timing"))
-                q->timing = hd;
-            break;
-        }
-    }
-}
-
-static void build_edit(struct act_ctx *c, const struct http_head *h, const struct act_headers *q)
+static void build_edit(struct act_ctx *c, const struct http_head *h, const struct kn_headers *q)
 {
     static const char kpr[] = "K-Proxy-Request: activator\r\nK-Original-Host: ";
     size_t hlen;
@@ -359,33 +310,16 @@ static void build_edit(struct act_ctx *c, const struct http_head *h, const struc
     c->edit.append_xff = true;
 }
 
-/* otelhttp's server span "handle" and throttler_try (Knative §6.6). An
- * invalid traceparent is no parent: a new trace, sampled as the rate says. */
-static void trace_start(struct request *req, struct act_ctx *c, const struct act_headers *q)
+/* otelhttp's server span "handle" and throttler_try (Knative §6.6). */
+static void trace_start(struct request *req, struct act_ctx *c, const struct kn_headers *q)
 {
-    const struct http_head *h = req->head;
-    struct trace_ctx remote = {0};
-    size_t len;
-    const char *v = http_header_value(h, q->tp, &len);
-    if (v) /* a malformed one leaves remote invalid: no parent */
-        trace_parse_traceparent(v, len, &remote);
     c->tr = freelist_get(&trace_pool);
-    span_start_root(&c->tr->handle, "handle", SPAN_KIND_SERVER, &remote, act_sampling_rate);
-    span_backdate(&c->tr->handle, req->start_ns);
-    span_start_child(&c->tr->throttle, "throttler_try", SPAN_KIND_INTERNAL, &c->tr->handle);
-    c->traced = true;
-    v = http_header_value(h, q->ts, &len);
-    c->keep_tracestate = remote.valid && v && !trace_state_check(v, len);
     struct span *s = &c->tr->handle;
+    c->keep_tracestate = server_span_start(s, "handle", req, q->tp, q->ts, act_sampling_rate);
+    span_start_child(&c->tr->throttle, "throttler_try", SPAN_KIND_INTERNAL, s);
+    c->traced = true;
     if (!span_recording(s))
         return;
-    const char *m = llhttp_method_name((llhttp_method_t)h->method);
-    span_set_str(s, "http.request.method", m, strlen(m));
-    const char *url = http_str_ptr(h, h->url);
-    const char *qm = memchr(url, '?', h->url.len);
-    span_set_str(s, "url.path", url, qm ? (size_t)(qm - url) : h->url.len);
-    span_set_str(s, "network.protocol.version", request_is_h2(req) ? "2" : "1.1",
-                 request_is_h2(req) ? 1 : 3);
     /* Knative's TracingAttributeHandler: the revision's names. */
     const struct revision *r = c->rev;
     span_set_str(s, "kn.service.name", r->service, strlen(r->service));
@@ -474,25 +408,17 @@ static void quote_probe_value(char *out, size_t cap, const char *v, size_t len)
     out[o] = 0;
 }
 
-static bool prefix(const char *v, size_t len, const char *p)
-{
-    size_t n = strlen(p);
-    return v && len >= n && !memcmp(v, p, n);
-}
-
 void act_on_request(struct request *req, void *arg)
 {
     (void)arg;
     const struct http_head *h = req->head;
-    struct act_headers q;
-    classify(h, &q);
-    size_t ual, kkpl, knpl;
-    const char *ua = http_header_value(h, q.ua, &ual);
-    const char *kkp = http_header_value(h, q.kkp, &kkpl);
+    struct kn_headers q;
+    kn_headers_find(h, &q);
+    size_t knpl;
     const char *knp = http_header_value(h, q.knp, &knpl);
 
     /* 1. kubelet health: ready iff connected to the autoscaler and no SIGTERM. */
-    if (prefix(ua, ual, "kube-probe/") || kkp) {
+    if (kn_value_prefix(h, q.ua, "kube-probe/") || q.kkp) {
         if (act->sigterm)
             request_error(req, 500, "received SIGTERM from kubelet\n");
         else if (!act->autoscaler_connected)
@@ -503,16 +429,7 @@ void act_on_request(struct request *req, void *arg)
     }
     /* 2. the ingress's readiness probe */
     if (knpl == 5 && !memcmp(knp, "probe", 5)) {
-        size_t hl;
-        const char *hash = http_header_value(h, q.hash, &hl);
-        if (!hl) {
-            request_error(req, 400,
-                          "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
-            return;
-        }
-        char extra[300];
-        snprintf(extra, sizeof extra, "K-Network-Hash: %.*s\r\n", (int)(hl < 256 ? hl : 256), hash);
-        request_reply(req, 200, NULL, NULL, 0, extra);
+        kn_reply_network_probe(req, &q);
         return;
     }
     /* 3. other probe values: the KPA asks whether the activator is in the path */

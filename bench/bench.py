@@ -47,9 +47,11 @@ LOAD_CPU, PROXY_CPU = "0", "1" if (os.cpu_count() or 1) > 1 else "0"
 
 
 def start(argv, env=None, name="p", cpu=PROXY_CPU):
-    log = open(os.path.join(TMP, name + ".log"), "wb")
+    """Starts argv (pinned to cpu; None: not pinned), its output appended to TMP/name.log."""
+    log = open(os.path.join(TMP, name + ".log"), "ab")
     e = dict(os.environ); e.update(env or {})
-    p = subprocess.Popen(["taskset", "-c", cpu] + argv, env=e, stdout=log, stderr=subprocess.STDOUT)
+    pin = ["taskset", "-c", cpu] if cpu is not None else []
+    p = subprocess.Popen(pin + argv, env=e, stdout=log, stderr=subprocess.STDOUT)
     procs.append(p)
     return p
 

@@ -16,11 +16,14 @@ Rows:
   haproxy          1 thread, server maxconn 32 (its queue holds the rest), http-reuse always
 Usage: /usr/bin/python3 bench/burst.py   (BURST_BIN=/other/bin for a second build;
 BURST_ROUNDS=N; BURST_ROWS=qp,nginx,haproxy; BURST_QP_ENV="K=V K=V" for settings)."""
-import os, shutil, signal, socket, subprocess, sys, tempfile, time
+import os, sys, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "scenario"))
 from burst_lib import burst, raise_nofile  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (process helpers)
+from bench import TMP, free_port, procs, stop, wait_port  # noqa: E402
 
 BIN = os.environ.get("BURST_BIN", os.path.join(ROOT, "build", "bin"))
 ROUNDS = int(os.environ.get("BURST_ROUNDS", "3"))
@@ -28,39 +31,12 @@ N = int(os.environ.get("BURST_N", "1000"))
 ROWS = os.environ.get("BURST_ROWS", "qp,nginx,haproxy").split(",")
 BACKLOG = int(os.environ.get("BURST_BACKLOG", "5"))
 PATH = os.environ.get("BURST_PATH", "/")
-TMP = tempfile.mkdtemp(prefix="coldbrew-burst-")
-procs = []
-
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
-def wait_port(port, timeout=5):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close(); return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("port %d did not open" % port)
 
 
 def start(argv, env=None, name="p"):
-    log = open(os.path.join(TMP, name + ".log"), "ab")
-    e = dict(os.environ); e.update(env or {})
-    p = subprocess.Popen(argv, env=e, stdout=log, stderr=subprocess.STDOUT)
-    procs.append(p)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill(); p.wait(5)
+    # Not pinned to a CPU, unlike bench.py's rows: the burst rows in
+    # RESULTS.md were all measured that way, and stay comparable.
+    return bench.start(argv, env, name, cpu=None)
 
 
 def origin():

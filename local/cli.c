@@ -171,6 +171,11 @@ static void render_coldstarts(FILE *f, json_t *r)
     json_t *cs = json_object_get(r, "coldstarts"), *ps = json_object_get(r, "pod_starts");
     size_t k;
     json_t *e;
+    long long failed = json_integer_value(json_object_get(r, "coldstart_failed"));
+    if (failed)
+        fprintf(f,
+                "    cold starts that got no response from a pod: %lld (activator logs say why)\n",
+                failed);
     if (json_array_size(cs)) {
         fprintf(f,
                 "    cold starts (%lld; newest first, ms): poke / endpoints / probe / forward / "
@@ -306,6 +311,7 @@ static void add_coldstarts(json_t *st)
                     !strcmp(name, json_string_value(json_object_get(c, "name")) ?: "")) {
                     json_object_set(r, "coldstarts", json_object_get(c, "recent"));
                     json_object_set(r, "coldstart_count", json_object_get(c, "count"));
+                    json_object_set(r, "coldstart_failed", json_object_get(c, "failed"));
                 }
             }
         }

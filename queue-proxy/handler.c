@@ -15,17 +15,13 @@
 #include "core/clock.h"
 #include "core/freelist.h"
 #include "http/forwarded.h"
+#include "http/knative.h"
 #include "core/log.h"
+#include "telemetry/server_span.h"
 #include "qp.h"
 
 #define CTX_FORWARDED 256 /* inline room for the Forwarded line; longer ones are allocated */
 #define TP_LINE       (13 + TRACE_PARENT_LEN + 2) /* "traceparent: " 55 chars CRLF */
-
-/* The headers this handler looks at, found in one pass over the head. */
-struct qp_headers {
-    const struct http_header *ua, *knp, *kkp, *hash, *orig_host, *forwarded, *xff, *xfh, *xfp,
-        *proxy, *tp, *ts, *tag, *defroute;
-};
 
 struct qp_ctx {
     struct breaker_waiter waiter; /* first: the breaker hands it back */
@@ -72,66 +68,6 @@ void qp_ctx_pool_trim(unsigned keep)
 {
     freelist_trim(&ctx_pool, keep);
     freelist_trim(&trace_pool, keep);
-}
-
-static void classify(const struct http_head *h, struct qp_headers *q)
-{
-    memset(q, 0, sizeof *q);
-    for (unsigned i = 0; i < h->nheaders; i++) {
-        const struct http_header *hd = &h->hdr[i];
-        switch (h->buf[hd->name.off] | 0x20) {
-        case 'u':
-            if (!q->ua && HTTP_NAME_IS(h, hd, "user-agent"))
-                q->ua = hd;
-            break;
-        case 'k':
-            if (!q->knp && HTTP_NAME_IS(h, hd, "k-network-probe"))
-                q->knp = hd;
-            else if (!q->kkp && HTTP_NAME_IS(h, hd, "k-kubelet-probe"))
-                q->kkp = hd;
-            else if (!q->hash && HTTP_NAME_IS(h, hd, "k-network-hash"))
-                q->hash = hd;
-            else if (!q->orig_host && HTTP_NAME_IS(h, hd, "k-original-host"))
-                q->orig_host = hd;
-            else if (!q->proxy && HTTP_NAME_IS(h, hd, "k-proxy-request"))
-                q->proxy = hd;
-            else if (!q->tag && HTTP_NAME_IS(h, hd, "knative-serving-tag"))
-                q->tag = hd;
-            else if (!q->defroute && HTTP_NAME_IS(h, hd, "knative-serving-default-route"))
-                q->defroute = hd;
-            break;
-        case 't':
-            if (!q->tp && HTTP_NAME_IS(h, hd, "traceparent"))
-                q->tp = hd;
-            else if (!q->ts && HTTP_NAME_IS(h, hd, "tracestate"))
-                q->ts = hd;
-            break;
-        case 'f':
-            if (!q->forwarded && HTTP_NAME_IS(h, hd, "forwarded"))
-                q->forwarded = hd;
-            break;
-        case 'x':
-            if (!q->xff && HTTP_NAME_IS(h, hd, "x-forwarded-for"))
-                q->xff = hd;
-            else if (!q->xfh && HTTP_NAME_IS(h, hd, "x-forwarded-host"))
-                q->xfh = hd;
-            else if (!q->xfp && HTTP_NAME_IS(h, hd, "x-forwarded-proto"))
-                q->xfp = hd;
-            break;
-        }
-    }
-}
-
-static bool val_is(const struct http_head *h, const struct http_header *hd, const char *want)
-{
-    size_t n = strlen(want);
-    return hd && hd->value.len == n && !memcmp(h->buf + hd->value.off, want, n);
-}
-
-static bool val_prefix(const struct http_head *h, const struct http_header *hd, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return hd && hd->value.len >= n && !memcmp(h->buf + hd->value.off, prefix, n);
 }
 
 /* ---------------------------------------------------------------- request log */
@@ -188,33 +124,17 @@ static void request_log(struct request *req)
 /* otelhttp's server span and Knative's proxy span (§3a). An invalid
  * traceparent (wrong length, not hex, version ff, all-zero ids) is no
  * parent: the span starts a new trace, sampled as the rate says. */
-static void trace_start(struct request *req, struct qp_ctx *c, const struct qp_headers *q)
+static void trace_start(struct request *req, struct qp_ctx *c, const struct kn_headers *q)
 {
     const struct http_head *h = req->head;
-    struct trace_ctx remote = {0};
-    size_t len;
-    const char *v = http_header_value(h, q->tp, &len);
-    if (v) /* a malformed one leaves remote invalid: no parent */
-        trace_parse_traceparent(v, len, &remote);
     c->tr = freelist_get(&trace_pool);
-    span_start_root(&c->tr->server, "queue", SPAN_KIND_SERVER, &remote, qp->sampling_rate);
-    span_backdate(&c->tr->server, req->start_ns);
-    span_start_child(&c->tr->proxy, "kn.queueproxy.proxy", SPAN_KIND_INTERNAL, &c->tr->server);
-    c->traced = true;
-    /* The caller's tracestate goes on with its trace; a new trace has none. */
-    v = http_header_value(h, q->ts, &len);
-    c->keep_tracestate = remote.valid && v && !trace_state_check(v, len);
-    if (!span_recording(&c->tr->server))
-        return;
     struct span *s = &c->tr->server;
-    const char *m = llhttp_method_name((llhttp_method_t)h->method);
-    span_set_str(s, "http.request.method", m, strlen(m));
-    const char *url = http_str_ptr(h, h->url);
-    const char *qm = memchr(url, '?', h->url.len);
-    span_set_str(s, "url.path", url, qm ? (size_t)(qm - url) : h->url.len);
+    c->keep_tracestate = server_span_start(s, "queue", req, q->tp, q->ts, qp->sampling_rate);
+    span_start_child(&c->tr->proxy, "kn.queueproxy.proxy", SPAN_KIND_INTERNAL, s);
+    c->traced = true;
+    if (!span_recording(s))
+        return;
     span_set_str(s, "url.scheme", "http", 4);
-    span_set_str(s, "network.protocol.version", request_is_h2(req) ? "2" : "1.1",
-                 request_is_h2(req) ? 1 : 3);
     /* Knative's RouteTagHandler. */
     size_t tl, dl;
     const char *tag = http_header_value(h, q->tag, &tl);
@@ -242,13 +162,8 @@ static void trace_finish(struct request *req, struct qp_ctx *c)
     }
     span_end(&c->tr->proxy);
     otlp_add_span(qp->otlp, &c->tr->proxy);
-    struct span *s = &c->tr->server;
-    if (st)
-        span_set_int(s, "http.response.status_code", st);
-    if (!st || st >= 500) /* otelhttp: 5xx (or no answer) is a server span error */
-        span_set_status(s, SPAN_STATUS_ERROR, NULL);
-    span_end(s);
-    otlp_add_span(qp->otlp, s);
+    server_span_end(&c->tr->server, st);
+    otlp_add_span(qp->otlp, &c->tr->server);
     c->traced = false;
     freelist_put(&trace_pool, c->tr);
     c->tr = NULL;
@@ -330,7 +245,7 @@ static const char *const strip_traceparent[] = {"knative-serving-revision",
                                                 "knative-serving-namespace", "k-original-host",
                                                 "traceparent", NULL};
 
-static void build_edit(struct request *req, struct qp_ctx *c, const struct qp_headers *q)
+static void build_edit(struct request *req, struct qp_ctx *c, const struct kn_headers *q)
 {
     const struct http_head *h = req->head;
     size_t len;
@@ -402,8 +317,9 @@ static void cancel_ready(struct request *req)
 
 static bool is_health_ua(const struct http_head *h, const struct http_header *ua)
 {
-    return val_prefix(h, ua, "kube-probe/") || val_prefix(h, ua, "Knative-Activator-Probe") ||
-           val_prefix(h, ua, "Knative-Autoscaling-Probe");
+    return kn_value_prefix(h, ua, "kube-probe/") ||
+           kn_value_prefix(h, ua, "Knative-Activator-Probe") ||
+           kn_value_prefix(h, ua, "Knative-Autoscaling-Probe");
 }
 
 void qp_on_request(struct request *req, void *arg)
@@ -418,11 +334,11 @@ void qp_on_request(struct request *req, void *arg)
     qp->in_flight++;
     qp->requests_seen++;
 
-    struct qp_headers q;
-    classify(h, &q);
+    struct kn_headers q;
+    kn_headers_find(h, &q);
     size_t knp_len;
     const char *knp = http_header_value(h, q.knp, &knp_len);
-    c->kubelet = val_prefix(h, q.ua, "kube-probe/") || (q.kkp && q.kkp->value.len);
+    c->kubelet = kn_value_prefix(h, q.ua, "kube-probe/") || (q.kkp && q.kkp->value.len);
     c->probe = c->kubelet || knp_len;
 
     if (is_health_ua(h, q.ua)) {
@@ -448,16 +364,7 @@ void qp_on_request(struct request *req, void *arg)
             request_error(req, 503, "shutting down\n");
             return;
         }
-        size_t hl;
-        const char *hash = http_header_value(h, q.hash, &hl);
-        if (!hl) {
-            request_error(req, 400,
-                          "a probe request must contain a non-empty \"K-Network-Hash\" header\n");
-            return;
-        }
-        char extra[300];
-        snprintf(extra, sizeof extra, "K-Network-Hash: %.*s\r\n", (int)(hl < 256 ? hl : 256), hash);
-        request_reply(req, 200, NULL, NULL, 0, extra);
+        kn_reply_network_probe(req, &q);
         return;
     }
     if (qp->draining)
@@ -473,7 +380,7 @@ void qp_on_request(struct request *req, void *arg)
         run_proxy(c);
         return;
     }
-    c->proxied = val_is(h, q.proxy, "activator");
+    c->proxied = kn_value_is(h, q.proxy, "activator");
     stats_in(&qp->stats, clock_now_ns(), c->proxied);
     c->counted = true;
     if (!qp->has_breaker) {

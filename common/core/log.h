@@ -31,6 +31,8 @@ void log_emit_fields(enum log_level level, const char *file, int line, const cha
                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 #define log_info_fields(fields, ...)                                                               \
     log_emit_fields(LOG_INFO, __FILE__, __LINE__, fields, __VA_ARGS__)
+#define log_warn_fields(fields, ...)                                                               \
+    log_emit_fields(LOG_WARN, __FILE__, __LINE__, fields, __VA_ARGS__)
 
 /* Append `s` (len bytes) to out as JSON string content (no quotes); returns
  * bytes written, never more than cap-1; out is NUL terminated. */

@@ -174,7 +174,7 @@ bool http_head_is_hop(const struct http_head *h, const struct http_header *hd)
                {"upgrade", 7}};
     const char *name = h->buf + hd->name.off;
     for (unsigned i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (hd->name.len == hop[i].len && !strncasecmp(name, hop[i].name, hop[i].len))
+        if (hd->name.len == hop[i].len && http_name_eq(name, hop[i].name, hop[i].len))
             return true;
     /* Headers named by Connection are hop-by-hop too (found once, at parse time). */
     if (h->connection_idx < 0 || hd->name.len >= 64)

@@ -275,7 +275,7 @@ check() {
   # What an installed Debian has and debootstrap leaves out.
   printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$WORK/root/etc/hosts" &&
   cp /etc/resolv.conf "$WORK/root/etc/resolv.conf" || { echo "fresh $name: FAILED: preparing the root"; cleanup; return 1; }
-  # The full package set for `make test` takes about 2 GB in the root: say
+  # The full package set for `make test` takes about 2.5 GB in the root: say
   # what is free, so a check that runs out of disk says so at once.
   echo "fresh $name: root unpacked in $WORK/root ($(( $(date +%s) - t0 ))s; $(df -Ph "$WORK" | awk 'NR==2 {print $4}') free there)"
   # In the background with `wait`, so Ctrl-C or TERM here reaches the trap at

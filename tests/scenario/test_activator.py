@@ -105,6 +105,12 @@ def activator_timeout_504_while_held():
     st, r, body = get(a.port, "/", rev_headers("slow-00001"))
     eq((st, body), (504, b"activator request timeout"), "timed out while held")
     ok(0.9 < time.time() - t0 < 2.0, "at timeoutSeconds")
+    # A cold start that got no response from a pod is counted, by outcome.
+    metrics = get(a.metrics, "/metrics")[2].decode()
+    ok('kn_revision_name="slow-00001",code="504"} 1\n' in metrics, metrics)
+    ledger = json.loads(get(a.metrics, "/coldstarts")[2])
+    eq([(r["name"], r["count"], r["failed"]) for r in ledger["revisions"]], [("slow-00001", 0, 1)],
+       "the failed cold start in the ledger")
 
 
 @test

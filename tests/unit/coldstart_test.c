@@ -171,6 +171,46 @@ static void test_histogram_recent_and_json(void **state)
     drop_revision(r);
 }
 
+/* Cold starts that end with no response from a pod are counted by outcome
+ * (the client leaving is 499), shown in the JSON, and record no phases. */
+static void test_failed_cold_starts_counted_by_outcome(void **state)
+{
+    (void)state;
+    struct revision *r = new_revision();
+    struct cold_stamps s = {.held = 1000 * MS};
+    cold_hold(r, s.held);
+    cold_failed(r, &s, 504, 1600 * MS);
+    cold_failed(r, &s, 504, 1700 * MS);
+    cold_failed(r, &s, 0, 1100 * MS);
+    cold_failed(r, &s, 418, 1100 * MS);
+    assert_int_equal(r->cold->nfailed, 4);
+    assert_int_equal(r->cold->count, 0); /* no phases: nothing in the histogram */
+    struct evbuffer *b = evbuffer_new();
+    cold_render_metrics(b);
+    evbuffer_add(b, "", 1);
+    const char *text = (const char *)evbuffer_pullup(b, -1);
+    const char *labels = "coldbrew_coldstart_failed_total{k8s_namespace_name=\"default\","
+                         "kn_service_name=\"hello\",kn_configuration_name=\"hello\","
+                         "kn_revision_name=\"hello-00001\",";
+    char want[512];
+    snprintf(want, sizeof want, "%scode=\"504\"} 2\n", labels);
+    assert_non_null(strstr(text, want));
+    snprintf(want, sizeof want, "%scode=\"499\"} 1\n", labels);
+    assert_non_null(strstr(text, want));
+    snprintf(want, sizeof want, "%scode=\"other\"} 1\n", labels);
+    assert_non_null(strstr(text, want));
+    assert_null(strstr(text, "code=\"503\""));
+    assert_null(strstr(text, "coldbrew_coldstart_phase_seconds_bucket"));
+    evbuffer_free(b);
+    b = evbuffer_new();
+    cold_render_json(b);
+    evbuffer_add(b, "", 1);
+    text = (const char *)evbuffer_pullup(b, -1);
+    assert_non_null(strstr(text, "\"count\":0,\"failed\":4,\"recent\":[]"));
+    evbuffer_free(b);
+    drop_revision(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_late_joiner_and_missing_moments_clamp),
         cmocka_unit_test(test_episode_opens_joins_and_ends_with_a_probe),
         cmocka_unit_test(test_histogram_recent_and_json),
+        cmocka_unit_test(test_failed_cold_starts_counted_by_outcome),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

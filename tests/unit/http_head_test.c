@@ -64,12 +64,31 @@ static void test_arena_limit_and_pool(void **state)
     assert_string_equal(http_status_text(431), "Request Header Fields Too Large");
 }
 
+/* The name compare every per-header loop uses: case folds for letters only,
+ * and a byte that is one OR away from '-', ':' or a digit does not match. */
+static void test_name_eq(void **state)
+{
+    (void)state;
+    assert_true(http_name_eq("K-Network-Probe", "k-network-probe", 15));
+    assert_true(http_name_eq("X-FORWARDED-FOR", "x-forwarded-for", 15));
+    assert_true(http_name_eq(":authority", ":authority", 10));
+    assert_true(http_name_eq("TE", "te", 2));
+    assert_false(http_name_eq("k\rnetwork", "k-network", 9)); /* '\r' | 0x20 is '-' */
+    assert_false(http_name_eq("\x1a"
+                              "authority",
+                              ":authority", 10));     /* 0x1a | 0x20 is ':' */
+    assert_false(http_name_eq("x-b\x13", "x-b3", 4)); /* 0x13 | 0x20 is '3' */
+    assert_false(http_name_eq("hosu", "host", 4));
+    assert_true(http_name_eq("anything", "", 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup_and_hop),
         cmocka_unit_test(test_token_list),
         cmocka_unit_test(test_arena_limit_and_pool),
+        cmocka_unit_test(test_name_eq),
     };
     int r = cmocka_run_group_tests_name("http_head", tests, NULL, NULL);
     http_head_pool_drain();
