@@ -12,7 +12,7 @@ For each: req/s, p50/p99 latency, CPU microseconds per request of the proxy
 process (utime+stime from /proc), and memory: RssAnon (private) and VmRSS,
 idle and with 1,000 open keep-alive connections. Writes bench/RESULTS.md.
 Every process started here is stopped by pid; loads go to 127.0.0.1 only."""
-import os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import os, re, shutil, signal, socket, subprocess, tempfile, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "bin"))
@@ -391,9 +391,15 @@ def write_results(res):
     print("wrote", out)
 
 
-if __name__ == "__main__":
+def run(main):
+    """A bench script's entry: main(), then every process it started stopped
+    (by pid), whatever main() did."""
     try:
         main()
     finally:
         for p in procs:
             stop(p)
+
+
+if __name__ == "__main__":
+    run(main)

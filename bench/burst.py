@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "scenario"))
 from burst_lib import burst, raise_nofile  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (process helpers)
-from bench import TMP, free_port, procs, stop, wait_port  # noqa: E402
+from bench import TMP, free_port, stop, wait_port  # noqa: E402
 
 BIN = os.environ.get("BURST_BIN", os.path.join(ROOT, "build", "bin"))
 ROUNDS = int(os.environ.get("BURST_ROUNDS", "3"))
@@ -139,8 +139,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in procs:
-            stop(p)
+    bench.run(main)

@@ -18,7 +18,7 @@ import os, re, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (process helpers, placement, nginx configs)
 import results as sections  # noqa: E402  (writing our part of RESULTS.md)
-from bench import start, stop, wait_port, free_port, cpu_ticks, mem, children, nginx_conf, procs  # noqa: E402
+from bench import start, wait_port, free_port, cpu_ticks, mem, children, nginx_conf  # noqa: E402
 
 CONNS = int(os.environ.get("BENCH_H2_CONNS", "100"))
 STREAMS = int(os.environ.get("BENCH_H2_STREAMS", "10"))
@@ -192,8 +192,4 @@ def write(results):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in procs:
-            stop(p)
+    bench.run(main)

@@ -20,25 +20,15 @@ import os, re, socket, ssl, subprocess, sys, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import results as sections  # noqa: E402  (writing our part of RESULTS.md)
-from bench import start, stop, wait_port, free_port, cpu_ticks, mem, children, nginx_conf, procs  # noqa: E402
+sys.path.insert(0, os.path.join(bench.ROOT, "tests", "scenario"))
+from certs import make_test_ca  # noqa: E402  (the test CA the scenario tests use)
+from bench import start, wait_port, free_port, cpu_ticks, mem, children, nginx_conf  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CONNS = int(os.environ.get("BENCH_CONNS", "64"))
 HOLD = int(os.environ.get("BENCH_TLS_HOLD", "1000"))
 ROOT, BIN, TMP = bench.ROOT, bench.BIN, bench.TMP
-
-
-def make_certs(d):
-    def run(*a):
-        subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench-ca")
-    run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=queue-proxy")
-    with open(os.path.join(d, "san.ext"), "w") as f:
-        f.write("subjectAltName=DNS:data-plane.knative.dev,DNS:kn-user-default\n")
-    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "tls.crt", "-days", "2", "-extfile", "san.ext")
 
 
 def wrk_tls(port, seconds=SECONDS, conns=CONNS, close=False):
@@ -77,8 +67,9 @@ def hold_tls(port, cafile, n):
 def main():
     certs = os.path.join(TMP, "tls")
     os.makedirs(certs, exist_ok=True)
-    make_certs(certs)
-    crt, key, ca = (os.path.join(certs, f) for f in ("tls.crt", "tls.key", "ca.crt"))
+    # tls.crt and tls.key: the names of Knative's secret, read from COLDBREW_CERTS_DIR.
+    crt, key, ca = make_test_ca(certs, san="DNS:data-plane.knative.dev,DNS:kn-user-default", cn="queue-proxy",
+                                name="tls")
     o_port = free_port()
     start(["/usr/sbin/nginx", "-c", nginx_conf("tlsorigin",
           "server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; "
@@ -187,8 +178,4 @@ def write(res):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in procs:
-            stop(p)
+    bench.run(main)

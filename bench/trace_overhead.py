@@ -21,8 +21,7 @@ import json, os, statistics, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
-from bench import BIN, LOAD_CPU, children, cpu_ticks, free_port, nginx_conf, procs, qp_env, start, stop, \
-    wait_port, wrk  # noqa: E402
+from bench import BIN, LOAD_CPU, cpu_ticks, free_port, nginx_conf, qp_env, start, wait_port, wrk  # noqa: E402
 from results import replace_section  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -32,7 +31,7 @@ TP = "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 def main():
     o_port, c_port = free_port(), free_port()
-    origin = start(["/usr/sbin/nginx", "-c", nginx_conf("origin",
+    start(["/usr/sbin/nginx", "-c", nginx_conf("origin",
         'server { listen 127.0.0.1:%d backlog=4096; location / { default_type text/plain; '
         'return 200 "hello from the origin\\n"; } }' % o_port)], name="origin", cpu=LOAD_CPU)
     # The collector: its own nginx, so reading the exports never delays the origin's loop.
@@ -100,8 +99,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in procs:
-            stop(p)
+    bench.run(main)

@@ -257,9 +257,11 @@ static int sconn_hand_off(struct sconn *c, struct transport *tp)
     return fd;
 }
 
-/* The connection speaks HTTP/2 (the preface, or h2 by ALPN): the socket,
- * its transport and what was read so far go to an HTTP/2 connection. */
-static void sconn_to_h2(struct sconn *c)
+/* The connection speaks HTTP/2 (the preface, or h2 by ALPN; or an h2c
+ * upgrade when `upgrade` is the request that asked for it): the socket, its
+ * transport and what was read so far go to an HTTP/2 connection. */
+static void sconn_to_h2(struct sconn *c, struct http_head *upgrade, const char *settings,
+                        size_t settings_len)
 {
     struct server *srv = c->srv;
     char ip[sizeof c->peer_ip];
@@ -268,7 +270,10 @@ static void sconn_to_h2(struct sconn *c)
     int port = c->peer_port;
     struct transport tp;
     int fd = sconn_hand_off(c, &tp);
-    server_h2_adopt(srv, fd, &tp, ip, port, in);
+    if (upgrade) /* cleartext only: tp is plain */
+        server_h2_upgrade(srv, fd, ip, port, in, upgrade, settings, settings_len);
+    else
+        server_h2_adopt(srv, fd, &tp, ip, port, in);
 }
 
 /* An HTTP/1.1 request asking for h2c (RFC 7540 §3.2): Upgrade: h2c with
@@ -507,7 +512,7 @@ static void sconn_handshake(struct sconn *c)
     io_arm(&c->wev, &c->writing, false);
     io_arm(&c->rev, &c->reading, true);
     if (transport_alpn_h2(&c->tp)) {
-        sconn_to_h2(c);
+        sconn_to_h2(c, NULL, NULL, 0);
         return;
     }
     if (c->srv->lim->header_timeout > 0) {
@@ -641,7 +646,7 @@ static void sconn_process(struct sconn *c)
             if (pre < 0 && !c->eof)
                 break; /* a prefix of it: wait for more */
             if (pre > 0) {
-                sconn_to_h2(c);
+                sconn_to_h2(c, NULL, NULL, 0);
                 return;
             }
         }
@@ -673,16 +678,9 @@ static void sconn_process(struct sconn *c)
                       !c->parser.head->chunked && !(c->parser.head->has_content_length &&
                                                     c->parser.head->content_length > 0),
                       &settings, &slen)) {
-            struct server *srv = c->srv;
             struct http_head *h = c->parser.head;
             c->parser.head = NULL; /* the HTTP/2 connection's from now on */
-            char ip[sizeof c->peer_ip];
-            memcpy(ip, c->peer_ip, sizeof ip);
-            struct evbuffer *in = c->in;
-            int port = c->peer_port;
-            struct transport tp;
-            int fd = sconn_hand_off(c, &tp);
-            server_h2_upgrade(srv, fd, ip, port, in, h, settings, slen);
+            sconn_to_h2(c, h, settings, slen);
             return;
         }
         start_request(c);

@@ -15,8 +15,11 @@ LOGDIR = tempfile.mkdtemp(prefix="coldbrew-scenario-")
 _tests = []
 _procs = []
 
+from certs import make_test_ca  # noqa: E402,F401  (re-exported: tests import it from here)
+
 # Children inherit this: the held-requests test needs 10,000+ descriptors.
 import resource  # noqa: E402
+
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
 
@@ -375,20 +378,6 @@ class Pod:
         self.qp = QueueProxy(self.origin.port, **qp_env)
         self.addr = ("127.0.0.1", self.qp.port)
 
-
-def make_test_ca(dirpath, ip="127.0.0.1"):
-    """A CA and a server certificate for `ip`, made with the openssl CLI:
-    returns (server cert, server key, CA cert)."""
-    def run(*a):
-        subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=dirpath)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=coldbrew-test-ca")
-    run("req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=kube-api")
-    with open(os.path.join(dirpath, "san.ext"), "w") as f:
-        f.write("subjectAltName=IP:%s\n" % ip)
-    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "srv.crt", "-days", "2", "-extfile", "san.ext")
-    return tuple(os.path.join(dirpath, f) for f in ("srv.crt", "srv.key", "ca.crt"))
 
 
 def pb_read_varint(b, i):
