@@ -137,7 +137,11 @@ inside_test() {
   # make writes to a file, not a pipe: a process a test leaks with make's
   # stdout would hold a pipe open and hang the reader; make's own exit ends
   # the check (what is left in the root then fails it, in cleanup).
-  in_root sh -c 'cd /root/coldbrew && make test' < /dev/null > "$log.out" 2>&1 &
+  # Created here, before the background job: its own redirection runs after
+  # the fork, and tail below must not open the file before it exists (that
+  # race failed CI's fresh-test in 40-60 s, twice).
+  : > "$log.out"
+  in_root sh -c 'cd /root/coldbrew && make test' < /dev/null >> "$log.out" 2>&1 &
   mpid=$!
   # Streamed, so CI shows where a slow run is; the times of the first lines
   # after installing and after building split the total.
@@ -253,7 +257,8 @@ cleanup() {
   if grep -qF " $WORK/" /proc/self/mountinfo; then
     echo "fresh: $WORK still has mounts here; not removing it" >&2; return 1
   fi
-  rm -rf --one-file-system "$WORK"
+  # A process killed just above may still be finishing a write: once more.
+  rm -rf --one-file-system "$WORK" 2>/dev/null || { sleep 1; rm -rf --one-file-system "$WORK"; }
   WORK=
   return "$rc"
 }
