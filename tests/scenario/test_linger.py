@@ -312,7 +312,10 @@ def linger_client(port, pace, stop_after=None, read_first=False):
 @test
 def linger_endless_sender_is_cut_at_lingering_time():
     o = Origin()
-    q = QueueProxy(o.port, COLDBREW_LINGERING_TIME_SECONDS=2, COLDBREW_LINGERING_TIMEOUT_SECONDS=1)
+    # The silence bound is well above the client's pace: under a sanitizer
+    # its sending thread once stalled for a second, and the 1 s silence
+    # bound this test used to set cut first.
+    q = QueueProxy(o.port, COLDBREW_LINGERING_TIME_SECONDS=2, COLDBREW_LINGERING_TIMEOUT_SECONDS=5)
     res = [None]
     th = threading.Thread(target=lambda: res.__setitem__(0, linger_client(q.port, 0.01)))
     th.start()
@@ -330,7 +333,9 @@ def linger_endless_sender_is_cut_at_lingering_time():
 @test
 def linger_silent_client_is_cut_at_lingering_timeout():
     o = Origin()
-    q = QueueProxy(o.port, COLDBREW_LINGERING_TIMEOUT_SECONDS=1)
+    # 2 s of silence against the client's 0.5 s pauses: a margin a slow
+    # (sanitized) run keeps.
+    q = QueueProxy(o.port, COLDBREW_LINGERING_TIMEOUT_SECONDS=2)
     s = socket.create_connection(("127.0.0.1", q.port), 10)
     s.sendall(post_head(extra=b"Transfer-Encoding: chunked\r\n") + b"z" * 100000)
     s.settimeout(5)
@@ -346,7 +351,7 @@ def linger_silent_client_is_cut_at_lingering_timeout():
         time.sleep(0.5)
         s.sendall(b"z" * 1000)
     t0 = time.time()
-    time.sleep(1.6 * SLOW)  # silent past the timeout: the server closes
+    time.sleep(2 + 0.6 * SLOW)  # silent past the timeout: the server closes
     err = None
     for i in range(20):
         try:
