@@ -7,12 +7,16 @@ Rows, all measured in the same run with the rounds interleaved:
   coldbrew        h2load -> coldbrew queue-proxy (h2c in, h2c out: Knative's protocol mirroring) -> origin
   haproxy         h2load -> HAProxy (1 thread, `proto h2` on the bind and the server) -> origin
   nginx           h2load -> nginx (1 worker, `http2` listener, grpc_pass: nginx's only HTTP/2 upstream) -> origin
+  (before)        with BENCH_BEFORE_BIN set: that build's queue-proxy, a row of its own
 For each: streams per second (the median round), p50 and p99 of the
 per-request times h2load logs, CPU microseconds per request of the proxy
-process, and private memory (RssAnon): idle, and with 1,000 open streams
-(100 connections x 10 streams held by a slow origin).
+process, and private memory (RssAnon) per open stream and per connection
+(held_memory below).
 Writes the "## HTTP/2" section of bench/RESULTS.md; everything else there
-is kept. Every process is stopped by pid; loads go to 127.0.0.1 only."""
+is kept. Every process is stopped by pid; loads go to 127.0.0.1 only.
+
+  bench/h2bench.py memory   only the queue-proxy's memory (this build, and
+                            BENCH_BEFORE_BIN's when set); prints, writes nothing"""
 import os, re, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +28,7 @@ CONNS = int(os.environ.get("BENCH_H2_CONNS", "100"))
 STREAMS = int(os.environ.get("BENCH_H2_STREAMS", "10"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+HELD_CONNS, HELD_STREAMS = 100, 10  # the memory measure: 100 connections, 1 then 10 open streams each
 ROOT = bench.ROOT
 BIN = bench.BIN
 TMP = bench.TMP
@@ -56,7 +61,36 @@ def qp_env(q_port, user_port):
     return e
 
 
+def slow_origin():
+    """The origin for the memory measure: every stream waits as long as ?ms= says.
+    It takes every held stream at once (SETTINGS_MAX_CONCURRENT_STREAMS), so
+    each is open on both sides of the proxy, none queued inside it."""
+    port = free_port()
+    start(["/usr/bin/python3", os.path.join(ROOT, "tests", "scenario", "h2_origin.py"), str(port),
+           str(2 * HELD_CONNS * HELD_STREAMS)],
+          name="h2slow", cpu=bench.LOAD_CPU)
+    wait_port(port)
+    return port
+
+
+def memory_only():
+    s_port = slow_origin()
+    builds = [("this build", BIN)]
+    if os.environ.get("BENCH_BEFORE_BIN"):
+        builds.append(("before", os.environ["BENCH_BEFORE_BIN"]))
+    for label, bindir in builds:
+        port = free_port()
+        p = start([os.path.join(bindir, "queue-proxy")], qp_env(port, s_port), name="qp-h2-mem")
+        wait_port(port)
+        r = held_memory(port, p.pid)
+        print("%-10s idle %d kB, %d×1 open %d kB, %d×%d open %d kB: %.0f B per open stream, %.0f B per connection"
+              % (label, r["idle"], HELD_CONNS, r["one"], HELD_CONNS, HELD_STREAMS, r["held"], r["per_stream"],
+                 r["per_conn"]), flush=True)
+
+
 def main():
+    if sys.argv[1:] == ["memory"]:
+        return memory_only()
     for tool in ("h2load", "haproxy"):
         if subprocess.run(["sh", "-c", "command -v %s || test -x /usr/sbin/%s" % (tool, tool)],
                           capture_output=True).returncode:
@@ -68,11 +102,7 @@ def main():
         name="h2origin", cpu=bench.LOAD_CPU)
     wait_port(o_port)
     time.sleep(0.3)
-    # The slow origin for the 1,000-open-streams memory: every stream waits 4 s.
-    s_port = free_port()
-    start(["/usr/bin/python3", os.path.join(ROOT, "tests", "scenario", "h2_origin.py"), str(s_port)],
-          name="h2slow", cpu=bench.LOAD_CPU)
-    wait_port(s_port)
+    s_port = slow_origin()
 
     rows = [("direct", o_port, children(origin.pid)[0], None)]
 
@@ -82,6 +112,15 @@ def main():
     qps = start([os.path.join(BIN, "queue-proxy")], qp_env(q_slow, s_port), name="qp-h2-slow")
     wait_port(q_port)
     rows.append(("coldbrew queue-proxy", q_port, qp.pid, (q_slow, qps.pid)))
+    # Before/after in the same run, as bench.py does: BENCH_BEFORE_BIN names
+    # the binaries of an earlier commit, measured as a row of their own.
+    before = os.environ.get("BENCH_BEFORE_BIN")
+    if before:
+        b_port, b_slow = free_port(), free_port()
+        bq = start([os.path.join(before, "queue-proxy")], qp_env(b_port, o_port), name="qp-h2-before")
+        bqs = start([os.path.join(before, "queue-proxy")], qp_env(b_slow, s_port), name="qp-h2-before-slow")
+        wait_port(b_port)
+        rows.append(("coldbrew queue-proxy (before)", b_port, bq.pid, (b_slow, bqs.pid)))
 
     def haproxy(name, upstream):
         port = free_port()
@@ -137,25 +176,41 @@ backend be
                 i + 1, name, r["rps"], r.get("p50", 0), r.get("p99", 0), r["failed"]), flush=True)
     time.sleep(2)
     for name, port, pid, slow in rows:
-        res = results[name]
         if slow:
-            s_port_, s_pid = slow
-            # Warm first with the same shape (connections, pools, allocator
-            # caches), so the difference below is what open streams cost.
-            subprocess.run(["taskset", "-c", bench.LOAD_CPU, "h2load", "-c", "100", "-m", "10", "-n", "2000",
-                            "-t", "1", "http://127.0.0.1:%d/sleep?ms=50" % s_port_],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-            time.sleep(1.0)
-            idle = mem(s_pid)
-            # 1,000 streams held open: 100 connections x 10 streams on a 4 s origin.
-            p = subprocess.Popen(["taskset", "-c", bench.LOAD_CPU, "h2load", "-c", "100", "-m", "10", "-n", "1000",
-                                  "-t", "1", "http://127.0.0.1:%d/sleep?ms=4000" % s_port_],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(2.5)
-            held = mem(s_pid)
-            p.wait(30)
-            res["idle_anon"], res["held_anon"] = idle.get("RssAnon", 0), held.get("RssAnon", 0)
+            results[name].update(held_memory(*slow))
     write(results)
+
+
+def held_memory(port, pid):
+    """RssAnon of a proxy in front of the slow origin: idle after a warm-up
+    of the same shape, then with HELD_CONNS connections holding 1 stream
+    each, then holding HELD_STREAMS each. A stream's cost is the slope
+    between the two holds, so the connections' own cost (the HTTP/2
+    session on each side, its HPACK tables and buffers) is not spread over
+    the streams; a connection's cost is what the first hold adds beyond its
+    one stream. Each hold is a separate h2load, waited out before the next."""
+    # A light warm-up (10 connections) makes what is made once (lazy
+    # globals, the upstream's first connections); then 2.5 s quiet, after
+    # which coldbrew has trimmed its pools and purged jemalloc (it does so
+    # after a second without traffic), so idle is what a quiet pod holds and
+    # the first hold pays for what it uses. No trim falls between the two
+    # holds: the second starts as the first ends.
+    subprocess.run(["taskset", "-c", bench.LOAD_CPU, "h2load", "-c", "10", "-m", "10", "-n", "200", "-t", "1",
+                    "http://127.0.0.1:%d/sleep?ms=10" % port],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    time.sleep(2.5)
+    out = {"idle": mem(pid).get("RssAnon", 0)}
+    for key, m in (("one", 1), ("held", HELD_STREAMS)):
+        p = subprocess.Popen(["taskset", "-c", bench.LOAD_CPU, "h2load", "-c", str(HELD_CONNS), "-m", str(m),
+                              "-n", str(HELD_CONNS * m), "-t", "1", "http://127.0.0.1:%d/sleep?ms=4000" % port],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.5)  # every stream is open and waiting on the origin
+        out[key] = mem(pid).get("RssAnon", 0)
+        p.wait(30)
+    n = HELD_CONNS * (HELD_STREAMS - 1)
+    out["per_stream"] = (out["held"] - out["one"]) * 1024 / n
+    out["per_conn"] = (out["one"] - out["idle"]) * 1024 / HELD_CONNS - out["per_stream"]
+    return out
 
 
 def write(results):
@@ -169,23 +224,30 @@ def write(results):
              "rows (the median round shown); h2load and the origin on CPU 0, the proxy on CPU 1. p50/p99 "
              "are over every request h2load logged in the median round. CPU is the proxy process's "
              "utime+stime over all rounds divided by the requests done. Memory is RssAnon of a second "
-             "instance of each proxy in front of a slow origin (every stream waits 4 s): idle after a warm-up "
-             "of the same shape, and with 1,000 open streams (100 connections × 10); the last column is the "
-             "difference over 1,000. nginx proxies HTTP/2 upstream only with "
+             "instance of each proxy in front of a slow origin (every stream waits 4 s): idle 2.5 s after a light "
+             "warm-up (10 connections); then %d connections holding 1 open stream each; then the same holding %d each. "
+             "A stream's cost is the slope between the two holds (the difference over %d streams), so what a "
+             "connection costs (its HTTP/2 sessions, HPACK tables, buffers) is counted apart: the first hold "
+             "over the idle process, per connection, less one stream. coldbrew gives its pools and freed pages "
+             "back after a quiet second; HAProxy and nginx keep what the warm-up took and the first hold reuses "
+             "it, so their per-connection cost does not show this way (—). nginx proxies HTTP/2 upstream only with "
              "`grpc_pass`; HAProxy uses `proto h2` on both sides." % (
-                 time.strftime("%Y-%m-%d"), CONNS, STREAMS, SECONDS, ROUNDS), "",
-             "| path | streams/s (median round) | × HAProxy (paired median) | failed | p50 ms | p99 ms | CPU µs/req | RssAnon idle kB | RssAnon 1,000 streams kB | per open stream B |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 time.strftime("%Y-%m-%d"), CONNS, STREAMS, SECONDS, ROUNDS, HELD_CONNS, HELD_STREAMS,
+                 HELD_CONNS * (HELD_STREAMS - 1)), "",
+             "| path | streams/s (median round) | × HAProxy (paired median) | failed | p50 ms | p99 ms | CPU µs/req "
+             "| RssAnon idle kB | RssAnon %d×%d open kB | per open stream B | per connection B |" % (
+                 HELD_CONNS, HELD_STREAMS),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, res in results.items():
         rounds = res["rounds"]
         mid = sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]
         ratios = [a["rps"] / b["rps"] for a, b in zip(rounds, base)]
         cpu = res["ticks"] * 1e6 / bench.CLK / max(res["done"], 1)
-        idle, held = res.get("idle_anon"), res.get("held_anon")
-        per = "%.0f" % ((held - idle) * 1024 / 1000) if idle is not None else "—"
-        lines.append("| %s | %.0f | %.2f | %d | %.2f | %.2f | %.1f | %s | %s | %s |" % (
+        has = "idle" in res
+        dash = lambda k, f="%d": f % res[k] if has and res[k] >= 0 else "—"  # noqa: E731
+        lines.append("| %s | %.0f | %.2f | %d | %.2f | %.2f | %.1f | %s | %s | %s | %s |" % (
             name, mid["rps"], med(ratios), sum(r["failed"] for r in rounds), mid.get("p50", 0), mid.get("p99", 0),
-            cpu, idle if idle is not None else "—", held if held is not None else "—", per))
+            cpu, dash("idle"), dash("held"), dash("per_stream", "%.0f"), dash("per_conn", "%.0f")))
     lines += ["", "Rounds (streams/s): " + "; ".join(
         "%s %s" % (n, "/".join("%.0f" % r["rps"] for r in res["rounds"])) for n, res in results.items()), ""]
     sections.replace_heading("## HTTP/2 (h2load)", "\n".join(lines) + "\n")

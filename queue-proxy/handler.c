@@ -20,7 +20,11 @@
 #include "telemetry/server_span.h"
 #include "qp.h"
 
-#define CTX_FORWARDED 256 /* inline room for the Forwarded line; longer ones are allocated */
+/* Inline room for the Forwarded line (forwarded_bound's measure, so a
+ * client, an ingress hop and the activator fit: about 150 B); longer ones
+ * are allocated. Sized so the context is 504 B, in jemalloc's 512 class: it
+ * is held by every open request. */
+#define CTX_FORWARDED 160
 #define TP_LINE       (13 + TRACE_PARENT_LEN + 2) /* "traceparent: " 55 chars CRLF */
 
 struct qp_ctx {
@@ -38,6 +42,7 @@ struct qp_ctx {
     struct qp_trace *tr;               /* only while tracing: spans are big */
     char fwd[TP_LINE + CTX_FORWARDED]; /* traceparent, then Forwarded */
 };
+_Static_assert(sizeof(struct qp_ctx) <= 512, "a request's context stays in jemalloc's 512 B class");
 
 /* Knative's spans (§3a): "queue" (otelhttp's server span), its child
  * kn.queueproxy.proxy, and that one's child kn.queueproxy.wait (the
@@ -267,8 +272,7 @@ static void build_edit(struct request *req, struct qp_ctx *c, const struct kn_he
     const char *xff = http_header_value(h, q->xff, &xffl),
                *xfh = http_header_value(h, q->xfh, &xfhl),
                *xfp = http_header_value(h, q->xfp, &xfpl);
-    /* generous: quoting grows IPv6 nodes */
-    size_t need = TP_LINE + (fwd ? 11 + 3 * (xffl + 16) + xfhl + xfpl + 32 : 0);
+    size_t need = TP_LINE + (fwd ? 11 + forwarded_bound(xff, xffl, xfhl, xfpl) + 2 : 0);
     char *buf = c->fwd;
     if (need > sizeof c->fwd) {
         if (!(c->fwd_heap = malloc(need)))

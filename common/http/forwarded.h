@@ -13,6 +13,12 @@
 size_t forwarded_build(char *buf, size_t cap, const char *xff, size_t xff_len, const char *xfh,
                        size_t xfh_len, const char *xfp, size_t xfp_len);
 
+/* The room forwarded_build needs at most for these inputs (its NUL
+ * included), so a caller can size the buffer once: each X-Forwarded-For
+ * element grows by at most 10 bytes (for=, the quoted brackets of an IPv6
+ * node, the ", " after it), host and proto by their keys. */
+size_t forwarded_bound(const char *xff, size_t xff_len, size_t xfh_len, size_t xfp_len);
+
 /* Go's template.JSEscape of s into buf; returns the length written. */
 size_t js_escape(char *buf, size_t cap, const char *s, size_t len);
 

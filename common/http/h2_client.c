@@ -186,7 +186,9 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_session_consume(s, id, len);
         return 0;
     }
-    evbuffer_add(st->in, data, len);
+    struct evbuffer *in = h2_in_buf(&st->in);
+    if (!in || evbuffer_add(in, data, len))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this one */
     return 0;
 }
 
@@ -418,9 +420,7 @@ struct h2c_stream *h2c_request(struct h2c_conn *c, const char *method, const cha
         return NULL;
     struct h2c_stream *st = calloc(1, sizeof *st);
     nghttp2_nv stack[64], *nva = n + 4 <= 64 ? stack : malloc((n + 4) * sizeof *nva);
-    if (!st || !nva || !(st->in = evbuffer_new()) || !h2_body_init(&st->body, 0)) {
-        if (st && st->in)
-            evbuffer_free(st->in);
+    if (!st || !nva || !h2_body_init(&st->body, 0)) {
         free(st);
         if (nva && nva != stack)
             free(nva);

@@ -63,7 +63,8 @@ struct h2c_stream {
     void *holder;
     struct http_head *head;     /* the response head (status in head->status) */
     struct http_head *trailers; /* response trailers, or NULL */
-    struct evbuffer *in;        /* response body bytes not yet consumed */
+    struct evbuffer *in;        /* response body bytes not yet consumed; NULL until the first
+                                 * (read with h2_unread) */
     struct h2_body_out body;    /* the request body, waiting for the upstream's window */
     bool in_done;               /* the upstream ended its half */
     bool out_done;              /* the application ended the request */

@@ -98,7 +98,8 @@ static void stream_free(void *p)
         http_head_release(st->head);
     if (st->trailers)
         http_head_release(st->trailers);
-    evbuffer_free(st->in);
+    if (st->in)
+        evbuffer_free(st->in);
     h2_body_free(&st->out);
     free(st);
 }
@@ -149,9 +150,7 @@ static void stream_drained(struct h2_body_out *b)
 static struct h2_stream *stream_new(struct h2_conn *c, int32_t id, struct http_head *head)
 {
     struct h2_stream *st = calloc(1, sizeof *st);
-    if (!st || !(st->in = evbuffer_new()) || !h2_body_init(&st->out, id)) {
-        if (st && st->in)
-            evbuffer_free(st->in);
+    if (!st || !h2_body_init(&st->out, id)) {
         free(st);
         http_head_release(head);
         return NULL;
@@ -323,7 +322,9 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_session_consume(s, id, len);
         return 0;
     }
-    evbuffer_add(st->in, data, len);
+    struct evbuffer *in = h2_in_buf(&st->in);
+    if (!in || evbuffer_add(in, data, len))
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM for this one */
     return 0;
 }
 
@@ -720,8 +721,9 @@ int h2_stream_peer_port(const struct h2_stream *s)
 
 void h2_stream_discard_input(struct h2_stream *s)
 {
-    size_t unread = evbuffer_get_length(s->in);
-    evbuffer_drain(s->in, unread);
+    size_t unread = h2_unread(s->in);
+    if (unread)
+        evbuffer_drain(s->in, unread);
     if (unread && s->state != H2S_CLOSED)
         nghttp2_session_consume(s->conn->session, s->id, unread);
 }

@@ -109,7 +109,8 @@ struct h2_stream {
     int32_t id;
     enum h2_stream_state state;
     struct http_head *head;     /* the request head, owned by the stream */
-    struct evbuffer *in;        /* request body bytes (DATA payloads) not yet consumed */
+    struct evbuffer *in;        /* request body bytes not yet consumed; NULL until the first
+                                 * (read with h2_unread) */
     struct h2_body_out out;     /* the response body, waiting for the peer's window */
     bool in_done;               /* the client ended its half (END_STREAM) */
     bool head_too_large;        /* over the header limits: answered 431 */

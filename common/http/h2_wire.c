@@ -270,6 +270,13 @@ void h2_wire_free_buffers(struct h2_wire *w)
 
 /* ---------------------------------------------------------------- bodies */
 
+struct evbuffer *h2_in_buf(struct evbuffer **in)
+{
+    if (!*in)
+        *in = evbuffer_new();
+    return *in;
+}
+
 bool h2_body_init(struct h2_body_out *b, int32_t stream)
 {
     memset(b, 0, sizeof *b);

@@ -81,6 +81,18 @@ void h2_wire_start(struct h2_wire *w);
  * write), or from the running I/O if nghttp2 is running now. */
 void h2_wire_kick(struct h2_wire *w);
 
+/* Bytes received and not yet consumed in a stream's `in` buffer. That buffer
+ * is made with the stream's first DATA byte, so NULL means none: most
+ * requests (GETs) carry no body, and an idle open stream should not hold an
+ * empty evbuffer (136 B) on each side of the proxy. */
+static inline size_t h2_unread(const struct evbuffer *in)
+{
+    return in ? evbuffer_get_length(in) : 0;
+}
+/* The stream's `in` buffer for received bytes, made on first use; NULL
+ * without memory. */
+struct evbuffer *h2_in_buf(struct evbuffer **in);
+
 /* Body sources. */
 /* false when out of memory. */
 bool h2_body_init(struct h2_body_out *b, int32_t stream);

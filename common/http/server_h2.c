@@ -57,7 +57,7 @@ static void on_stream_input(struct h2_stream *st)
     struct request *req = st->holder;
     if (!req)
         return;
-    req->body_done = st->in_done && !evbuffer_get_length(st->in);
+    req->body_done = st->in_done && !h2_unread(st->in);
     if (req->on_input)
         req->on_input(req);
 }
@@ -79,7 +79,7 @@ static void on_stream_request(struct h2_stream *st, void *arg)
     req->head = st->head;
     req->state = REQ_HELD;
     req->start_ns = clock_now_ns();
-    req->body_done = st->in_done && !evbuffer_get_length(st->in);
+    req->body_done = st->in_done && !h2_unread(st->in);
     event_assign(&req->timer, s->base, -1, 0, server_request_timer_cb, req);
     st->holder = req;
     st->cancel = on_stream_cancel;

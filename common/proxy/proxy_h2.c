@@ -163,13 +163,13 @@ static void back_pump(struct proxy_exchange *x)
     struct h2c_stream *up = x->s.h2;
     if (!up)
         return;
-    size_t n = evbuffer_get_length(f->in);
+    size_t n = h2_unread(f->in);
     if (n && !h2c_stream_output_full(up)) {
         h2c_stream_write(up, f->in);
         h2_stream_consumed(f, n);
         x->body_sent += n;
     }
-    if (f->in_done && !evbuffer_get_length(f->in) && !up->out_done) {
+    if (f->in_done && !h2_unread(f->in) && !up->out_done) {
         struct h2_header_out t[MAX_TRAILERS];
         h2c_stream_end(up, t, trailer_fields(f->trailers, t));
         x->req->body_done = true;
@@ -182,7 +182,7 @@ static void back_pump(struct proxy_exchange *x)
 static void move_body(struct proxy_exchange *x)
 {
     struct h2c_stream *up = x->s.h2;
-    size_t n = evbuffer_get_length(up->in);
+    size_t n = h2_unread(up->in);
     if (n && x->front->room(x)) {
         px_data(x, up->in, n);
         h2c_stream_consumed(up, n); /* the upstream's window opens as the client takes it */
@@ -200,7 +200,7 @@ static void on_up_head(struct h2c_stream *up, bool final)
     struct proxy_exchange *x = up->holder;
     if (!final)
         return; /* 1xx: not forwarded over HTTP/2 */
-    px_head(x, up->head, up->in_done && !evbuffer_get_length(up->in));
+    px_head(x, up->head, up->in_done && !h2_unread(up->in));
 }
 
 static void on_up_data(struct h2c_stream *up)
@@ -213,7 +213,7 @@ static void on_up_data(struct h2c_stream *up)
 static void on_up_end(struct h2c_stream *up)
 {
     struct proxy_exchange *x = up->holder;
-    size_t n = evbuffer_get_length(up->in);
+    size_t n = h2_unread(up->in);
     if (n) /* the client's side is full: the rest goes with the end */
         px_data(x, up->in, n);
     x->s.h2 = NULL; /* finished: nothing to release */
@@ -370,7 +370,7 @@ static void back_open(struct proxy_exchange *x)
         return;
     }
     struct h2_stream *front = req->h2;
-    bool end = front->in_done && !evbuffer_get_length(front->in);
+    bool end = front->in_done && !h2_unread(front->in);
     struct h2c_stream *up =
         h2_pool_request(u->h2, llhttp_method_name((llhttp_method_t)h->method),
                         u->tls ? "https" : "http", auth, path, fields, n, end, &up_ops, x);

@@ -13,12 +13,15 @@ Routes (any method):
   /reset            sends a head, then RST_STREAM INTERNAL_ERROR
   /probe?code=N     answer N (default 200) and record the request's headers (for /stats)
   /stats            JSON: requests seen, peak concurrency, connections accepted, probes
-Usage: h2_origin.py PORT
+Usage: h2_origin.py PORT [MAX_STREAMS]
+MAX_STREAMS is the SETTINGS_MAX_CONCURRENT_STREAMS it announces (h2's
+default, 100, when not given; the benchmark's memory measure holds 1,000).
 """
 import asyncio, json, sys, time, urllib.parse
 
-import h2.config, h2.connection, h2.events, h2.errors
+import h2.config, h2.connection, h2.events, h2.errors, h2.settings
 
+MAX_STREAMS = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 STATS = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0, "probes": []}
 
 
@@ -26,6 +29,10 @@ class Conn:
     def __init__(self, reader, writer):
         self.r, self.w = reader, writer
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        if MAX_STREAMS:
+            self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 2 ** 16})
         self.streams = {}
         self.flow = {}
 

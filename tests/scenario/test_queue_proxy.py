@@ -84,6 +84,21 @@ def forwarded_ipv6_is_quoted_and_existing_forwarded_kept():
 
 
 @test
+def forwarded_from_a_long_xff_list_is_built_whole():
+    # Longer than the context's inline room (queue-proxy/handler.c,
+    # CTX_FORWARDED): the line is built in an allocated buffer instead.
+    o = Origin()
+    q = QueueProxy(o.port)
+    nodes = ["10.0.%d.%d" % (i, i) for i in range(12)] + ["2001:db8::%x" % i for i in range(6)]
+    _, _, body = get(q.port, "/", {"X-Forwarded-For": ", ".join(nodes), "X-Forwarded-Proto": "https",
+                                   "X-Forwarded-Host": "long.example.com"})
+    h = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    quoted = ['"[%s]"' % n if ":" in n else n for n in nodes]
+    want = "for=%s;host=long.example.com;proto=https" % quoted[0] + "".join(", for=" + n for n in quoted[1:])
+    eq(h.get("forwarded"), want, "Forwarded from %d nodes" % len(nodes))
+
+
+@test
 def upstream_down_is_502_with_go_error_text():
     dead = free_port()
     q = QueueProxy(dead)

@@ -23,6 +23,43 @@ static void test_forwarded(void **state)
     assert_string_equal(fwd(NULL, NULL, NULL), "");
 }
 
+/* forwarded_bound is enough for any input: the worst shapes are many tiny
+ * elements and IPv6 nodes, which gain the most bytes each. */
+static void test_forwarded_bound(void **state)
+{
+    (void)state;
+    static const char *const xffs[] = {
+        "1.2.3.4",
+        "1.2.3.4, 5.6.7.8",
+        "a,b,c,d,e,f,g,h",
+        ":,:,:,:,:",
+        "::,::,::",
+        "2001:db8::1, 2001:db8::2",
+        ",,,,",
+        " , a ,  b ",
+        "[::1]",
+        "\"[::1]\"",
+        "",
+        "x",
+    };
+    static const char *const hosts[] = {NULL, "", "h", "example.com"};
+    static const char *const protos[] = {NULL, "http", "https"};
+    for (size_t i = 0; i < sizeof xffs / sizeof *xffs; i++)
+        for (size_t j = 0; j < sizeof hosts / sizeof *hosts; j++)
+            for (size_t k = 0; k < sizeof protos / sizeof *protos; k++) {
+                const char *x = xffs[i], *h = hosts[j], *p = protos[k];
+                size_t xl = strlen(x), hl = h ? strlen(h) : 0, pl = p ? strlen(p) : 0;
+                char big[512], exact[512];
+                size_t want = forwarded_build(big, sizeof big, x, xl, h, hl, p, pl);
+                size_t cap = forwarded_bound(x, xl, hl, pl);
+                assert_true(cap <= sizeof exact);
+                size_t got = forwarded_build(exact, cap, x, xl, h, hl, p, pl);
+                assert_int_equal(got, want);
+                if (want)
+                    assert_memory_equal(exact, big, want + 1);
+            }
+}
+
 static void test_js_escape(void **state)
 {
     (void)state;
@@ -35,6 +72,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forwarded),
+        cmocka_unit_test(test_forwarded_bound),
         cmocka_unit_test(test_js_escape),
     };
     return cmocka_run_group_tests_name("forwarded", tests, NULL, NULL);

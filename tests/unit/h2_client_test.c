@@ -30,7 +30,7 @@ static struct h2_stream *held;
 
 static void echo_body(struct h2_stream *s)
 {
-    size_t n = evbuffer_get_length(s->in);
+    size_t n = h2_unread(s->in);
     if (n) {
         struct evbuffer *b = evbuffer_new();
         evbuffer_remove_buffer(s->in, b, n);
@@ -108,9 +108,10 @@ static void c_head(struct h2c_stream *s, bool final)
 static void c_data(struct h2c_stream *s)
 {
     struct result *r = s->holder;
-    size_t n = evbuffer_get_length(s->in);
+    size_t n = h2_unread(s->in);
     size_t room = sizeof r->body - r->len;
-    evbuffer_remove(s->in, r->body + r->len, n < room ? n : room);
+    if (n) /* also called on the end alone, before any body (s->in NULL) */
+        evbuffer_remove(s->in, r->body + r->len, n < room ? n : room);
     r->len += n < room ? n : room;
     h2c_stream_consumed(s, n);
 }

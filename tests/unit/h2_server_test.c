@@ -38,7 +38,7 @@ static void on_cancel(struct h2_stream *s)
 /* APP_STREAM_BODY: echo the request body as it arrives, trailers at the end. */
 static void on_body(struct h2_stream *s)
 {
-    size_t n = evbuffer_get_length(s->in);
+    size_t n = h2_unread(s->in);
     if (n) {
         struct evbuffer *b = evbuffer_new();
         evbuffer_remove_buffer(s->in, b, n);
