@@ -500,13 +500,15 @@ static void grpc_on_head(struct h2c_stream *s, bool final)
 static void grpc_on_data(struct h2c_stream *s)
 {
     struct sender *sd = s->holder;
-    size_t n = evbuffer_get_length(s->in);
+    size_t n = h2_unread(s->in);
     if (evbuffer_get_length(sd->resp) + n > RESPONSE_MAX) {
         h2c_stream_cancel(s);
         sd->stream = NULL;
         sender_finish(sd, false, "collector response too large", 0);
         return;
     }
+    if (!n) /* also called for the trailers alone, before any body */
+        return;
     evbuffer_remove_buffer(s->in, sd->resp, n);
     h2c_stream_consumed(s, n);
 }

@@ -25,7 +25,7 @@ static bool answer_at_once, gone;
 
 static void on_body(struct h2_stream *s)
 {
-    size_t n = evbuffer_get_length(s->in);
+    size_t n = h2_unread(s->in);
     if (n) {
         struct evbuffer *b = evbuffer_new();
         evbuffer_remove_buffer(s->in, b, n);

@@ -14,12 +14,16 @@ nothing with coldbrew's common/proto/otlp_*.proto or protobuf-c). Unknown
 fields are an error, so a wrong field number in coldbrew shows.
 
 Control and inspection, on the HTTP port:
-  GET /_mode?m=ok|refuse|hang|reset   how to answer exports from now on:
+  GET /_mode?m=ok|refuse|hang|reset|bodiless   how to answer exports from now on:
         refuse  HTTP 503 / gRPC UNAVAILABLE
         hang    never answer (bounded: 60 s, or until the mode changes)
         reset   HTTP: the connection is reset (RST); gRPC: the TCP
                 connection is reset (the gRPC port is a relay in front of
                 the grpcio server, which drops the connection with RST)
+        bodiless  gRPC only: response headers, then trailers with
+                grpc-status 14 and no message between (legal: a call may
+                fail after its headers); answered by the relay itself
+                with python3-h2
   GET /_spans     every span decoded so far, JSON (ids in hex)
   GET /_metrics   every metric data point decoded so far, JSON
   GET /_counts    requests seen per protocol and signal, and per answer
@@ -32,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import grpc
+import h2.config, h2.connection, h2.events, h2.exceptions
 
 STATE = {"mode": "ok"}
 MODE_CHANGED = threading.Condition()
@@ -470,7 +475,33 @@ def relay(front_port, back_port):
                 except OSError:
                     pass
 
+    def bodiless(c):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        c.settimeout(10)
+        try:
+            c.sendall(conn.data_to_send())
+            for _ in range(10000):  # bounded: one connection's calls
+                data = c.recv(65536)
+                if not data:
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        count("grpc bodiless")
+                        conn.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        conn.send_headers(ev.stream_id, [("grpc-status", "14"),
+                                                         ("grpc-message", "failing after the headers, as told")],
+                                          end_stream=True)
+                c.sendall(conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            pass
+        c.close()
+
     def serve(c):
+        if STATE["mode"] == "bodiless":
+            return bodiless(c)
         if STATE["mode"] == "reset":
             count("grpc reset")
             # Read the preface first, so the reset hits a call in progress.
