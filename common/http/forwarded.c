@@ -76,11 +76,14 @@ size_t forwarded_build(char *buf, size_t cap, const char *xff, size_t xff_len, c
 size_t forwarded_bound(const char *xff, size_t xff_len, size_t xfh_len, size_t xfp_len)
 {
     size_t elements = 1;
-    for (const char *p = xff, *end = xff + (xff ? xff_len : 0);
-         p && (p = memchr(p, ',', (size_t)(end - p))); p++)
-        elements++;
-    return (xff ? xff_len : 0) + 10 * elements + sizeof ";host=" - 1 + xfh_len + sizeof ";proto=" -
-           1 + xfp_len + 1;
+    if (!xff)
+        xff_len = 0; /* and no arithmetic on NULL, not even + 0 (UBSan) */
+    else
+        for (const char *p = xff, *end = xff + xff_len; (p = memchr(p, ',', (size_t)(end - p)));
+             p++)
+            elements++;
+    return xff_len + 10 * elements + sizeof ";host=" - 1 + xfh_len + sizeof ";proto=" - 1 +
+           xfp_len + 1;
 }
 
 size_t js_escape(char *buf, size_t cap, const char *s, size_t len)

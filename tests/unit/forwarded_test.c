@@ -29,6 +29,7 @@ static void test_forwarded_bound(void **state)
 {
     (void)state;
     static const char *const xffs[] = {
+        NULL,
         "1.2.3.4",
         "1.2.3.4, 5.6.7.8",
         "a,b,c,d,e,f,g,h",
@@ -48,7 +49,7 @@ static void test_forwarded_bound(void **state)
         for (size_t j = 0; j < sizeof hosts / sizeof *hosts; j++)
             for (size_t k = 0; k < sizeof protos / sizeof *protos; k++) {
                 const char *x = xffs[i], *h = hosts[j], *p = protos[k];
-                size_t xl = strlen(x), hl = h ? strlen(h) : 0, pl = p ? strlen(p) : 0;
+                size_t xl = x ? strlen(x) : 0, hl = h ? strlen(h) : 0, pl = p ? strlen(p) : 0;
                 char big[512], exact[512];
                 size_t want = forwarded_build(big, sizeof big, x, xl, h, hl, p, pl);
                 size_t cap = forwarded_bound(x, xl, hl, pl);
