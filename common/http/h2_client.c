@@ -186,15 +186,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         nghttp2_session_consume(s, id, len);
         return 0;
     }
-    struct evbuffer *in = h2_in_buf(&st->in);
-    if (!in || evbuffer_add(in, data, len)) {
-        /* Out of memory: this stream cannot keep its body. Give its window
-         * back and reset it; the close tells the holder. (A non-fatal error
-         * code returned here would be ignored by nghttp2, the bytes lost.) */
-        log_warn("h2: stream %d: no memory for %zu body bytes; resetting it", id, len);
-        nghttp2_session_consume(s, id, len);
-        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
-    }
+    h2_in_add(s, id, &st->in, data, len);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include "http/h2_server.h"
 #include "http/http_head.h"
 #include "core/io.h"
+#include "core/log.h"
 
 static void wire_done(struct h2_wire *w, const char *why)
 {
@@ -270,11 +271,16 @@ void h2_wire_free_buffers(struct h2_wire *w)
 
 /* ---------------------------------------------------------------- bodies */
 
-struct evbuffer *h2_in_buf(struct evbuffer **in)
+void h2_in_add(nghttp2_session *s, int32_t id, struct evbuffer **in, const uint8_t *data,
+               size_t len)
 {
     if (!*in)
         *in = evbuffer_new();
-    return *in;
+    if (*in && evbuffer_add(*in, data, len) == 0)
+        return;
+    log_warn("h2: stream %d: no memory for %zu body bytes; resetting it", id, len);
+    nghttp2_session_consume(s, id, len);
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
 }
 
 bool h2_body_init(struct h2_body_out *b, int32_t stream)

@@ -89,9 +89,12 @@ static inline size_t h2_unread(const struct evbuffer *in)
 {
     return in ? evbuffer_get_length(in) : 0;
 }
-/* The stream's `in` buffer for received bytes, made on first use; NULL
- * without memory. */
-struct evbuffer *h2_in_buf(struct evbuffer **in);
+/* Appends a DATA payload to stream `id`'s `in` buffer, made on first use.
+ * Without memory for it the stream is reset and its window given back (for
+ * nghttp2's data callback, which must return 0: a non-fatal error code there
+ * is ignored and the bytes would be lost). */
+void h2_in_add(nghttp2_session *s, int32_t id, struct evbuffer **in, const uint8_t *data,
+               size_t len);
 
 /* Body sources. */
 /* false when out of memory. */

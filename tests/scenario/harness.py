@@ -379,7 +379,6 @@ class Pod:
         self.addr = ("127.0.0.1", self.qp.port)
 
 
-
 def pb_read_varint(b, i):
     v = shift = 0
     while True:
